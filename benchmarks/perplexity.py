@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 import transformers
-from omegaconf import OmegaConf
 
 from evalkit.loading import LoadOptions, load_model, resolve_location
 from evalkit.perplexity import score_windows
+from evalkit.presets import model_spec
 from evalkit.reference import docs_loop_perplexity
 from evalkit.results import hardware, library_versions, write_json
 from evalkit.windows import window_schedule
@@ -78,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
 
-    spec = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / f"{args.model}.yaml"))
+    spec = model_spec(args.model)
     ours = load_model(spec, LoadOptions(device=args.device, dtype=args.dtype), "causal-lm")
     device, dtype = ours.device, getattr(torch, args.dtype)
     if spec.get("architecture"):  # random init: the same seed gives the same weights
@@ -97,7 +97,8 @@ def main() -> None:
     (ref_nll, ref_tokens), ref_seconds, ref_peak = measure(
         lambda: docs_loop_perplexity(plain, tokens, args.max_length, args.stride), device
     )
-    (nll, used_batch), seconds, peak = measure(lambda: score_windows(ours.model, tokens, windows, batch_size), device)
+    (scores, used_batch), seconds, peak = measure(lambda: score_windows(ours.model, tokens, windows, batch_size), device)
+    nll = scores["nll"]
     scored = sum(w.num_targets for w in windows)
     assert scored == ref_tokens, (scored, ref_tokens)
     report = {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything measured on a 2-GPU machine, in one call: benchmarks/gpu.py on GPU 0, then the CLI on 1 GPU vs 2 GPUs
-# (torchrun) over a 4x-repeated WikiText-2 stream, then device_map=auto split across both GPUs vs one GPU.
+# Everything measured on a 2-GPU machine, in one call: the CLI on 1 GPU vs 2 GPUs (torchrun) over a 4x-repeated
+# WikiText-2 stream, device_map=auto split across both GPUs vs one GPU, then benchmarks/gpu.py on GPU 0
+# (VARIANTS=comma list picks evalkit's variants; see gpu.py).
 # Needs: .bench/{wikitext_ids.pt,tokenizer/,wiki4x.txt} (made by benchmarks/prepare_gpu_inputs.py). Results -> $OUT.
 set -uo pipefail
 OUT=${OUT:-outputs/gpu}; mkdir -p "$OUT"
@@ -8,9 +9,6 @@ export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 
 runs=/tmp/evalkit-runs
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'gpus', torch.cuda.device_count())"
-
-python3 benchmarks/gpu.py --tokens-file .bench/wikitext_ids.pt --tokenizer .bench/tokenizer --out "$OUT/bench_gpu.json" 2>&1 \
-  | grep -v "Loading weights" | tee "$OUT/bench_gpu.log"
 
 common="model=random-gpt2-large model.tokenizer.name_or_path=.bench/tokenizer task=text task.path=.bench/wiki4x.txt dtype=bfloat16 batch_size=32 hydra.output_subdir=null"
 python3 -m evalkit $common device=cuda:0 hydra.run.dir=$runs/one 2>&1 | tail -2
@@ -39,3 +37,7 @@ print("tokens", one["metrics"]["tokens_scored"], two["metrics"]["tokens_scored"]
 print("split devices", r["split"]["model"]["devices"], "nll rel diff vs one GPU",
       abs(r["split"]["metrics"]["nll_sum"] - r["whole"]["metrics"]["nll_sum"]) / r["whole"]["metrics"]["nll_sum"])
 PY
+
+python3 benchmarks/gpu.py --tokens-file .bench/wikitext_ids.pt --tokenizer .bench/tokenizer --out "$OUT/bench_gpu.json" --variants "${VARIANTS:-evalkit_bfloat16_auto,evalkit_bfloat16_compile_b32}" 2>&1 \
+  | grep -v "Loading weights" | tee "$OUT/bench_gpu.log"
+

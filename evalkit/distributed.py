@@ -44,3 +44,12 @@ def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
     if world_size() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def merge_across_ranks(items: list) -> list:
+    """Merge per-item Python objects that each rank filled for its own items (None elsewhere)."""
+    if world_size() == 1:
+        return items
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, items)
+    return [next((part[i] for part in gathered if part[i] is not None), None) for i in range(len(items))]

@@ -27,7 +27,16 @@ HEADS = {
     "encoder": ("AutoModel", "AutoTokenizer"),
 }
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-QUANTIZATIONS = ("none", "int8", "int4")
+# name -> (backend, what it does): bitsandbytes quantizes while loading (CUDA only); torchao quantizes the loaded
+# model in place, so it also applies to GGUF files and random-init models, which transformers will not combine with a
+# quantization_config.
+QUANTIZATIONS = {
+    "none": (None, None),
+    "int8": ("bitsandbytes", "LLM.int8() 8-bit weights"),
+    "int4": ("bitsandbytes", "NF4 4-bit weights"),
+    "torchao-int8": ("torchao", "int8 weight-only, per-channel scales"),
+    "torchao-int4": ("torchao", "int4 weight-only, groups of 128"),
+}
 CPU_LINEAR = ("auto", "onednn", "native")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
@@ -113,15 +122,13 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
         raise EvalkitError(f"cpu_linear={options.cpu_linear} is not allowed; allowed: {', '.join(CPU_LINEAR)}")
     if options.quantization not in QUANTIZATIONS:
         raise EvalkitError(f"quantization={options.quantization} is not allowed; allowed: {', '.join(QUANTIZATIONS)}")
-    if options.quantization != "none":
-        if device.type != "cuda":
-            raise EvalkitError(
-                f"quantization={options.quantization} (bitsandbytes) needs a CUDA device, but device is {device}"
-            )
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise EvalkitError(
-                f"quantization={options.quantization} needs the bitsandbytes package: pip install bitsandbytes"
-            )
+    backend = QUANTIZATIONS[options.quantization][0]
+    needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
+    if needs_cuda and device.type != "cuda":
+        hint = "; on CPU use quantization=torchao-int8" if options.quantization != "torchao-int8" else ""
+        raise EvalkitError(f"quantization={options.quantization} ({backend}) needs a CUDA device, not {device}{hint}")
+    if backend and importlib.util.find_spec(backend) is None:
+        raise EvalkitError(f"quantization={options.quantization} needs the {backend} package: pip install {backend}")
 
 
 PACKAGE_SCHEME = "package:"
@@ -245,7 +252,7 @@ def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
     load_kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": options.trust_remote_code}
     if options.attn_implementation:
         load_kwargs["attn_implementation"] = options.attn_implementation
-    if options.quantization != "none":
+    if QUANTIZATIONS[options.quantization][0] == "bitsandbytes":
         load_kwargs["quantization_config"] = bitsandbytes_config(options.quantization, dtype)
         load_kwargs["device_map"] = options.device_map or {"": device}
     elif options.device_map:
@@ -268,6 +275,8 @@ def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
     if "device_map" not in load_kwargs:
         model.to(device)
     model.eval()
+    if QUANTIZATIONS[options.quantization][0] == "torchao":
+        torchao_quantize(model, options.quantization)
     tokenizer = preprocessor_class.from_pretrained(
         tokenizer_location.path, trust_remote_code=options.trust_remote_code, **tokenizer_location.from_pretrained_kwargs()
     )
@@ -285,7 +294,12 @@ def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
         "parameters": sum(p.numel() for p in model.parameters()),
         "dtype": str(dtype).removeprefix("torch."),
         "devices": sorted({str(p.device) for p in model.parameters()}),
-        "quantization": options.quantization,
+        "quantization": {
+            "scheme": options.quantization,
+            "backend": QUANTIZATIONS[options.quantization][0],
+            "method": QUANTIZATIONS[options.quantization][1],
+            "source_format": "gguf (dequantized on load)" if not random_init and location.gguf_file else None,
+        },
         "attn_implementation": getattr(model.config, "_attn_implementation", None),
         "context_length": context_length(config),
         "tokenizer": tokenizer_location.path + (f"/{tokenizer_location.gguf_file}" if tokenizer_location.gguf_file else ""),
@@ -303,6 +317,12 @@ def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
         model.forward = torch.compile(model.forward, mode=mode, dynamic=False)
         provenance["compile"] = mode or "default"
     return LoadedModel(model=model, tokenizer=tokenizer, device=input_device, provenance=provenance)
+
+
+def torchao_quantize(model: torch.nn.Module, scheme: str) -> None:
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+    quantize_(model, Int8WeightOnlyConfig() if scheme == "torchao-int8" else Int4WeightOnlyConfig(group_size=128))
 
 
 def bitsandbytes_config(quantization: str, compute_dtype: torch.dtype) -> Any:

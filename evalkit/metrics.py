@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+import numpy as np
+
 
 def count_words(text: str) -> int:
     """Words as lm-evaluation-harness counts them for word_perplexity: pieces of a split on whitespace runs."""
@@ -28,4 +30,40 @@ def perplexity_metrics(nll_sum: float, tokens: int, num_bytes: int, num_words: i
         "tokens_scored": tokens,
         "bytes": num_bytes,
         "words": num_words,
+    }
+
+
+def bootstrap_ratio_interval(
+    numerators: np.ndarray, denominators: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of sum(numerators) / sum(denominators), resampling the units (windows,
+    examples, utterances) with replacement: the interval of a corpus-level ratio, not of a mean of unit ratios."""
+    numerators, denominators = np.asarray(numerators, float), np.asarray(denominators, float)
+    picks = np.random.default_rng(seed).integers(0, len(numerators), size=(resamples, len(numerators)))
+    ratios = numerators[picks].sum(1) / denominators[picks].sum(1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def divergence_metrics(
+    token_kl: np.ndarray, window_kl: np.ndarray, window_tokens: np.ndarray, top1_agree: float, reference_nll: float,
+    nll: float,
+) -> dict:
+    """A model against a reference on the same tokens: KL(reference || model) per scored token (nats), top-1
+    agreement, and the perplexity change."""
+    tokens = len(token_kl)
+    perplexity, reference_perplexity = math.exp(nll / tokens), math.exp(reference_nll / tokens)
+    low, high = bootstrap_ratio_interval(window_kl, window_tokens)
+    return {
+        "reference_perplexity": reference_perplexity,
+        "delta_ppl": perplexity - reference_perplexity,
+        "ppl_ratio": perplexity / reference_perplexity,
+        "kl_mean": float(window_kl.sum() / tokens),
+        "kl_mean_ci95": [low, high],
+        "kl_median": float(np.median(token_kl)),
+        "kl_p99": float(np.percentile(token_kl, 99)),
+        "kl_max": float(token_kl.max()),
+        "top1_agreement": top1_agree / tokens,
+        "reference_nll_sum": reference_nll,
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections import defaultdict
+from dataclasses import replace
 from collections.abc import Callable, Mapping
 
 import torch
@@ -20,7 +21,8 @@ from evalkit import distributed
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, load_model
-from evalkit.metrics import count_bytes, count_words, perplexity_metrics
+from evalkit.metrics import count_bytes, count_words, divergence_metrics, perplexity_metrics
+from evalkit.presets import model_spec
 from evalkit.results import EvalResult, sha256_text
 from evalkit.windows import Window, check_window_args, window_schedule
 
@@ -40,6 +42,50 @@ def initial_batch_size(batch_size: int | str, device: torch.device, num_windows:
     return min(CPU_AUTO_BATCH if device.type == "cpu" else CUDA_AUTO_BATCH, num_windows)
 
 
+def scored_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Logits at `positions` only: the output layer never runs on context positions when the model supports it."""
+    if "logits_to_keep" in inspect.signature(type(model).forward).parameters:
+        return model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
+    return model(input_ids=input_ids, use_cache=False).logits[:, positions]
+
+
+def timed(clock: dict | None, key: str, device: torch.device, work: Callable):
+    """work(), adding its duration to clock[key] when a clock is given (synchronising the device around it)."""
+    if clock is None:
+        return work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    result = work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    clock[key] += time.perf_counter() - started
+    return result
+
+
+def score_batch(model, input_ids, positions, reference=None, clock=None) -> dict[str, torch.Tensor]:
+    """Per-window figures for one batch: summed NLL; with a reference model also its NLL, the summed and largest
+    per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets])."""
+    targets = input_ids[:, positions + 1, None]
+    log_probs = timed(clock, "model_seconds", input_ids.device,
+                      lambda: scored_logits(model, input_ids, positions).float().log_softmax(-1))
+    figures = {"nll": -log_probs.gather(-1, targets).squeeze(-1).double().sum(1)}
+    if reference is not None:
+        ref_device = next(reference.parameters()).device
+        ref_log_probs = timed(clock, "reference_seconds", ref_device, lambda: scored_logits(
+            reference, input_ids.to(ref_device), positions.to(ref_device)).float().log_softmax(-1))
+        ref_log_probs = ref_log_probs.to(log_probs.device)
+        token_kl = F.kl_div(log_probs, ref_log_probs, log_target=True, reduction="none").sum(-1)
+        figures.update(
+            reference_nll=-ref_log_probs.gather(-1, targets).squeeze(-1).double().sum(1),
+            kl_sum=token_kl.double().sum(1),
+            kl_max=token_kl.amax(1).double(),
+            top1_agree=(log_probs.argmax(-1) == ref_log_probs.argmax(-1)).sum(1).double(),
+            token_kl=token_kl,
+        )
+    return figures
+
+
 @torch.inference_mode()
 def score_windows(
     model: torch.nn.Module,
@@ -48,16 +94,20 @@ def score_windows(
     batch_size: int | str = "auto",
     bos_token_id: int | None = None,
     on_batch: Callable[[list[int]], None] | None = None,
-) -> tuple[torch.Tensor, int]:
-    """Summed NLL (float64, on CPU) of each window's scored tokens, and the batch size that ran last.
+    reference: torch.nn.Module | None = None,
+    clock: dict | None = None,
+) -> tuple[dict, int]:
+    """Per-window figures (see score_batch; float64 on CPU, "token_kl" a list of per-window tensors) and the batch
+    size that ran last. A reference model runs in lockstep on the same batches; nothing is kept but the figures.
 
     With `bos_token_id`, each window's input is prefixed by that token. With batch_size="auto", a batch that runs out
-    of memory is halved and retried; windows already scored are kept.
+    of memory is halved and retried; windows already scored are kept. A `clock` dict accumulates each model's
+    forward time ("model_seconds", "reference_seconds").
     """
     device = next(model.parameters()).device
     tokens = tokens.to(device)
-    nll = torch.zeros(len(windows), dtype=torch.float64, device=device)
-    keeps_logits = "logits_to_keep" in inspect.signature(type(model).forward).parameters
+    figures: dict = defaultdict(lambda: torch.zeros(len(windows), dtype=torch.float64, device=device))
+    token_kl: list = [None] * len(windows)
     size = initial_batch_size(batch_size, device, len(windows))
     prefix = 0 if bos_token_id is None else 1
     groups: dict[tuple[int, int], list[int]] = defaultdict(list)
@@ -77,12 +127,7 @@ def score_windows(
             if prefix:
                 input_ids = torch.cat([input_ids.new_full((len(input_ids), 1), bos_token_id), input_ids], dim=1)
             try:
-                if keeps_logits:
-                    logits = model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
-                else:
-                    logits = model(input_ids=input_ids, use_cache=False).logits[:, positions]
-                targets = input_ids[:, positions + 1]
-                losses = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none")
+                batch = score_batch(model, input_ids, positions, reference, clock)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if batch_size != "auto" or size == 1 or not is_out_of_memory(error):
                     raise
@@ -91,11 +136,18 @@ def score_windows(
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
-            nll[destinations[chunk]] = losses.view(len(input_ids), -1).double().sum(1)
+            if "token_kl" in batch:
+                for index, row in zip(indices[chunk], batch.pop("token_kl").cpu()):
+                    token_kl[index] = row
+            for name, values in batch.items():
+                figures[name][destinations[chunk]] = values
             if on_batch:
                 on_batch(indices[chunk])
             done += len(input_ids)
-    return nll.cpu(), size
+    scores = {name: values.cpu() for name, values in figures.items()}
+    if reference is not None:
+        scores["token_kl"] = token_kl
+    return scores, size
 
 
 @torch.inference_mode()
@@ -145,13 +197,28 @@ def check_options(cfg: Mapping) -> None:
         check_window_args(cfg.max_length, cfg.stride)
 
 
+def same_tokenizer(first, second) -> bool:
+    return first.get_vocab() == second.get_vocab() and first.all_special_tokens == second.all_special_tokens
+
+
 def evaluate(cfg: Mapping) -> EvalResult:
-    """Perplexity of cfg.model on cfg.task's text stream."""
+    """Perplexity of cfg.model on cfg.task's text stream; with cfg.reference_model, also its divergence from that
+    reference on the same windows."""
     check_options(cfg)
     source = load_text(cfg.task, cfg.data_dir)
-    loaded = load_model(cfg.model, LoadOptions.from_config(cfg), head="causal-lm")
+    options = LoadOptions.from_config(cfg)
+    loaded = load_model(cfg.model, options, head="causal-lm")
     model, tokenizer = loaded.model, loaded.tokenizer
     check_causal(model, cfg.model.name)
+    reference = None
+    if cfg.get("reference_model"):
+        reference = load_model(model_spec(cfg.reference_model), replace(options, quantization="none"), "causal-lm")
+        if not same_tokenizer(tokenizer, reference.tokenizer):
+            raise EvalkitError(
+                f"reference_model={cfg.reference_model} has another tokenizer than the model; KL and agreement "
+                "need both models to score the same tokens"
+            )
+        check_causal(reference.model, cfg.reference_model)
     context = loaded.provenance["context_length"]
     max_length = cfg.max_length or min(context or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
     if context and max_length > context:
@@ -166,37 +233,60 @@ def evaluate(cfg: Mapping) -> EvalResult:
     distributed.init(loaded.device)
     my_indices = distributed.shard(len(windows))  # this rank's share; all windows in a single process
     mine = [windows[i] for i in my_indices]
+    clock = defaultdict(float) if reference else None
     bar = tqdm(total=sum(w.num_targets for w in mine), unit="tok", desc="perplexity", disable=not distributed.is_main())
     with bar:
         started = time.perf_counter()
-        nll_mine, batch_size = score_windows(
+        my_scores, batch_size = score_windows(
             model,
             tokens,
             mine,
             cfg.batch_size,
             bos_token_id=tokenizer.bos_token_id if cfg.bos == "window" else None,
             on_batch=lambda done: bar.update(sum(mine[i].num_targets for i in done)),
+            reference=reference.model if reference else None,
+            clock=clock,
         )
-        nll = torch.zeros(len(windows), dtype=torch.float64, device=loaded.device)
-        nll[my_indices] = nll_mine.to(loaded.device)
-        nll = distributed.sum_across_ranks(nll).cpu()
+        scores = {}
+        for name, values in my_scores.items():
+            if name == "token_kl":
+                merged = [None] * len(windows)
+                for index, row in zip(my_indices, values):
+                    merged[index] = row
+                scores[name] = distributed.merge_across_ranks(merged)
+            else:
+                merged = torch.zeros(len(windows), dtype=torch.float64, device=loaded.device)
+                merged[my_indices] = values.to(loaded.device)
+                scores[name] = distributed.sum_across_ranks(merged).cpu()
         seconds = time.perf_counter() - started
 
+    nll = scores["nll"]
     metrics = perplexity_metrics(float(nll.sum()), total_targets, count_bytes(text), count_words(text))
     metrics.update(windows=len(windows), max_length=max_length, stride=cfg.stride)
     samples = [
         {"window": i, "begin": w.begin, "end": w.end, "tokens_scored": w.num_targets, "nll": float(nll[i])}
         for i, w in enumerate(windows)
     ]
+    timing = {"eval_seconds": seconds, "tokens_per_second": total_targets / seconds, "batch_size": batch_size,
+              "processes": distributed.world_size()}
+    if reference:
+        metrics.update(divergence_metrics(
+            token_kl=torch.cat(scores["token_kl"]).numpy(),
+            window_kl=scores["kl_sum"].numpy(),
+            window_tokens=[w.num_targets for w in windows],
+            top1_agree=float(scores["top1_agree"].sum()),
+            reference_nll=float(scores["reference_nll"].sum()),
+            nll=float(nll.sum()),
+        ))
+        for sample, i in zip(samples, range(len(windows))):
+            sample.update(reference_nll=float(scores["reference_nll"][i]), kl_mean=float(scores["kl_sum"][i]) /
+                          windows[i].num_targets, kl_max=float(scores["kl_max"][i]),
+                          top1_agree=int(scores["top1_agree"][i]))
+        timing.update({f"{key}_per_token": value / total_targets for key, value in clock.items()})
     return EvalResult(
         metrics=metrics,
         samples=samples,
-        model=loaded.provenance,
+        model=loaded.provenance if not reference else {**loaded.provenance, "reference": reference.provenance},
         data={"origin": source.origin, "sha256": sha256_text(text), "tokens": len(tokens), "bytes": len(text)},
-        timing={
-            "eval_seconds": seconds,
-            "tokens_per_second": total_targets / seconds,
-            "batch_size": batch_size,
-            "processes": distributed.world_size(),
-        },
+        timing=timing,
     )

@@ -39,7 +39,7 @@ def tokens():
 def test_equals_docs_loop(models, tokens, reference_cache, stride, batch_size):
     ours, plain = models
     windows = window_schedule(NUM_TOKENS, MAX_LENGTH, stride)
-    nll, _ = score_windows(ours, tokens, windows, batch_size)
+    nll = score_windows(ours, tokens, windows, batch_size)[0]["nll"]
     if (plain, stride) not in reference_cache:  # one reference run serves every batch size
         reference_cache[plain, stride] = docs_loop_nll(plain, tokens, windows)
     reference = reference_cache[plain, stride]
@@ -51,7 +51,7 @@ def test_equals_docs_loop(models, tokens, reference_cache, stride, batch_size):
 def test_bos_per_window_equals_docs_loop(models, tokens):
     ours, plain = models
     windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 128, bos_per_window=True)
-    nll, _ = score_windows(ours, tokens, windows, 3, bos_token_id=1)
+    nll = score_windows(ours, tokens, windows, 3, bos_token_id=1)[0]["nll"]
     assert math.isclose(float(nll.sum()), math.fsum(docs_loop_nll(plain, tokens, windows, bos_token_id=1)), rel_tol=1e-6)
 
 
@@ -59,7 +59,7 @@ def test_schedule_equals_the_docs_loops_own(models, tokens):
     ours, plain = models
     nll_sum, n_tokens = docs_loop_perplexity(plain, tokens, MAX_LENGTH, 128)
     windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 128)
-    nll, _ = score_windows(ours, tokens, windows, 2)
+    nll = score_windows(ours, tokens, windows, 2)[0]["nll"]
     assert n_tokens == NUM_TOKENS - 1
     assert math.isclose(float(nll.sum()), nll_sum, rel_tol=1e-6)
 
@@ -83,7 +83,8 @@ def test_auto_batch_halves_on_out_of_memory(models, tokens, monkeypatch):
     monkeypatch.setattr("evalkit.perplexity.CPU_AUTO_BATCH", 16)
     wrapped = OutOfMemoryOnce(ours, fits=5)
     windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 32)
-    nll, size = score_windows(wrapped, tokens, windows, "auto")
+    scores, size = score_windows(wrapped, tokens, windows, "auto")
+    nll = scores["nll"]
     assert size <= 5 and max(wrapped.batches) == size  # halved (12 -> 6 -> 3) until a batch fit
     assert math.isclose(float(nll.sum()), math.fsum(docs_loop_nll(plain, tokens, windows)), rel_tol=1e-6)
 
