@@ -17,7 +17,7 @@ from evalkit import distributed
 from evalkit.errors import EvalkitError
 from evalkit.results import results_record, write_run
 
-EVALUATORS = {"perplexity": "evalkit.perplexity"}
+EVALUATORS = {"perplexity": "evalkit.perplexity", "classification": "evalkit.classification"}
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
@@ -34,12 +34,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict:
 
 
 def summary(record: dict, out_dir: Path) -> str:
-    metrics, timing = record["metrics"], record["timing"]
-    figures = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+    figures = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if isinstance(v, float))
+    rates = ", ".join(f"{k.removesuffix('_per_second')}/s={v:.1f}" for k, v in record["timing"].items()
+                      if k.endswith("_per_second"))
     return (
         f"{record['model']['name']} on {record['task']}: {figures}\n"
-        f"{metrics.get('tokens_scored', '')} tokens in {timing['eval_seconds']:.1f} s "
-        f"({timing['tokens_per_second']:.0f} tok/s); results in {out_dir}"
+        f"{record['timing']['eval_seconds']:.1f} s ({rates}); results in {out_dir}"
     )
 
 

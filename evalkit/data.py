@@ -5,6 +5,7 @@ A text task is one stream: its rows joined with the task's `join` string, exactl
 
 from __future__ import annotations
 
+import csv
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,37 +47,47 @@ def rows_from_file(path: Path, task: Mapping) -> list[str]:
     return [raw]
 
 
-def rows_from_hub(hub: Mapping, field: str, looked_in: str = "") -> list[str]:
+def hub_dataset(hub: Mapping, looked_in: str = ""):
     import datasets  # imported here: a local run never pays for it
 
     try:
-        dataset = datasets.load_dataset(hub["path"], hub.get("name"), split=hub["split"])
+        return datasets.load_dataset(hub["path"], hub.get("name"), split=hub["split"])
     except Exception as error:  # offline, unknown dataset, ...: the datasets library raises many kinds
         raise EvalkitError(
             f"could not load {hub['path']}/{hub.get('name')} from the hub ({type(error).__name__}); "
             f"point at a local copy with task.path=FILE, data_dir=DIR or EVALKIT_DATA_DIR=DIR{looked_in}"
         ) from None
-    return list(dataset[field])
+
+
+def local_file(task: Mapping, data_dir: str | None) -> tuple[Path | None, str]:
+    """The task's local file (task.path, else data_dir/task.data_file), or None and where it was looked for."""
+    if task.get("path"):
+        path = Path(str(task["path"])).expanduser()
+        if not path.is_file():
+            raise EvalkitError(f"task.path={task['path']} does not exist")
+        return path, ""
+    if data_dir and task.get("data_file"):
+        path = Path(str(data_dir)).expanduser() / str(task["data_file"])
+        if path.is_file():
+            return path, ""
+        return None, f" (not found: {path})"
+    return None, ""
+
+
+def hub_origin(hub: Mapping) -> str:
+    return f"hub:{hub['path']}/{hub.get('name')}:{hub['split']}"
 
 
 def load_text(task: Mapping, data_dir: str | None) -> TextSource:
     """The task's text, found in order: task.path, then data_dir/task.data_file, then the hub."""
-    if task.get("path"):
-        path = Path(str(task["path"])).expanduser()
-        if not path.is_file():
-            raise EvalkitError(f"task.path={task['path']} does not exist (a UTF-8 text or JSON Lines file is expected)")
+    path, looked_in = local_file(task, data_dir)
+    if path:
         return TextSource(_joined(rows_from_file(path, task), task, str(path)), str(path.resolve()))
-    looked_in = ""
-    if data_dir and task.get("data_file"):
-        path = Path(str(data_dir)).expanduser() / str(task["data_file"])
-        if path.is_file():
-            return TextSource(_joined(rows_from_file(path, task), task, str(path)), str(path.resolve()))
-        looked_in = f" (not found: {path})"
     hub = task.get("hub")
     if not hub:
         raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
-    rows = rows_from_hub(hub, task.get("text_field") or "text", looked_in)
-    return TextSource(_joined(rows, task, "the hub split"), f"hub:{hub['path']}/{hub.get('name')}:{hub['split']}")
+    rows = list(hub_dataset(hub, looked_in)[task.get("text_field") or "text"])
+    return TextSource(_joined(rows, task, "the hub split"), hub_origin(hub))
 
 
 def _joined(rows: list[str], task: Mapping, where: str) -> str:
@@ -84,3 +95,68 @@ def _joined(rows: list[str], task: Mapping, where: str) -> str:
     if not text.strip():
         raise EvalkitError(f"{where} holds no text (empty or whitespace only)")
     return text
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Labelled texts: labels are indices into the task's label names."""
+
+    texts: list[str]
+    labels: list[int]
+    origin: str
+
+
+def records_from_file(path: Path, task: Mapping) -> list[dict]:
+    """A local file's records. `label_first`: "LABEL TEXT" per line (the Kim 2014 SST-2 files); `csv`: a header row;
+    `jsonl`: one JSON object per line."""
+    file_format = task.get("format") or {".csv": "csv", ".jsonl": "jsonl"}.get(path.suffix, "label_first")
+    with open(path, encoding="utf-8", newline="") as handle:
+        if file_format == "csv":
+            return list(csv.DictReader(handle))
+        if file_format == "jsonl":
+            return [json.loads(line) for line in handle if line.strip()]
+        if file_format == "label_first":
+            label_field, text_field = task.get("label_field") or "label", task.get("text_field") or "text"
+            return [dict(zip((label_field, text_field), line.rstrip("\n").split(" ", 1))) for line in handle if line.strip()]
+    raise EvalkitError(f"task.format={file_format} is not allowed; allowed: label_first, csv, jsonl")
+
+
+def label_index(value, names: list[str], offset: int, row: int) -> int:
+    """A data label (an index, possibly 1-based by `offset`, or a label name) -> index into the label names."""
+    if isinstance(value, str) and value in names:
+        return names.index(value)
+    try:
+        index = int(value) - offset
+    except (TypeError, ValueError):
+        index = -1
+    if not 0 <= index < len(names):
+        raise EvalkitError(f"label {value!r} in row {row} is not a candidate; candidates: {', '.join(names)}")
+    return index
+
+
+def load_examples(task: Mapping, data_dir: str | None, limit: int | None = None) -> Examples:
+    """A classification task's examples: task.path, then data_dir/task.data_file, then the hub (whose `hub` section
+    may override text_field, label_field and label_offset)."""
+    path, looked_in = local_file(task, data_dir)
+    if path:
+        records, origin = records_from_file(path, task), str(path.resolve())
+    elif task.get("hub"):
+        records, origin = hub_dataset(task["hub"], looked_in), hub_origin(task["hub"])
+        task = {**task, **task["hub"]}  # the hub copy may name its columns differently
+        raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
+    text_fields = task.get("text_field") or "text"
+    text_fields = [text_fields] if isinstance(text_fields, str) else list(text_fields)
+    label_field = task.get("label_field") or "label"
+    names = list(task["labels"])
+    texts, labels = [], []
+    for row, record in enumerate(records):
+        if limit is not None and row >= limit:
+            break
+        missing = [f for f in [*text_fields, label_field] if f not in record]
+        if missing:
+            raise EvalkitError(f"{origin} row {row} has no column {missing[0]!r}; columns: {', '.join(record)}")
+        texts.append(" ".join(str(record[f]) for f in text_fields))
+        labels.append(label_index(record[label_field], names, int(task.get("label_offset") or 0), row))
+    if not texts:
+        raise EvalkitError(f"{origin} holds no examples")
+    return Examples(texts, labels, origin)

@@ -365,3 +365,16 @@ def swap_in_onednn_linear(module: torch.nn.Module) -> None:
             setattr(module, name, OneDNNLinear(child))
         else:
             swap_in_onednn_linear(child)
+
+
+@torch.inference_mode()
+def ensure_causal(model: torch.nn.Module, name: str) -> None:
+    """Reject models whose outputs at a position depend on later tokens (e.g. a BERT given a causal-LM head)."""
+    vocab = model.get_input_embeddings().num_embeddings
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randint(0, vocab, (2, 4), generator=generator)
+    probe[1, :3] = probe[0, :3]  # same prefix, different last token
+    logits = model(input_ids=probe.to(device), use_cache=False).logits.float()
+    if not torch.allclose(logits[0, :3], logits[1, :3], rtol=1e-3, atol=1e-3):
+        raise EvalkitError(f"model '{name}' is not causal (its outputs depend on later tokens); this evaluation needs a causal LM")

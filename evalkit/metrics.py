@@ -67,3 +67,27 @@ def divergence_metrics(
         "top1_agreement": top1_agree / tokens,
         "reference_nll_sum": reference_nll,
     }
+
+
+def classification_metrics(truth: np.ndarray, predictions: np.ndarray, labels: list[str]) -> dict:
+    """Accuracy (with a 95% bootstrap interval), macro-F1, per-class precision/recall/F1 and the confusion matrix
+    (rows: true label, columns: predicted)."""
+    truth, predictions = np.asarray(truth), np.asarray(predictions)
+    confusion = np.zeros((len(labels), len(labels)), dtype=int)
+    np.add.at(confusion, (truth, predictions), 1)
+    per_class = {}
+    for k, label in enumerate(labels):
+        hits, predicted, actual = confusion[k, k], confusion[:, k].sum(), confusion[k].sum()
+        precision = hits / predicted if predicted else 0.0
+        recall = hits / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                            "support": int(actual)}
+    correct = (truth == predictions).astype(float)
+    return {
+        "accuracy": float(correct.mean()),
+        "accuracy_ci95": list(bootstrap_ratio_interval(correct, np.ones_like(correct))),
+        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from evalkit import distributed
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
-from evalkit.loading import LoadOptions, load_model
+from evalkit.loading import LoadOptions, ensure_causal, load_model
 from evalkit.metrics import count_bytes, count_words, divergence_metrics, perplexity_metrics
 from evalkit.presets import model_spec
 from evalkit.results import EvalResult, sha256_text
@@ -150,19 +150,6 @@ def score_windows(
     return scores, size
 
 
-@torch.inference_mode()
-def check_causal(model: torch.nn.Module, name: str) -> None:
-    """Reject models whose outputs at a position depend on later tokens (e.g. a BERT given a causal-LM head)."""
-    vocab = model.get_input_embeddings().num_embeddings
-    device = next(model.parameters()).device
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.randint(0, vocab, (2, 4), generator=generator)
-    probe[1, :3] = probe[0, :3]  # same prefix, different last token
-    logits = model(input_ids=probe.to(device), use_cache=False).logits.float()
-    if not torch.allclose(logits[0, :3], logits[1, :3], rtol=1e-3, atol=1e-3):
-        raise EvalkitError(f"model '{name}' is not causal (its outputs depend on later tokens); perplexity needs a causal LM")
-
-
 def tokenize_stream(tokenizer, text: str, bos: str, limit: int | None) -> tuple[torch.Tensor, str]:
     """Token ids of the stream and the text they cover (the whole text, or the prefix kept by `limit`)."""
     encoding = tokenizer(
@@ -209,7 +196,7 @@ def evaluate(cfg: Mapping) -> EvalResult:
     options = LoadOptions.from_config(cfg)
     loaded = load_model(cfg.model, options, head="causal-lm")
     model, tokenizer = loaded.model, loaded.tokenizer
-    check_causal(model, cfg.model.name)
+    ensure_causal(model, cfg.model.name)
     reference = None
     if cfg.get("reference_model"):
         reference = load_model(model_spec(cfg.reference_model), replace(options, quantization="none"), "causal-lm")
@@ -218,7 +205,7 @@ def evaluate(cfg: Mapping) -> EvalResult:
                 f"reference_model={cfg.reference_model} has another tokenizer than the model; KL and agreement "
                 "need both models to score the same tokens"
             )
-        check_causal(reference.model, cfg.reference_model)
+        ensure_causal(reference.model, cfg.reference_model)
     context = loaded.provenance["context_length"]
     max_length = cfg.max_length or min(context or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
     if context and max_length > context:

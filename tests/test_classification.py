@@ -1,0 +1,148 @@
+"""Zero-shot classification against independent references: the HF pipeline (nli), one full forward per example
+and label (loglikelihood), direct pooling with the model (embedding); the CLI on real data."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from conftest import SHARED_DATA, minilm_dir, run_cli, smol_dir, SMOL_GGUF
+from evalkit.classification import embedding_scores, loglikelihood_scores, nli_scores
+from evalkit.data import load_examples
+from evalkit.reference import naive_loglikelihood, pipeline_nli_scores
+
+SST2 = {"name": "sst2", "data_file": "classification/sst2/stsa.binary.dev", "format": "label_first",
+        "text_field": "text", "label_field": "label", "labels": ["negative", "positive"]}
+TEXTS = ["the film is a delight from start to finish .", "a dull , lifeless mess .",
+         "Stocks fell sharply after the central bank raised rates.", "The striker scored twice in the final.",
+         "New chips promise faster and cheaper computers.", "ok"]
+LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+TEMPLATE = "This example is about {}."
+
+
+@pytest.mark.parametrize("architecture", ["bart", "distilbert"])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_nli_equals_pipeline(nli_models, architecture, multi_label):
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(nli_models[architecture]).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(nli_models[architecture])
+    expected = np.array(pipeline_nli_scores(model, tokenizer, TEXTS, LABELS, TEMPLATE, multi_label))
+    hypotheses = [TEMPLATE.format(label) for label in LABELS]
+    for batch_size in (1, 5, 64):
+        ours = nli_scores(model, tokenizer, TEXTS, hypotheses, multi_label, batch_size)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    single = nli_scores(model, tokenizer, TEXTS, hypotheses[:1], False, 4)  # one label: entailment vs contradiction
+    np.testing.assert_allclose(single, np.array(pipeline_nli_scores(model, tokenizer, TEXTS, LABELS[:1], TEMPLATE,
+                                                                    False)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model_dir", ["tiny_gpt2_dir", "tiny_llama_dir"])
+def test_loglikelihood_equals_naive_reference(request, model_dir):
+    path = request.getfixturevalue(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    contexts = [f"Article: {text}\nTopic:" for text in TEXTS]
+    continuations = [f" {label}" for label in LABELS]  # " Sci/Tech" is several tokens, the others one
+    assert len({len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations}) > 1
+    expected = np.array(naive_loglikelihood(model, tokenizer, contexts, continuations))
+    for batch_size in (1, 3, 32):
+        ours = loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size)
+        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_loglikelihood_real_model_on_sst2():
+    model = transformers.AutoModelForCausalLM.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF)
+    examples = load_examples(SST2, str(SHARED_DATA), limit=200)
+    contexts = [f"Review: {text}\nSentiment:" for text in examples.texts]
+    continuations = [" negative", " positive"]
+    ours = loglikelihood_scores(model, tokenizer, contexts, continuations, 16)
+    expected = np.array(naive_loglikelihood(model, tokenizer, contexts, continuations))
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
+    assert (ours.argmax(1) == expected.argmax(1)).all()
+    assert (ours.argmax(1) == np.array(examples.labels)).mean() > 0.6  # a real model, better than chance
+
+
+def test_embedding_equals_direct_computation():
+    model = transformers.AutoModel.from_pretrained(minilm_dir()).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(minilm_dir())
+    descriptions = [f"This news article is about {label}." for label in LABELS]
+    with torch.no_grad():
+        def vector(text):
+            inputs = tokenizer(text, return_tensors="pt")
+            return model(**inputs).last_hidden_state[0].mean(0)  # one text: no padding, a plain mean
+
+        label_vectors = [vector(d) for d in descriptions]
+        expected = [[float(torch.cosine_similarity(vector(t), v, dim=0)) for v in label_vectors] for t in TEXTS]
+    np.testing.assert_allclose(embedding_scores(model, tokenizer, TEXTS, descriptions, 4), expected, atol=1e-5)
+
+
+def test_sst2_through_the_cli_with_calibration(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("task=sst2", f"data_dir={SHARED_DATA}", "limit=48", "calibrate=true", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run_dir / "results.json").read_text())
+    metrics = record["metrics"]
+    assert metrics["method"] == "loglikelihood" and metrics["examples"] == 48 and metrics["calibrated"]
+    assert 0 <= metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1] <= 1
+    assert sum(map(sum, metrics["confusion_matrix"])) == 48 and set(metrics["per_class"]) == {"negative", "positive"}
+    assert {"accuracy_uncalibrated", "accuracy_norm"} <= set(metrics)
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 48 and set(samples[0]["scores"]) == {"negative", "positive"}
+    assert math.isclose(np.mean([s["correct"] for s in samples]), metrics["accuracy"])
+
+
+def test_generic_file_task_with_nli(tmp_path, nli_models):
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"text": t, "label": LABELS[i % 4]}) for i, t in enumerate(TEXTS)))
+    run_dir = tmp_path / "run"
+    result = run_cli(f"model.name_or_path={nli_models['distilbert']}", "task=classification", f"task.path={data}",
+                     f"task.labels=[{','.join(LABELS)}]", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run_dir / "results.json").read_text())["metrics"]["examples"] == len(TEXTS)
+
+
+def bad_classification_inputs(tmp_path, nli_models, tiny_bert_dir):
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"text": "a", "label": "World"}) + "\n" + json.dumps({"text": "b", "label": "Other"}))
+    no_text = tmp_path / "no_text.jsonl"
+    no_text.write_text(json.dumps({"body": "a", "label": "World"}))
+    nli = f"model.name_or_path={nli_models['distilbert']}"
+    generic = ["task=classification", f"task.path={data}"]
+    no_entailment = tmp_path / "no_entailment"
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(nli_models["distilbert"])
+    model.config.id2label = {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(no_entailment)
+    transformers.AutoTokenizer.from_pretrained(nli_models["distilbert"]).save_pretrained(no_entailment)
+    return {
+        "empty labels": ([nli, *generic, "task.labels=[]"], "task.labels is empty"),
+        "duplicate labels": ([nli, *generic, "task.labels=[World,World]"], "duplicates: World"),
+        "label not a candidate": ([nli, *generic, "task.labels=[World,Sports]"], "'Other' in row 1"),
+        "missing text column": ([nli, "task=classification", f"task.path={no_text}", "task.labels=[World]"],
+                                "no column 'text'"),
+        "missing label column": ([nli, *generic, "task.labels=[World,Other]", "task.label_field=topic"],
+                                 "no column 'topic'"),
+        "template without {}": ([nli, *generic, "task.labels=[World,Other]", "task.nli.hypothesis_template=About"],
+                                "task.nli.hypothesis_template"),
+        "nli model without entailment": ([f"model.name_or_path={no_entailment}", *generic,
+                                          "task.labels=[World,Other]"], "no entailment"),
+        "non-causal loglikelihood": ([f"model.name_or_path={tiny_bert_dir}", *generic, "task.labels=[World,Other]",
+                                      "method=loglikelihood"], "not causal"),
+        "unknown method": ([nli, *generic, "task.labels=[World,Other]", "method=vibes"], "method=vibes"),
+    }
+
+
+@pytest.mark.parametrize("case", ["empty labels", "duplicate labels", "label not a candidate", "missing text column",
+                                  "missing label column", "template without {}", "nli model without entailment",
+                                  "non-causal loglikelihood", "unknown method"])
+def test_bad_classification_input_fails_clearly(tmp_path, nli_models, tiny_bert_dir, case):
+    overrides, expected = bad_classification_inputs(tmp_path, nli_models, tiny_bert_dir)[case]
+    run_dir = tmp_path / "run"
+    result = run_cli(*overrides, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("evalkit: error:")]
+    assert len(errors) == 1 and expected in errors[0], result.stderr
+    assert not (run_dir / "results.json").exists()
