@@ -17,7 +17,7 @@ from evalkit import distributed
 from evalkit.errors import EvalkitError
 from evalkit.results import results_record, write_run
 
-EVALUATORS = {"perplexity": "evalkit.perplexity", "classification": "evalkit.classification"}
+EVALUATORS = {"perplexity": "evalkit.perplexity", "classification": "evalkit.classification", "asr": "evalkit.asr"}
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:

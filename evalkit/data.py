@@ -59,16 +59,18 @@ def hub_dataset(hub: Mapping, looked_in: str = ""):
         ) from None
 
 
-def local_file(task: Mapping, data_dir: str | None) -> tuple[Path | None, str]:
-    """The task's local file (task.path, else data_dir/task.data_file), or None and where it was looked for."""
+def local_file(task: Mapping, data_dir: str | None, folder: bool = False) -> tuple[Path | None, str]:
+    """The task's local data (task.path, else data_dir/task.data_file; a file, or a folder with `folder`), or None
+    and where it was looked for."""
+    exists = Path.is_dir if folder else Path.is_file
     if task.get("path"):
         path = Path(str(task["path"])).expanduser()
-        if not path.is_file():
-            raise EvalkitError(f"task.path={task['path']} does not exist")
+        if not exists(path):
+            raise EvalkitError(f"task.path={task['path']} does not exist (or is not a {'folder' if folder else 'file'})")
         return path, ""
     if data_dir and task.get("data_file"):
         path = Path(str(data_dir)).expanduser() / str(task["data_file"])
-        if path.is_file():
+        if exists(path):
             return path, ""
         return None, f" (not found: {path})"
     return None, ""
@@ -160,3 +162,45 @@ def load_examples(task: Mapping, data_dir: str | None, limit: int | None = None)
     if not texts:
         raise EvalkitError(f"{origin} holds no examples")
     return Examples(texts, labels, origin)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One speech example: audio is a file path, a {"array", "sampling_rate"} record, or None when missing."""
+
+    id: str
+    audio: object
+    text: str | None
+
+
+def load_utterances(task: Mapping, data_dir: str | None, limit: int | None = None) -> tuple[list[Utterance], str]:
+    """A speech task's utterances and their origin: a JSON Lines manifest, a LibriSpeech-layout folder, or the hub."""
+    path, looked_in = local_file(task, data_dir, folder=task.get("format") == "librispeech")
+    if path is None:
+        hub = task.get("hub")
+        if not hub:
+            raise EvalkitError(f"task '{task.get('name')}' needs data: task.path=PATH{looked_in}")
+        records = hub_dataset(hub, looked_in)
+        field = hub.get("text_field") or "text"
+        utterances = [Utterance(str(r.get("id", i)), r.get("audio"), r.get(field)) for i, r in enumerate(records)]
+        return utterances[:limit], hub_origin(hub)
+    if task.get("format") == "librispeech":
+        utterances = []
+        for transcript in sorted(path.rglob("*.trans.txt")):
+            for line in transcript.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    key, _, text = line.partition(" ")
+                    utterances.append(Utterance(key, transcript.parent / f"{key}.flac", text))
+    else:
+        utterances = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EvalkitError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+            audio = path.parent / str(record["audio"]) if record.get("audio") else None
+            utterances.append(Utterance(str(record.get("id", number)), audio, record.get("text")))
+    return utterances[:limit], str(path.resolve())
+

@@ -17,12 +17,14 @@ from typing import Any
 import torch
 import transformers
 
-from evalkit import distributed
+from evalkit import ctranslate2_whisper, distributed
 from evalkit.errors import EvalkitError
 
 # head name -> (model auto class, preprocessor auto class)
 HEADS = {
     "causal-lm": ("AutoModelForCausalLM", "AutoTokenizer"),
+    "speech-seq2seq": ("AutoModelForSpeechSeq2Seq", "AutoProcessor"),
+    "ctc": ("AutoModelForCTC", "AutoProcessor"),
     "sequence-classification": ("AutoModelForSequenceClassification", "AutoTokenizer"),
     "encoder": ("AutoModel", "AutoTokenizer"),
 }
@@ -134,6 +136,19 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
 PACKAGE_SCHEME = "package:"
 
 
+def local_path(name: str, install_hint: str | None = None) -> tuple[Path, str]:
+    """`package:NAME/INNER` -> (folder of the installed package NAME / INNER, "packaged"); anything else ->
+    (the path as given, "local")."""
+    if not name.startswith(PACKAGE_SCHEME):
+        return Path(name).expanduser(), "local"
+    package, _, inner = name.removeprefix(PACKAGE_SCHEME).partition("/")
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        hint = install_hint or f"install the package that provides '{package}'"
+        raise EvalkitError(f"model package '{package}' is not installed: {hint}")
+    return Path(list(found.submodule_search_locations)[0]) / inner, "packaged"
+
+
 def resolve_location(spec: Mapping) -> Location:
     """A model spec's `name_or_path` (+ `gguf_file`, `revision`) -> where the files are.
 
@@ -143,15 +158,7 @@ def resolve_location(spec: Mapping) -> Location:
     name = str(spec.get("name_or_path") or "")
     if not name:
         raise EvalkitError("the model has no source: set model.name_or_path=<hub id, local directory or .gguf file>")
-    if name.startswith(PACKAGE_SCHEME):
-        package, _, inner = name.removeprefix(PACKAGE_SCHEME).partition("/")
-        found = importlib.util.find_spec(package)
-        if found is None or not found.submodule_search_locations:
-            hint = spec.get("install") or f"install the package that provides '{package}'"
-            raise EvalkitError(f"model package '{package}' is not installed: {hint}")
-        path, source = Path(list(found.submodule_search_locations)[0]) / inner, "packaged"
-    else:
-        path, source = Path(name).expanduser(), "local"
+    path, source = local_path(name, spec.get("install"))
     if path.is_file():
         if path.suffix != ".gguf":
             raise EvalkitError(f"model.name_or_path={name} is a file; only .gguf files or directories load")
@@ -166,11 +173,13 @@ def resolve_location(spec: Mapping) -> Location:
     return Location("hub", name, spec.get("gguf_file"), spec.get("revision"))
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+def sha256_files(paths: list[Path], chunk: int = 1 << 22) -> str:
+    """sha256 of the files' contents in order, as if concatenated (parts of one file hash as the whole file)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
+    for path in paths:
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
     return digest.hexdigest()
 
 
@@ -181,7 +190,7 @@ def weights_fingerprint(location: Location) -> dict:
         files = [root / location.gguf_file]
     else:
         files = sorted(p for p in root.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
-    digests = {p.name: sha256_file(p) for p in files}
+    digests = {p.name: sha256_files([p]) for p in files}
     if len(digests) == 1:
         combined = next(iter(digests.values()))
     else:
@@ -220,6 +229,13 @@ def load_config(location: Location, options: LoadOptions) -> Any:
         ) from None
 
 
+def model_config(spec: Mapping, options: LoadOptions) -> Any:
+    """The transformers config of a model spec (random init: built from the spec's `architecture` and `config`)."""
+    if spec.get("architecture") is not None:
+        return transformers.AutoConfig.for_model(spec["architecture"], **dict(spec.get("config") or {}))
+    return load_config(resolve_location(spec), options)
+
+
 def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
     """Load a model with the given head, its tokenizer and a provenance record."""
     model_class_name, preprocessor_class_name = HEADS[head]
@@ -228,14 +244,15 @@ def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
     device = resolve_device(options.device)
     check_options(options, device)
     random_init = spec.get("architecture") is not None
+    if spec.get("format") == "ctranslate2":
+        return load_ctranslate2(spec, options, device, head)
 
+    config = model_config(spec, options)
     if random_init:
-        config = transformers.AutoConfig.for_model(spec["architecture"], **dict(spec.get("config") or {}))
         tokenizer_location = resolve_location(spec.get("tokenizer") or {})
     else:
         location = resolve_location(spec)
         tokenizer_location = resolve_location(spec["tokenizer"]) if spec.get("tokenizer") else location
-        config = load_config(location, options)
     if type(config) not in model_class._model_mapping:
         raise EvalkitError(
             f"model '{spec.get('name')}' (model_type={config.model_type}) has no {head} head; "
@@ -317,6 +334,31 @@ def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
         model.forward = torch.compile(model.forward, mode=mode, dynamic=False)
         provenance["compile"] = mode or "default"
     return LoadedModel(model=model, tokenizer=tokenizer, device=input_device, provenance=provenance)
+
+
+def load_ctranslate2(spec: Mapping, options: LoadOptions, device: torch.device, head: str) -> LoadedModel:
+    """A faster-whisper / CTranslate2 Whisper folder, its model.bin optionally split into `model_bin` parts."""
+    if head != "speech-seq2seq":
+        raise EvalkitError(f"model '{spec.get('name')}' is a CTranslate2 Whisper checkpoint; this evaluation needs a {head}")
+    if options.quantization != "none" or options.device_map:
+        raise EvalkitError("CTranslate2 checkpoints load on one device, unquantized (quantization=none, no device_map)")
+    location = resolve_location(spec)
+    parts = [local_path(str(p), spec.get("install"))[0] for p in spec.get("model_bin") or []]
+    parts = parts or [Path(location.path) / "model.bin"]
+    for part in parts:
+        if not part.is_file():
+            raise EvalkitError(f"CTranslate2 model file {part} does not exist")
+    dtype = DTYPES[options.dtype] or torch.float32  # auto: CTranslate2 stores float16; evaluate in float32
+    model, processor = ctranslate2_whisper.load(Path(location.path), parts, dtype)
+    model.to(device)
+    provenance = {
+        "name": spec.get("name"), "source": location.source, "format": "ctranslate2", "location": location.path,
+        "weight_files": [str(p) for p in parts], "weights_sha256": sha256_files(parts), "model_type": "whisper",
+        "class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(dtype).removeprefix("torch."), "devices": [str(device)],
+        "quantization": {"scheme": "none", "backend": None, "method": None, "source_format": "ctranslate2"},
+    }
+    return LoadedModel(model=model, tokenizer=processor, device=device, provenance=provenance)
 
 
 def torchao_quantize(model: torch.nn.Module, scheme: str) -> None:

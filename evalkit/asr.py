@@ -1,0 +1,201 @@
+"""Speech recognition word error rate: Whisper-style seq2seq models (generate; sequential long-form decoding past
+30 s) and CTC models (greedy argmax; pipeline-style chunking past chunk_length_s).
+
+References and hypotheses are normalised alike; WER is the corpus figure (all errors over all reference words, never
+a mean of utterance WERs), with substitutions/deletions/insertions/hits from jiwer, CER, a 95% bootstrap interval over
+utterances, and RTFx = audio seconds / transcription seconds, measured after a warm-up.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jiwer
+import numpy as np
+import soundfile
+import soxr
+import torch
+from tqdm.auto import tqdm
+
+from evalkit.data import Utterance, load_utterances
+from evalkit.errors import EvalkitError
+from evalkit.loading import LoadOptions, load_model, model_config
+from evalkit.metrics import bootstrap_ratio_interval
+from evalkit.results import EvalResult, sha256_text
+
+NORMALIZERS = ("whisper_english", "basic", "none")
+WHISPER_WINDOW_S = 30.0  # Whisper's encoder sees 30 s; longer audio goes through sequential long-form decoding
+
+
+def normalizer(name: str):
+    """The text normaliser applied to references and hypotheses alike."""
+    if name == "whisper_english":
+        from whisper_normalizer.english import EnglishTextNormalizer  # Whisper's English normaliser, spellings included
+
+        return EnglishTextNormalizer()
+    if name == "basic":
+        from whisper_normalizer.basic import BasicTextNormalizer
+
+        return BasicTextNormalizer()
+    if name == "none":
+        return lambda text: text
+    raise EvalkitError(f"normalizer={name} is not allowed; allowed: {', '.join(NORMALIZERS)}")
+
+
+def read_audio(audio, rate: int) -> np.ndarray:
+    """Mono float32 samples at `rate`: a file read with soundfile (channels averaged) and resampled with soxr, or a
+    hub record {"array", "sampling_rate"}."""
+    if isinstance(audio, Mapping):
+        samples, source_rate = np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"])
+    else:
+        samples, source_rate = soundfile.read(str(audio), dtype="float32", always_2d=True)
+        samples = samples.mean(axis=1)
+    if samples.ndim != 1 or len(samples) == 0:
+        raise ValueError("zero-length audio")
+    return samples if source_rate == rate else soxr.resample(samples, source_rate, rate).astype(np.float32)
+
+
+@dataclass
+class Prepared:
+    utterance: Utterance
+    samples: np.ndarray
+    reference: str  # normalised
+
+
+def prepare(utterances: list[Utterance], rate: int, normalize, on_error: str) -> tuple[list[Prepared], list[dict]]:
+    """Read and check every utterance; a bad one raises (on_error=raise) or is skipped with its reason."""
+    prepared, skipped = [], []
+    for utterance in tqdm(utterances, desc="reading audio", unit="utt", dynamic_ncols=True):
+        try:
+            if utterance.audio is None:
+                raise ValueError("no audio given")
+            if not (utterance.text or "").strip() or not normalize(utterance.text).strip():
+                raise ValueError("empty reference")
+            try:
+                samples = read_audio(utterance.audio, rate)
+            except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
+                raise ValueError(f"unreadable audio {utterance.audio} ({error})") from None
+            prepared.append(Prepared(utterance, samples, normalize(utterance.text)))
+        except ValueError as error:
+            if on_error == "raise":
+                raise EvalkitError(f"utterance {utterance.id}: {error} (on_error=skip skips such utterances)") from None
+            skipped.append({"id": utterance.id, "reason": str(error)})
+    if not prepared:
+        raise EvalkitError("no utterance could be evaluated")
+    return prepared, skipped
+
+
+class Transcriber:
+    """Turns batches of 16 kHz-style sample arrays into text with one model, the same way for warm-up and timing."""
+
+    def __init__(self, model, processor, seq2seq: bool, language=None, asr_task="transcribe", chunk_length_s=30.0):
+        self.model, self.processor, self.seq2seq = model, processor, seq2seq
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self.rate = processor.feature_extractor.sampling_rate
+        self.generate_kwargs = {}
+        if seq2seq and getattr(model.generation_config, "is_multilingual", False):
+            self.generate_kwargs = {"task": asr_task, **({"language": language} if language else {})}
+        self.chunk_length_s = chunk_length_s
+        self._chunked = None
+
+    @torch.inference_mode()
+    def __call__(self, batch: list[np.ndarray]) -> list[str]:
+        if self.seq2seq:
+            return self.whisper(batch)
+        if max(len(s) for s in batch) > self.chunk_length_s * self.rate:
+            return [self.ctc_chunked(samples) for samples in batch]
+        inputs = self.processor(batch, sampling_rate=self.rate, return_tensors="pt", padding=True).to(self.device)
+        logits = self.model(inputs.input_values.to(self.dtype), attention_mask=inputs.get("attention_mask")).logits
+        return self.processor.batch_decode(logits.argmax(-1))
+
+    def whisper(self, batch: list[np.ndarray]) -> list[str]:
+        long_form = max(len(s) for s in batch) > WHISPER_WINDOW_S * self.rate
+        extra = {"truncation": False, "padding": "longest", "return_attention_mask": True} if long_form else {}
+        features = self.processor(batch, sampling_rate=self.rate, return_tensors="pt", **extra).to(self.device)
+        tokens = self.model.generate(
+            features.input_features.to(self.dtype), attention_mask=features.get("attention_mask") if long_form else None,
+            return_timestamps=long_form, **self.generate_kwargs,
+        )
+        return [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]
+
+    def ctc_chunked(self, samples: np.ndarray) -> str:
+        """Long CTC audio through transformers' own chunking (overlapping strides, the pipeline's)."""
+        import transformers
+
+        if self._chunked is None:
+            self._chunked = transformers.pipeline(
+                "automatic-speech-recognition", model=self.model, tokenizer=self.processor.tokenizer,
+                feature_extractor=self.processor.feature_extractor, chunk_length_s=self.chunk_length_s,
+                device=self.device,
+            )
+        return self._chunked({"raw": samples, "sampling_rate": self.rate})["text"]
+
+
+def wer_metrics(references: list[str], hypotheses: list[str]) -> dict:
+    """Corpus WER and its parts (jiwer), CER, and a 95% bootstrap interval over utterances."""
+    words = jiwer.process_words(references, hypotheses)
+    reference_words = np.array([len(r.split()) for r in references], dtype=float)
+    errors = np.array([
+        o.substitutions + o.deletions + o.insertions
+        for o in (jiwer.process_words(r, h) for r, h in zip(references, hypotheses))
+    ], dtype=float)
+    return {
+        "wer": words.wer,
+        "wer_ci95": list(bootstrap_ratio_interval(errors, reference_words)),
+        "substitutions": words.substitutions, "deletions": words.deletions, "insertions": words.insertions,
+        "hits": words.hits, "reference_words": int(reference_words.sum()),
+        "cer": jiwer.cer(references, hypotheses),
+        "mean_utterance_wer": float(np.mean(errors / reference_words)),  # for comparison only: not the WER
+    }
+
+
+def evaluate(cfg: Mapping) -> EvalResult:
+    """WER of cfg.model on cfg.task's utterances."""
+    if cfg.on_error not in ("raise", "skip"):
+        raise EvalkitError(f"on_error={cfg.on_error} is not allowed; allowed: raise, skip")
+    normalize = normalizer(cfg.normalizer)
+    batch_size = 8 if cfg.batch_size == "auto" else cfg.batch_size
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise EvalkitError(f"batch_size={cfg.batch_size} is not allowed; allowed: a positive integer or auto")
+    utterances, origin = load_utterances(cfg.task, cfg.data_dir, cfg.limit)
+    options = LoadOptions.from_config(cfg)
+    seq2seq = cfg.model.get("format") == "ctranslate2" or bool(model_config(cfg.model, options).is_encoder_decoder)
+    loaded = load_model(cfg.model, options, head="speech-seq2seq" if seq2seq else "ctc")
+    transcribe = Transcriber(loaded.model, loaded.tokenizer, seq2seq, cfg.language, cfg.asr_task, cfg.chunk_length_s)
+    prepared, skipped = prepare(utterances, transcribe.rate, normalize, cfg.on_error)
+
+    transcribe([min(prepared, key=lambda p: len(p.samples)).samples])  # warm-up: not timed
+    order = sorted(range(len(prepared)), key=lambda i: -len(prepared[i].samples))  # batches of similar duration
+    raw = [""] * len(prepared)
+    with tqdm(total=len(prepared), desc="transcribing", unit="utt", dynamic_ncols=True) as bar:
+        started = time.perf_counter()
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for i, text in zip(chunk, transcribe([prepared[i].samples for i in chunk])):
+                raw[i] = text
+            bar.update(len(chunk))
+        seconds = time.perf_counter() - started
+
+    references = [p.reference for p in prepared]
+    hypotheses = [normalize(text) for text in raw]
+    audio_seconds = sum(len(p.samples) for p in prepared) / transcribe.rate
+    metrics = wer_metrics(references, hypotheses)
+    metrics.update(utterances=len(prepared), skipped=len(skipped), skipped_utterances=skipped,
+                   audio_seconds=audio_seconds, rtfx=audio_seconds / seconds, normalizer=cfg.normalizer)
+    samples = [
+        {"id": p.utterance.id, "audio": str(p.utterance.audio) if not isinstance(p.utterance.audio, Mapping) else None,
+         "duration_s": len(p.samples) / transcribe.rate, "reference": p.utterance.text, "hypothesis": text,
+         "reference_normalized": ref, "hypothesis_normalized": hyp, "wer": jiwer.wer(ref, hyp)}
+        for p, text, ref, hyp in zip(prepared, raw, references, hypotheses)
+    ]
+    return EvalResult(
+        metrics=metrics,
+        samples=samples,
+        model=loaded.provenance,
+        data={"origin": origin, "utterances": len(prepared),
+              "sha256": sha256_text("\n".join(f"{p.utterance.id}\t{p.utterance.text}" for p in prepared))},
+        timing={"eval_seconds": seconds, "audio_seconds_per_second": audio_seconds / seconds, "batch_size": batch_size},
+    )
