@@ -21,7 +21,8 @@ MANIFEST = SHARED_DATA / "speech" / "asr_manifest.jsonl"
 
 def test_whisper_base_packaged_equals_pipeline_on_shared_clips(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("model=whisper-base-packaged", "task=asr_manifest", f"task.path={MANIFEST}",
+    # batch_size=1: the pipeline's own batch; batched float arithmetic can flip a near-tie token (seen once in 37)
+    result = run_cli("model=whisper-base-packaged", "task=asr_manifest", f"task.path={MANIFEST}", "batch_size=1",
                      f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr
     record = json.loads((run_dir / "results.json").read_text())
