@@ -20,6 +20,21 @@ class TextSource:
     origin: str  # a file path, or hub:<path>/<name>:<split>
 
 
+def read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file; a bad line is a clear error."""
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise EvalkitError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+            if not isinstance(record, dict):
+                raise EvalkitError(f"{path}:{number} is not a JSON object")
+            records.append((number, record))
+    return records
+
+
 def rows_from_file(path: Path, task: Mapping) -> list[str]:
     """A local file's rows. JSON Lines: the `text_field` of each record. Plain text with `line_rows`: each line is a
     row (newline kept, as the hub's wikitext builder yields it) and a whitespace-only line is an empty row; otherwise
@@ -31,14 +46,8 @@ def rows_from_file(path: Path, task: Mapping) -> list[str]:
     if path.suffix in (".jsonl", ".json"):
         field = task.get("text_field") or "text"
         rows = []
-        for number, line in enumerate(raw.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvalkitError(f"{path}:{number} is not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or field not in record:
+        for number, record in read_jsonl(path):
+            if field not in record:
                 raise EvalkitError(f"{path}:{number} has no '{field}' field (set task.text_field=NAME)")
             rows.append(str(record[field]))
         return rows
@@ -116,7 +125,7 @@ def records_from_file(path: Path, task: Mapping) -> list[dict]:
         if file_format == "csv":
             return list(csv.DictReader(handle))
         if file_format == "jsonl":
-            return [json.loads(line) for line in handle if line.strip()]
+            return [record for _, record in read_jsonl(path)]
         if file_format == "label_first":
             label_field, text_field = task.get("label_field") or "label", task.get("text_field") or "text"
             return [dict(zip((label_field, text_field), line.rstrip("\n").split(" ", 1))) for line in handle if line.strip()]
@@ -192,15 +201,10 @@ def load_utterances(task: Mapping, data_dir: str | None, limit: int | None = Non
                     key, _, text = line.partition(" ")
                     utterances.append(Utterance(key, transcript.parent / f"{key}.flac", text))
     else:
-        utterances = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise EvalkitError(f"{path}:{number} is not valid JSON ({error.msg})") from None
-            audio = path.parent / str(record["audio"]) if record.get("audio") else None
-            utterances.append(Utterance(str(record.get("id", number)), audio, record.get("text")))
+        utterances = [
+            Utterance(str(record.get("id", number)), path.parent / str(record["audio"]) if record.get("audio") else None,
+                      record.get("text"))
+            for number, record in read_jsonl(path)
+        ]
     return utterances[:limit], str(path.resolve())
 
