@@ -16,7 +16,8 @@ from pathlib import Path
 import jsonlines
 import torch
 
-PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers")
+PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers",
+            "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr")
 SCHEMA_VERSION = 1
 
 

@@ -133,3 +133,15 @@ def test_bad_utterances_raise_or_are_skipped(tmp_path):
     reasons = {s["id"]: s["reason"] for s in metrics["skipped_utterances"]}
     assert reasons["zero-length"] == "zero-length audio" and reasons["empty-reference"] == "empty reference"
     assert reasons["no-audio"] == "no audio given" and "unreadable" in reasons["missing"]
+
+
+def test_librispeech_folder_layout(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("model=whisper-tiny.en-packaged", "task=librispeech_clean", f"data_dir={SHARED_DATA}",
+                     f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((run_dir / "results.json").read_text())
+    assert record["metrics"]["utterances"] == 4 and record["metrics"]["wer"] < 0.2
+    assert record["versions"]["whisper-normalizer"] == "0.1.15" and record["metrics"]["normalizer"] == "whisper_english"
+    ids = [json.loads(line)["id"] for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert sorted(ids) == ["1089-134686-0000", "1089-134686-0001", "1089-134691-0000", "1089-134691-0001"]
