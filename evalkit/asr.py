@@ -90,14 +90,15 @@ def prepare(utterances: list[Utterance], rate: int, normalize, on_error: str) ->
 class Transcriber:
     """Turns batches of 16 kHz-style sample arrays into text with one model, the same way for warm-up and timing."""
 
-    def __init__(self, model, processor, seq2seq: bool, language=None, asr_task="transcribe", chunk_length_s=30.0):
+    def __init__(self, model, processor, seq2seq: bool, language=None, asr_task="transcribe", chunk_length_s=30.0,
+                 num_beams=1):
         self.model, self.processor, self.seq2seq = model, processor, seq2seq
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self.rate = processor.feature_extractor.sampling_rate
-        self.generate_kwargs = {}
+        self.generate_kwargs = {"num_beams": num_beams}  # explicit: the HF pipeline would default to 5 beams
         if seq2seq and getattr(model.generation_config, "is_multilingual", False):
-            self.generate_kwargs = {"task": asr_task, **({"language": language} if language else {})}
+            self.generate_kwargs.update(task=asr_task, **({"language": language} if language else {}))
         self.chunk_length_s = chunk_length_s
         self._chunked = None
 
@@ -113,10 +114,11 @@ class Transcriber:
 
     def whisper(self, batch: list[np.ndarray]) -> list[str]:
         long_form = max(len(s) for s in batch) > WHISPER_WINDOW_S * self.rate
-        extra = {"truncation": False, "padding": "longest", "return_attention_mask": True} if long_form else {}
-        features = self.processor(batch, sampling_rate=self.rate, return_tensors="pt", **extra).to(self.device)
+        extra = {"truncation": False, "padding": "longest"} if long_form else {}
+        features = self.processor(batch, sampling_rate=self.rate, return_tensors="pt", return_attention_mask=True,
+                                  **extra).to(self.device)
         tokens = self.model.generate(
-            features.input_features.to(self.dtype), attention_mask=features.get("attention_mask") if long_form else None,
+            features.input_features.to(self.dtype), attention_mask=features.attention_mask,
             return_timestamps=long_form, **self.generate_kwargs,
         )
         return [text.strip() for text in self.processor.batch_decode(tokens, skip_special_tokens=True)]
@@ -164,7 +166,8 @@ def evaluate(cfg: Mapping) -> EvalResult:
     options = LoadOptions.from_config(cfg)
     seq2seq = cfg.model.get("format") == "ctranslate2" or bool(model_config(cfg.model, options).is_encoder_decoder)
     loaded = load_model(cfg.model, options, head="speech-seq2seq" if seq2seq else "ctc")
-    transcribe = Transcriber(loaded.model, loaded.tokenizer, seq2seq, cfg.language, cfg.asr_task, cfg.chunk_length_s)
+    transcribe = Transcriber(loaded.model, loaded.tokenizer, seq2seq, cfg.language, cfg.asr_task, cfg.chunk_length_s,
+                             cfg.num_beams)
     prepared, skipped = prepare(utterances, transcribe.rate, normalize, cfg.on_error)
 
     transcribe([min(prepared, key=lambda p: len(p.samples)).samples])  # warm-up: not timed

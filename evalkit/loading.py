@@ -419,4 +419,6 @@ def ensure_causal(model: torch.nn.Module, name: str) -> None:
     probe[1, :3] = probe[0, :3]  # same prefix, different last token
     logits = model(input_ids=probe.to(device), use_cache=False).logits.float()
     if not torch.allclose(logits[0, :3], logits[1, :3], rtol=1e-3, atol=1e-3):
-        raise EvalkitError(f"model '{name}' is not causal (its outputs depend on later tokens); this evaluation needs a causal LM")
+        raise EvalkitError(
+            f"model '{name}' is not causal (its outputs depend on later tokens); this evaluation needs a causal LM"
+        )
