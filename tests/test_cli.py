@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import SMOL_GGUF, WIKITEXT, run_cli, smol_dir
+from conftest import SMOL_GGUF, WIKITEXT, read_samples, run_cli, run_results, smol_dir
 from evalkit.reference import docs_loop_perplexity
 
 
@@ -36,7 +36,7 @@ def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path):
     assert math.isclose(metrics["perplexity"], math.exp(nll_sum / n_tokens), rel_tol=1e-5)
     assert metrics["windows"] == 7 and metrics["stride"] == 512 and metrics["max_length"] == 1024
 
-    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    samples = read_samples(run_dir)
     assert len(samples) == 7
     assert math.isclose(math.fsum(s["nll"] for s in samples), metrics["nll_sum"], rel_tol=1e-12)
     assert sum(s["tokens_scored"] for s in samples) == 4095
@@ -57,11 +57,8 @@ def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
     (tmp_path / "a.jsonl").write_text(json.dumps({"text": text[:900]}) + "\n" + json.dumps({"text": text[900:]}))
     figures = []
     for name, join in (("a.txt", "\n\n"), ("a.jsonl", "")):
-        run_dir = tmp_path / f"run-{name}"
-        result = run_cli(f"model.name_or_path={tiny_gpt2_dir}", "task=text", f"task.path={tmp_path / name}",
-                         f"task.join='{join}'", "max_length=64", "stride=32", f"hydra.run.dir={run_dir}")
-        assert result.returncode == 0, result.stderr
-        record = json.loads((run_dir / "results.json").read_text())
+        record = run_results(tmp_path / f"run-{name}", f"model.name_or_path={tiny_gpt2_dir}", "task=text",
+                             f"task.path={tmp_path / name}", f"task.join='{join}'", "max_length=64", "stride=32")
         assert record["model"]["name"] == str(tiny_gpt2_dir)  # labelled by the path it was given
         figures.append(record["metrics"]["nll_sum"])
     assert math.isclose(figures[0], figures[1], rel_tol=1e-9)

@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 
-from conftest import WIKITEXT, run_cli
+from conftest import WIKITEXT, run_cli, run_results
 from evalkit.loading import LoadOptions, load_model
 from evalkit.perplexity import score_windows
 from evalkit.windows import window_schedule
@@ -45,11 +45,8 @@ def test_kl_and_agreement_equal_full_logits(tiny_llama_dir):
 
 
 def test_self_comparison_is_zero_kl_and_full_agreement(tmp_path, tiny_llama_dir):
-    run_dir = tmp_path / "run"
-    result = run_cli(f"model.name_or_path={tiny_llama_dir}", f"reference_model={tiny_llama_dir}", "task=text",
-                     f"task.path={WIKITEXT}", "limit=600", "max_length=128", "stride=64", f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr
-    metrics = json.loads((run_dir / "results.json").read_text())["metrics"]
+    metrics = run_results(tmp_path / "run", f"model.name_or_path={tiny_llama_dir}", f"reference_model={tiny_llama_dir}",
+                          "task=text", f"task.path={WIKITEXT}", "limit=600", "max_length=128", "stride=64")["metrics"]
     assert metrics["kl_mean"] == 0.0 and metrics["kl_max"] == 0.0 and metrics["top1_agreement"] == 1.0
     assert metrics["delta_ppl"] == 0.0 and metrics["kl_mean_ci95"] == [0.0, 0.0]
 
