@@ -19,6 +19,7 @@ import soxr
 import torch
 from tqdm.auto import tqdm
 
+from evalkit.batching import batches, resolve_batch_size
 from evalkit.data import Utterance, load_utterances
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, load_model, model_config
@@ -26,6 +27,7 @@ from evalkit.metrics import bootstrap_ratio_interval
 from evalkit.results import EvalResult, sha256_text
 
 NORMALIZERS = ("whisper_english", "basic", "none")
+AUTO_BATCH = 8  # utterances per batch; sorted by duration, so little padding
 WHISPER_WINDOW_S = 30.0  # Whisper's encoder sees 30 s; longer audio goes through sequential long-form decoding
 
 
@@ -159,9 +161,7 @@ def evaluate(cfg: Mapping) -> EvalResult:
     if cfg.on_error not in ("raise", "skip"):
         raise EvalkitError(f"on_error={cfg.on_error} is not allowed; allowed: raise, skip")
     normalize = normalizer(cfg.normalizer)
-    batch_size = 8 if cfg.batch_size == "auto" else cfg.batch_size
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise EvalkitError(f"batch_size={cfg.batch_size} is not allowed; allowed: a positive integer or auto")
+    batch_size = resolve_batch_size(cfg.batch_size, AUTO_BATCH)
     utterances, origin = load_utterances(cfg.task, cfg.data_dir, cfg.limit)
     options = LoadOptions.from_config(cfg)
     seq2seq = cfg.model.get("format") == "ctranslate2" or bool(model_config(cfg.model, options).is_encoder_decoder)
@@ -175,8 +175,7 @@ def evaluate(cfg: Mapping) -> EvalResult:
     raw = [""] * len(prepared)
     with tqdm(total=len(prepared), desc="transcribing", unit="utt", dynamic_ncols=True) as bar:
         started = time.perf_counter()
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
+        for chunk in batches(order, batch_size):
             for i, text in zip(chunk, transcribe([prepared[i].samples for i in chunk])):
                 raw[i] = text
             bar.update(len(chunk))

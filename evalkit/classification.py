@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from evalkit.batching import batches, resolve_batch_size
 from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, ensure_causal, load_model
@@ -38,11 +39,6 @@ def check_labels(labels: list) -> None:
 def check_template(template: str, key: str) -> None:
     if "{}" not in str(template):
         raise EvalkitError(f"{key}={template!r} has no '{{}}' where the text or label goes")
-
-
-def batches(order: list[int], size: int):
-    for start in range(0, len(order), size):
-        yield order[start : start + size]
 
 
 def nli_label_ids(config) -> tuple[int, int]:
@@ -156,14 +152,6 @@ def embedding_scores(model, tokenizer, texts, descriptions, batch_size, on_batch
     return (text_vectors @ label_vectors.T).double().numpy()
 
 
-def auto_batch_size(batch_size, device: torch.device) -> int:
-    if batch_size == "auto":
-        return CPU_AUTO_BATCH if device.type == "cpu" else CUDA_AUTO_BATCH
-    if not (isinstance(batch_size, int) and batch_size >= 1):
-        raise EvalkitError(f"batch_size={batch_size} is not allowed; allowed: a positive integer or auto")
-    return batch_size
-
-
 def evaluate(cfg: Mapping) -> EvalResult:
     """Zero-shot accuracy of cfg.model on cfg.task by cfg.method (or the task's default method)."""
     task = cfg.task
@@ -182,7 +170,7 @@ def evaluate(cfg: Mapping) -> EvalResult:
     examples = load_examples(task, cfg.data_dir, cfg.limit)
     loaded = load_model(cfg.model, LoadOptions.from_config(cfg), head=METHODS[method])
     model, tokenizer = loaded.model, loaded.tokenizer
-    batch_size = auto_batch_size(cfg.batch_size, loaded.device)
+    batch_size = resolve_batch_size(cfg.batch_size, CPU_AUTO_BATCH if loaded.device.type == "cpu" else CUDA_AUTO_BATCH)
     if method == "nli":
         nli_label_ids(model.config)
     if method == "loglikelihood":

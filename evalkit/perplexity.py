@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from evalkit import distributed
+from evalkit.batching import resolve_batch_size
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, ensure_causal, load_model
@@ -173,9 +174,7 @@ def check_options(cfg: Mapping) -> None:
     """Reject bad evaluation settings before any data or weights are read."""
     if cfg.bos not in BOS_MODES:
         raise EvalkitError(f"bos={cfg.bos} is not allowed; allowed: {', '.join(BOS_MODES)}")
-    batch_size = cfg.batch_size
-    if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
-        raise EvalkitError(f"batch_size={batch_size} is not allowed; allowed: a positive integer or auto")
+    resolve_batch_size(cfg.batch_size, CPU_AUTO_BATCH)  # validates; the size itself is chosen per device later
     if cfg.limit is not None and not (isinstance(cfg.limit, int) and cfg.limit >= 1):
         raise EvalkitError(f"limit={cfg.limit} is not allowed; allowed: a positive number of tokens, or null")
     if not isinstance(cfg.stride, int):
