@@ -7,11 +7,12 @@ number), computing the output layer only at scored positions, and keeping result
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from collections import defaultdict
-from dataclasses import replace
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +44,15 @@ def initial_batch_size(batch_size: int | str, device: torch.device, num_windows:
     return min(CPU_AUTO_BATCH if device.type == "cpu" else CUDA_AUTO_BATCH, num_windows)
 
 
+@functools.cache
+def keeps_logits(model_class: type) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (asked once per class, not once per batch)."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
 def scored_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Logits at `positions` only: the output layer never runs on context positions when the model supports it."""
-    if "logits_to_keep" in inspect.signature(type(model).forward).parameters:
+    if keeps_logits(type(model)):
         return model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
     return model(input_ids=input_ids, use_cache=False).logits[:, positions]
 
