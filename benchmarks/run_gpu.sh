@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything measured on a 2-GPU machine, in one call: the CLI on 1 GPU vs 2 GPUs (torchrun) over a 4x-repeated
-# WikiText-2 stream, device_map=auto split across both GPUs vs one GPU, then benchmarks/gpu.py on GPU 0
-# (VARIANTS=comma list picks evalkit's variants; see gpu.py).
-# Needs: .bench/{wikitext_ids.pt,tokenizer/,wiki4x.txt} (made by benchmarks/prepare_gpu_inputs.py). Results -> $OUT.
+# WikiText-2 stream, device_map=auto split across both GPUs vs one GPU, then benchmarks/gpu.py on GPU 0: perplexity,
+# NLI and ASR against their references (VARIANTS=comma list picks evalkit's perplexity variants; see gpu.py).
+# Needs: .bench/{wikitext_ids.pt,tokenizer/,bart-tokenizer/,whisper-base/,wiki4x.txt} (made by benchmarks/prepare_gpu_inputs.py). Results -> $OUT.
 set -uo pipefail
 OUT=${OUT:-outputs/gpu}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -38,6 +38,8 @@ print("split devices", r["split"]["model"]["devices"], "nll rel diff vs one GPU"
       abs(r["split"]["metrics"]["nll_sum"] - r["whole"]["metrics"]["nll_sum"]) / r["whole"]["metrics"]["nll_sum"])
 PY
 
-python3 benchmarks/gpu.py --tokens-file .bench/wikitext_ids.pt --tokenizer .bench/tokenizer --out "$OUT/bench_gpu.json" --variants "${VARIANTS:-evalkit_bfloat16_auto,evalkit_bfloat16_compile_b32}" 2>&1 \
+python3 benchmarks/gpu.py --tokens-file .bench/wikitext_ids.pt --tokenizer .bench/tokenizer --texts .bench/wiki4x.txt \
+  --bart-tokenizer .bench/bart-tokenizer --whisper .bench/whisper-base --out "$OUT/bench_gpu.json" \
+  --variants "${VARIANTS:-evalkit_bfloat16_auto,evalkit_bfloat16_compile_auto}" 2>&1 \
   | grep -v "Loading weights" | tee "$OUT/bench_gpu.log"
 

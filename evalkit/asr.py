@@ -19,7 +19,7 @@ import soxr
 import torch
 from tqdm.auto import tqdm
 
-from evalkit.batching import batches, resolve_batch_size
+from evalkit.batching import batches, resolve_batch_size, variable_shape_attention
 from evalkit.data import Utterance, load_utterances
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, load_model, model_config
@@ -105,6 +105,7 @@ class Transcriber:
         self._chunked = None
 
     @torch.inference_mode()
+    @variable_shape_attention()
     def __call__(self, batch: list[np.ndarray]) -> list[str]:
         if self.seq2seq:
             return self.whisper(batch)

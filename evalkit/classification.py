@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from evalkit.batching import batches, resolve_batch_size
+from evalkit.batching import batches, resolve_batch_size, variable_shape_attention
 from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, ensure_causal, load_model
@@ -60,6 +60,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 @torch.inference_mode()
+@variable_shape_attention()
 def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size, on_batch=None) -> np.ndarray:
     """[examples, labels] scores with the zero-shot-classification pipeline's postprocessing."""
     entailment, contradiction = nli_label_ids(model.config)
@@ -81,6 +82,7 @@ def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size, on_
 
 
 @torch.inference_mode()
+@variable_shape_attention()
 def loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size, on_batch=None) -> np.ndarray:
     """[contexts, continuations] summed log-probabilities of each continuation after each context.
 
@@ -129,6 +131,7 @@ def loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size, 
 
 
 @torch.inference_mode()
+@variable_shape_attention()
 def embed(model, tokenizer, texts, batch_size, on_batch=None) -> torch.Tensor:
     """Mean-pooled (over the attention mask) last hidden states, one row per text, float32 on CPU."""
     device = next(model.parameters()).device

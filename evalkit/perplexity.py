@@ -75,22 +75,24 @@ def score_batch(model, input_ids, positions, reference=None, clock=None) -> dict
     """Per-window figures for one batch: summed NLL; with a reference model also its NLL, the summed and largest
     per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets])."""
     targets = input_ids[:, positions + 1, None]
+    # float32 log-softmax straight from the (bfloat16) logits: one kernel, no float32 copy of the logits first
     log_probs = timed(clock, "model_seconds", input_ids.device,
-                      lambda: scored_logits(model, input_ids, positions).float().log_softmax(-1))
+                      lambda: scored_logits(model, input_ids, positions).log_softmax(-1, dtype=torch.float32))
     figures = {"nll": -log_probs.gather(-1, targets).squeeze(-1).double().sum(1)}
-    if reference is not None:
-        ref_device = next(reference.parameters()).device
-        ref_log_probs = timed(clock, "reference_seconds", ref_device, lambda: scored_logits(
-            reference, input_ids.to(ref_device), positions.to(ref_device)).float().log_softmax(-1))
-        ref_log_probs = ref_log_probs.to(log_probs.device)
-        token_kl = F.kl_div(log_probs, ref_log_probs, log_target=True, reduction="none").sum(-1)
-        figures.update(
-            reference_nll=-ref_log_probs.gather(-1, targets).squeeze(-1).double().sum(1),
-            kl_sum=token_kl.double().sum(1),
-            kl_max=token_kl.amax(1).double(),
-            top1_agree=(log_probs.argmax(-1) == ref_log_probs.argmax(-1)).sum(1).double(),
-            token_kl=token_kl,
-        )
+    if reference is None:
+        return figures
+    ref_device = next(reference.parameters()).device
+    ref_log_probs = timed(clock, "reference_seconds", ref_device, lambda: scored_logits(
+        reference, input_ids.to(ref_device), positions.to(ref_device)).log_softmax(-1, dtype=torch.float32))
+    ref_log_probs = ref_log_probs.to(log_probs.device)
+    token_kl = F.kl_div(log_probs, ref_log_probs, log_target=True, reduction="none").sum(-1)
+    figures.update(
+        reference_nll=-ref_log_probs.gather(-1, targets).squeeze(-1).double().sum(1),
+        kl_sum=token_kl.double().sum(1),
+        kl_max=token_kl.amax(1).double(),
+        top1_agree=(log_probs.argmax(-1) == ref_log_probs.argmax(-1)).sum(1).double(),
+        token_kl=token_kl,
+    )
     return figures
 
 
