@@ -7,10 +7,16 @@ and attention kernels — and nothing about tasks: a caller names the head it ne
 
 from __future__ import annotations
 
+import functools
+import gc
 import hashlib
 import importlib.util
+import json
+import os
+import re
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -173,10 +179,17 @@ def resolve_location(spec: Mapping) -> Location:
     return Location("hub", name, spec.get("gguf_file"), spec.get("revision"))
 
 
-def sha256_files(paths: list[Path], chunk: int = 1 << 22) -> str:
-    """sha256 of the files' contents in order, as if concatenated (parts of one file hash as the whole file)."""
+def sha256_files(paths: list[Path]) -> str:
+    """sha256 of the files' contents in order, as if concatenated (parts of one file hash as the whole file). Hashed
+    once per process while the files' sizes and modification times stay the same (a sweep asks many times)."""
+    stamps = tuple((str(Path(p).resolve()), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
+    return _sha256_stamped_files(stamps)
+
+
+@functools.lru_cache(maxsize=64)
+def _sha256_stamped_files(stamps: tuple, chunk: int = 1 << 22) -> str:
     digest = hashlib.sha256()
-    for path in paths:
+    for path, _, _ in stamps:
         with open(path, "rb") as handle:
             while block := handle.read(chunk):
                 digest.update(block)
@@ -196,6 +209,37 @@ def weights_fingerprint(location: Location) -> dict:
     else:
         combined = hashlib.sha256("".join(f"{n}:{d}\n" for n, d in digests.items()).encode()).hexdigest()
     return {"weights_sha256": combined, "weight_files": digests}
+
+
+def hub_commit(repo: str, revision: str | None) -> str | None:
+    """The commit a hub id + revision means now: asked of the hub when online, else the one this machine's hub cache
+    last resolved; None when neither can tell."""
+    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return revision
+    import huggingface_hub
+
+    if not huggingface_hub.constants.HF_HUB_OFFLINE:
+        try:
+            return huggingface_hub.HfApi().model_info(repo, revision=revision).sha
+        except Exception:  # any failure to reach or ask the hub: fall back to what the local cache knows
+            pass
+    ref = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / (revision or "main")
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def model_fingerprint(spec: Mapping, options: LoadOptions) -> str | None:
+    """What identifies a model's weights, known before they are loaded: sha256 of local weight files, the pinned hub
+    commit, or the recipe of a random init (with the seed). None when a hub revision cannot be pinned."""
+    if spec.get("architecture") is not None:
+        recipe = {"architecture": spec["architecture"], "config": dict(spec.get("config") or {}), "seed": options.seed}
+        return "random-init:" + hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+    location = resolve_location(spec)
+    if spec.get("format") == "ctranslate2":
+        return "sha256:" + sha256_files(ctranslate2_weight_files(spec, location))
+    if location.source == "hub":
+        commit = hub_commit(location.path, location.revision)
+        return f"hub:{location.path}@{commit}" if commit else None
+    return "sha256:" + weights_fingerprint(location)["weights_sha256"]
 
 
 def tensors_fingerprint(model: torch.nn.Module) -> str:
@@ -236,7 +280,49 @@ def model_config(spec: Mapping, options: LoadOptions) -> Any:
     return load_config(resolve_location(spec), options)
 
 
+class ModelPool:
+    """Models kept loaded between the jobs of a sweep run in one process (Hydra's basic launcher runs them one after
+    another), keyed by the model spec, the loading options and the head. Before a model not in the pool is loaded,
+    every model the current job has not asked for is dropped and the accelerator's cached memory released, so two
+    different models never share the card. Off until a job starts: library callers get a fresh model each time."""
+
+    def __init__(self):
+        self.models: dict[str, LoadedModel] = {}
+        self.wanted: set[str] = set()
+        self.reused: list[str] = []
+        self.enabled = False
+
+    def start_job(self) -> None:
+        self.enabled, self.wanted, self.reused = True, set(), []
+
+    def get(self, spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
+        if not self.enabled:
+            return load_fresh(spec, options, head)
+        key = json.dumps([dict(spec), asdict(options), head], sort_keys=True, default=str)
+        self.wanted.add(key)
+        if key in self.models:
+            self.reused.append(spec.get("name") or str(spec.get("name_or_path")))
+            print(f"evalkit: reusing the loaded model {self.reused[-1]} (same model and loading settings)",
+                  file=sys.stderr)
+            return self.models[key]
+        for stale in set(self.models) - self.wanted:
+            del self.models[stale]
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.models[key] = load_fresh(spec, options, head)
+        return self.models[key]
+
+
+MODELS = ModelPool()
+
+
 def load_model(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
+    """A model with the given head, its tokenizer and a provenance record (from the pool when a sweep job runs)."""
+    return MODELS.get(spec, options, head)
+
+
+def load_fresh(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
     """Load a model with the given head, its tokenizer and a provenance record."""
     model_class_name, preprocessor_class_name = HEADS[head]
     model_class = getattr(transformers, model_class_name)
@@ -380,6 +466,16 @@ def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     return f"{mode or 'default'} ({len(regions)} {'/'.join(sorted(block_classes))} blocks + output layer)"
 
 
+def ctranslate2_weight_files(spec: Mapping, location: Location) -> list[Path]:
+    """model.bin, or the parts that concatenate to it (`model_bin`), each checked to exist."""
+    parts = [local_path(str(p), spec.get("install"))[0] for p in spec.get("model_bin") or []]
+    parts = parts or [Path(location.path) / "model.bin"]
+    for part in parts:
+        if not part.is_file():
+            raise EvalkitError(f"CTranslate2 model file {part} does not exist")
+    return parts
+
+
 def load_ctranslate2(spec: Mapping, options: LoadOptions, device: torch.device, head: str) -> LoadedModel:
     """A faster-whisper / CTranslate2 Whisper folder, its model.bin optionally split into `model_bin` parts."""
     if head != "speech-seq2seq":
@@ -387,11 +483,7 @@ def load_ctranslate2(spec: Mapping, options: LoadOptions, device: torch.device, 
     if options.quantization != "none" or options.device_map:
         raise EvalkitError("CTranslate2 checkpoints load on one device, unquantized (quantization=none, no device_map)")
     location = resolve_location(spec)
-    parts = [local_path(str(p), spec.get("install"))[0] for p in spec.get("model_bin") or []]
-    parts = parts or [Path(location.path) / "model.bin"]
-    for part in parts:
-        if not part.is_file():
-            raise EvalkitError(f"CTranslate2 model file {part} does not exist")
+    parts = ctranslate2_weight_files(spec, location)
     dtype = DTYPES[options.dtype] or torch.float32  # auto: CTranslate2 stores float16; evaluate in float32
     model, processor = ctranslate2_whisper.load(Path(location.path), parts, dtype)
     model.to(device)
