@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,21 +16,47 @@ from omegaconf import DictConfig, OmegaConf
 
 from evalkit import distributed
 from evalkit.errors import EvalkitError
+from evalkit.loading import MODELS
 from evalkit.results import results_record, write_run
+from evalkit.runs import CachedResult, Job
 
 EVALUATORS = {"perplexity": "evalkit.perplexity", "classification": "evalkit.classification", "asr": "evalkit.asr"}
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict:
-    """Evaluate, write samples.jsonl and results.json into out_dir, and return the results record."""
+    """Evaluate (or reuse an identical job's cached result), write samples.jsonl and results.json into out_dir, and
+    return the results record."""
     evaluator = cfg.task.get("evaluator")
     if evaluator not in EVALUATORS:
         raise EvalkitError(f"task.evaluator={evaluator} is not known; allowed: {', '.join(EVALUATORS)}")
+    MODELS.start_job()
+    job = Job(cfg, cfg.get("cache_dir"), bool(cfg.get("force")))
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-    result = importlib.import_module(EVALUATORS[evaluator]).evaluate(cfg)
+    try:
+        result = importlib.import_module(EVALUATORS[evaluator]).evaluate(cfg, job)
+    except CachedResult as hit:
+        return reuse_cached(hit.entry, out_dir)
     record = results_record(result, OmegaConf.to_container(cfg, resolve=True), started, time.perf_counter() - clock)
+    record["run"] = {**job.summary(), "out_dir": str(out_dir), "models_reused": MODELS.reused}
+    if job.resumed:
+        print(f"evalkit: resumed: {job.resumed} finished units of an interrupted run were reused", file=sys.stderr)
     if distributed.is_main():  # under torchrun every rank holds the full result; one writes it
         write_run(out_dir, record, result.samples)
+        job.finish(out_dir)
+    return record
+
+
+def reuse_cached(entry: Path, out_dir: Path) -> dict:
+    """Copy a cached result into this run's folder, saying where and when it was computed."""
+    record = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+    print(f"evalkit: cache hit: this model, data and settings were evaluated in {record['run']['out_dir']} "
+          f"(started {record['started_at']}); result copied, nothing recomputed (force=true recomputes)",
+          file=sys.stderr)
+    record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir), "computed_in": record["run"]["out_dir"],
+                     "reused_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if distributed.is_main():
+        samples = [json.loads(line) for line in (entry / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+        write_run(out_dir, record, samples)
     return record
 
 
@@ -37,9 +64,11 @@ def summary(record: dict, out_dir: Path) -> str:
     figures = ", ".join(f"{k}={v:.4f}" for k, v in record["metrics"].items() if isinstance(v, float))
     rates = ", ".join(f"{k.removesuffix('_per_second')}/s={v:.1f}" for k, v in record["timing"].items()
                       if k.endswith("_per_second"))
+    run = record.get("run") or {}
+    origin = f" [cached: computed in {run['computed_in']}]" if run.get("cache_hit") else ""
     return (
         f"{record['model']['name']} on {record['task']}: {figures}\n"
-        f"{record['timing']['eval_seconds']:.1f} s ({rates}); results in {out_dir}"
+        f"{record['timing']['eval_seconds']:.1f} s ({rates}); results in {out_dir}{origin}"
     )
 
 

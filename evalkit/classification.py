@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 
@@ -23,9 +24,11 @@ from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, ensure_causal, load_model
 from evalkit.metrics import classification_metrics, count_bytes
 from evalkit.results import EvalResult, sha256_text
+from evalkit.runs import Job, Progress
 
 METHODS = {"nli": "sequence-classification", "loglikelihood": "causal-lm", "embedding": "encoder"}
 CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 16, 128
+CHUNK = 1024  # examples scored (and sorted by length) together, then saved: an interruption loses at most one chunk
 
 
 def check_labels(labels: list) -> None:
@@ -155,7 +158,25 @@ def embedding_scores(model, tokenizer, texts, descriptions, batch_size, on_batch
     return (text_vectors @ label_vectors.T).double().numpy()
 
 
-def evaluate(cfg: Mapping) -> EvalResult:
+def scores_by_chunk(score, texts: list[str], todo: list[int], progress: Progress, batch_size: int, on_batch) -> np.ndarray:
+    """[texts, labels] scores: `score` over the texts not yet done, CHUNK at a time (sorted by length within a
+    chunk), each chunk's rows saved to the progress log; the rest read back from an interrupted run's records."""
+    scores = np.zeros((len(texts), 0))
+    for start in range(0, len(todo), CHUNK):
+        chunk = todo[start : start + CHUNK]
+        part = score([texts[i] for i in chunk], batch_size=batch_size, on_batch=on_batch)
+        if scores.shape[1] == 0:
+            scores = np.zeros((len(texts), part.shape[1]))
+        scores[chunk] = part
+        progress.save([{"index": i, "scores": row.tolist()} for i, row in zip(chunk, part)])
+    for i, record in progress.done.items():
+        if scores.shape[1] == 0:
+            scores = np.zeros((len(texts), len(record["scores"])))
+        scores[i] = record["scores"]
+    return scores
+
+
+def evaluate(cfg: Mapping, job: Job | None = None) -> EvalResult:
     """Zero-shot accuracy of cfg.model on cfg.task by cfg.method (or the task's default method)."""
     task = cfg.task
     method = cfg.get("method") or task.get("method")
@@ -171,6 +192,8 @@ def evaluate(cfg: Mapping) -> EvalResult:
     if cfg.limit is not None and not (isinstance(cfg.limit, int) and cfg.limit >= 1):
         raise EvalkitError(f"limit={cfg.limit} is not allowed; allowed: a positive number of examples, or null")
     examples = load_examples(task, cfg.data_dir, cfg.limit)
+    data_sha256 = sha256_text("\n".join(f"{label}\t{text}" for label, text in zip(examples.labels, examples.texts)))
+    progress = (job or Job(cfg)).start(data_sha256)
     loaded = load_model(cfg.model, LoadOptions.from_config(cfg), head=METHODS[method])
     model, tokenizer = loaded.model, loaded.tokenizer
     batch_size = resolve_batch_size(cfg.batch_size, CPU_AUTO_BATCH if loaded.device.type == "cpu" else CUDA_AUTO_BATCH)
@@ -179,24 +202,28 @@ def evaluate(cfg: Mapping) -> EvalResult:
     if method == "loglikelihood":
         ensure_causal(model, cfg.model.name)
 
+    inputs = examples.texts
+    if method == "nli":
+        hypotheses = [settings.hypothesis_template.format(label) for label in labels]
+        score = functools.partial(nli_scores, model, tokenizer, hypotheses=hypotheses, multi_label=cfg.multi_label)
+    elif method == "embedding":
+        descriptions = [settings.description.format(label) for label in labels]
+        score = functools.partial(embedding_scores, model, tokenizer, descriptions=descriptions)
+    else:
+        continuations = [settings.continuation.format(label) for label in labels]
+        score = functools.partial(loglikelihood_scores, model, tokenizer, continuations=continuations)
+        inputs = [settings.prompt.format(text) for text in examples.texts]  # contexts
     extra_predictions: dict[str, np.ndarray] = {}
-    with tqdm(total=len(examples.texts), unit="ex", desc=method, dynamic_ncols=True) as bar:
+    todo = [i for i in range(len(inputs)) if i not in progress.done]
+    with tqdm(total=len(todo), unit="ex", desc=method, dynamic_ncols=True) as bar:
         started = time.perf_counter()
-        if method == "nli":
-            hypotheses = [settings.hypothesis_template.format(label) for label in labels]
-            scores = nli_scores(model, tokenizer, examples.texts, hypotheses, cfg.multi_label, batch_size, bar.update)
-        elif method == "embedding":
-            descriptions = [settings.description.format(label) for label in labels]
-            scores = embedding_scores(model, tokenizer, examples.texts, descriptions, batch_size, bar.update)
-        else:
-            continuations = [settings.continuation.format(label) for label in labels]
-            contexts = [settings.prompt.format(text) for text in examples.texts]
-            scores = loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size, bar.update)
+        scores = scores_by_chunk(score, inputs, todo, progress, batch_size, bar.update)
+        if method == "loglikelihood":
             lengths = np.array([count_bytes(c) for c in continuations], dtype=float)
             extra_predictions["norm"] = (scores / lengths).argmax(1)
             if cfg.calibrate:
                 free = [settings.prompt.format(text) for text in settings.get("content_free") or ["N/A"]]
-                content_free = loglikelihood_scores(model, tokenizer, free, continuations, batch_size)
+                content_free = score(free, batch_size=batch_size)
                 # label probabilities given a content-free input, normalised over the labels and averaged
                 prior = np.log(softmax(content_free).mean(0))
                 extra_predictions["uncalibrated"] = scores.argmax(1)
@@ -218,7 +245,7 @@ def evaluate(cfg: Mapping) -> EvalResult:
         metrics=metrics,
         samples=samples,
         model=loaded.provenance,
-        data={"origin": examples.origin, "examples": len(truth),
-              "sha256": sha256_text("\n".join(f"{label}\t{text}" for label, text in zip(truth, examples.texts)))},
-        timing={"eval_seconds": seconds, "examples_per_second": len(truth) / seconds, "batch_size": batch_size},
+        data={"origin": examples.origin, "examples": len(truth), "sha256": data_sha256},
+        timing={"eval_seconds": seconds, "examples_per_second": len(todo) / seconds, "batch_size": batch_size,
+                "units_computed": len(todo)},
     )

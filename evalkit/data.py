@@ -6,10 +6,13 @@ A text task is one stream: its rows joined with the task's `join` string, exactl
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from evalkit.errors import EvalkitError
 
@@ -208,3 +211,18 @@ def load_utterances(task: Mapping, data_dir: str | None, limit: int | None = Non
         ]
     return utterances[:limit], str(path.resolve())
 
+
+
+def utterances_fingerprint(utterances: list[Utterance]) -> str:
+    """sha256 over every utterance's id, reference text and audio bytes (a file's contents, or a record's samples)."""
+    digest = hashlib.sha256()
+    for utterance in utterances:
+        digest.update(f"{utterance.id}\t{utterance.text}\t".encode())
+        if isinstance(utterance.audio, Mapping):
+            digest.update(np.asarray(utterance.audio["array"]).tobytes())
+            digest.update(str(utterance.audio["sampling_rate"]).encode())
+        elif utterance.audio is not None and Path(utterance.audio).is_file():
+            digest.update(Path(utterance.audio).read_bytes())
+        else:
+            digest.update(b"<missing audio>")
+    return digest.hexdigest()

@@ -26,6 +26,7 @@ from evalkit.loading import LoadOptions, ensure_causal, load_model
 from evalkit.metrics import count_bytes, count_words, divergence_metrics, perplexity_metrics
 from evalkit.presets import model_spec
 from evalkit.results import EvalResult, sha256_text
+from evalkit.runs import Job
 from evalkit.windows import Window, check_window_args, window_schedule
 
 BOS_MODES = ("auto", "stream", "window")
@@ -103,7 +104,7 @@ def score_windows(
     windows: list[Window],
     batch_size: int | str = "auto",
     bos_token_id: int | None = None,
-    on_batch: Callable[[list[int]], None] | None = None,
+    on_batch: Callable[[list[int], dict], None] | None = None,
     reference: torch.nn.Module | None = None,
     clock: dict | None = None,
 ) -> tuple[dict, int]:
@@ -111,8 +112,9 @@ def score_windows(
     size that ran last. A reference model runs in lockstep on the same batches; nothing is kept but the figures.
 
     With `bos_token_id`, each window's input is prefixed by that token. With batch_size="auto", a batch that runs out
-    of memory is halved and retried; windows already scored are kept. A `clock` dict accumulates each model's
-    forward time ("model_seconds", "reference_seconds").
+    of memory is halved and retried; windows already scored are kept. `on_batch(indices, figures)` hears of each
+    finished batch (its windows' indices and score_batch's figures, on the device). A `clock` dict accumulates each
+    model's forward time ("model_seconds", "reference_seconds").
     """
     device = next(model.parameters()).device
     tokens = tokens.to(device)
@@ -146,13 +148,13 @@ def score_windows(
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
+            if on_batch:
+                on_batch(indices[chunk], batch)
             if "token_kl" in batch:
                 for index, row in zip(indices[chunk], batch.pop("token_kl").cpu()):
                     token_kl[index] = row
             for name, values in batch.items():
                 figures[name][destinations[chunk]] = values
-            if on_batch:
-                on_batch(indices[chunk])
             done += len(input_ids)
     scores = {name: values.cpu() for name, values in figures.items()}
     if reference is not None:
@@ -196,18 +198,44 @@ def same_tokenizer(first, second) -> bool:
     return first.get_vocab() == second.get_vocab() and first.all_special_tokens == second.all_special_tokens
 
 
-def evaluate(cfg: Mapping) -> EvalResult:
+def merge_scores(windows, my_indices, todo, computed: dict, done: dict, device) -> dict:
+    """Per-window figures of every window: this rank's, computed now (`todo`) or read back from an interrupted run's
+    records (`done`), then combined across ranks."""
+    names = [name for name in (computed or next(iter(done.values()), {})) if name not in ("index", "token_kl")]
+    scores = {}
+    for name in names:
+        merged = torch.zeros(len(windows), dtype=torch.float64)
+        if todo:
+            merged[todo] = computed[name]
+        for i in my_indices:
+            if i in done:
+                merged[i] = done[i][name]
+        scores[name] = distributed.sum_across_ranks(merged.to(device)).cpu()
+    if "token_kl" in computed or any("token_kl" in record for record in done.values()):
+        token_kl = [None] * len(windows)
+        for i, row in zip(todo, computed.get("token_kl", [])):
+            token_kl[i] = row
+        for i in my_indices:
+            if i in done:
+                token_kl[i] = torch.tensor(done[i]["token_kl"])
+        scores["token_kl"] = distributed.merge_across_ranks(token_kl)
+    return scores
+
+
+def evaluate(cfg: Mapping, job: Job | None = None) -> EvalResult:
     """Perplexity of cfg.model on cfg.task's text stream; with cfg.reference_model, also its divergence from that
-    reference on the same windows."""
+    reference on the same windows. Windows finished by an interrupted run of the same job are not recomputed."""
     check_options(cfg)
     source = load_text(cfg.task, cfg.data_dir)
+    reference_spec = model_spec(cfg.reference_model) if cfg.get("reference_model") else None
+    progress = (job or Job(cfg)).start(sha256_text(source.text), [cfg.model, *([reference_spec] if reference_spec else [])])
     options = LoadOptions.from_config(cfg)
     loaded = load_model(cfg.model, options, head="causal-lm")
     model, tokenizer = loaded.model, loaded.tokenizer
     ensure_causal(model, cfg.model.name)
     reference = None
-    if cfg.get("reference_model"):
-        reference = load_model(model_spec(cfg.reference_model), replace(options, quantization="none"), "causal-lm")
+    if reference_spec:
+        reference = load_model(reference_spec, replace(options, quantization="none"), "causal-lm")
         if not same_tokenizer(tokenizer, reference.tokenizer):
             raise EvalkitError(
                 f"reference_model={cfg.reference_model} has another tokenizer than the model; KL and agreement "
@@ -227,32 +255,31 @@ def evaluate(cfg: Mapping) -> EvalResult:
     total_targets = sum(w.num_targets for w in windows)
     distributed.init(loaded.device)
     my_indices = distributed.shard(len(windows))  # this rank's share; all windows in a single process
-    mine = [windows[i] for i in my_indices]
+    todo = [i for i in my_indices if i not in progress.done]
+    mine = [windows[i] for i in todo]
     clock = defaultdict(float) if reference else None
+
+    def on_batch(batch: list[int], figures: dict) -> None:
+        bar.update(sum(mine[i].num_targets for i in batch))
+        if progress.keeping:  # one host copy per batch, only when there is a log to keep
+            values = {name: tensor.tolist() for name, tensor in figures.items()}
+            progress.save([{"index": todo[i], **{name: column[row] for name, column in values.items()}}
+                           for row, i in enumerate(batch)])
+
     bar = tqdm(total=sum(w.num_targets for w in mine), unit="tok", desc="perplexity", disable=not distributed.is_main())
     with bar:
         started = time.perf_counter()
-        my_scores, batch_size = score_windows(
+        computed, batch_size = score_windows(
             model,
             tokens,
             mine,
             cfg.batch_size,
             bos_token_id=tokenizer.bos_token_id if cfg.bos == "window" else None,
-            on_batch=lambda done: bar.update(sum(mine[i].num_targets for i in done)),
+            on_batch=on_batch,
             reference=reference.model if reference else None,
             clock=clock,
         )
-        scores = {}
-        for name, values in my_scores.items():
-            if name == "token_kl":
-                merged = [None] * len(windows)
-                for index, row in zip(my_indices, values):
-                    merged[index] = row
-                scores[name] = distributed.merge_across_ranks(merged)
-            else:
-                merged = torch.zeros(len(windows), dtype=torch.float64, device=loaded.device)
-                merged[my_indices] = values.to(loaded.device)
-                scores[name] = distributed.sum_across_ranks(merged).cpu()
+        scores = merge_scores(windows, my_indices, todo, computed, progress.done, loaded.device)
         seconds = time.perf_counter() - started
 
     nll = scores["nll"]
@@ -262,8 +289,9 @@ def evaluate(cfg: Mapping) -> EvalResult:
         {"window": i, "begin": w.begin, "end": w.end, "tokens_scored": w.num_targets, "nll": float(nll[i])}
         for i, w in enumerate(windows)
     ]
-    timing = {"eval_seconds": seconds, "tokens_per_second": total_targets / seconds, "batch_size": batch_size,
-              "processes": distributed.world_size()}
+    computed_targets = total_targets - sum(windows[i].num_targets for i in progress.done)
+    timing = {"eval_seconds": seconds, "tokens_per_second": computed_targets / seconds, "batch_size": batch_size,
+              "processes": distributed.world_size(), "units_computed": len(windows) - len(progress.done)}
     if reference:
         metrics.update(divergence_metrics(
             token_kl=torch.cat(scores["token_kl"]).numpy(),
@@ -277,7 +305,7 @@ def evaluate(cfg: Mapping) -> EvalResult:
             sample.update(reference_nll=float(scores["reference_nll"][i]), kl_mean=float(scores["kl_sum"][i]) /
                           windows[i].num_targets, kl_max=float(scores["kl_max"][i]),
                           top1_agree=int(scores["top1_agree"][i]))
-        timing.update({f"{key}_per_token": value / total_targets for key, value in clock.items()})
+        timing.update({f"{key}_per_token": value / computed_targets for key, value in clock.items()})
     return EvalResult(
         metrics=metrics,
         samples=samples,

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -67,10 +68,12 @@ def tiny_bert_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
 
 
 def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """`python -m evalkit OVERRIDES...` in a subprocess, as a user runs it."""
+    """`python -m evalkit OVERRIDES...` in a subprocess, as a user runs it; its result cache is a fresh folder unless
+    `env` names one (EVALKIT_CACHE_DIR), so no test reuses another's results."""
+    env = {"EVALKIT_CACHE_DIR": tempfile.mkdtemp(prefix="evalkit-cache-"), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "evalkit", *overrides],
-        cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=900,
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=900,
     )
 
 
