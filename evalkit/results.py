@@ -72,12 +72,12 @@ def hardware() -> dict:
     return info
 
 
-def write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write, binary: bool = False) -> None:
     """Write through a temporary file in the same folder, then rename: readers see the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+        with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8") as stream:
             write(stream)
         os.replace(temporary, path)
     except BaseException:
