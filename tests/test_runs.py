@@ -1,0 +1,152 @@
+"""Sweeps, the result cache and resuming interrupted runs, through the real CLI (and Hydra's submitit launcher)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT, SHARED_DATA, read_samples, run_cli
+from evalkit import asr, classification
+from evalkit.runs import Job
+
+
+def tiny_on_wikitext(path: Path) -> list[str]:
+    return [f"model.name_or_path={path}", "model.name=tiny-gpt2", f"data_dir={SHARED_DATA}"]
+
+
+def results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def test_stride_sweep_reuses_the_model_and_perplexity_falls_with_stride(tmp_path):
+    """The acceptance sweep: the packaged model, the first 2,048 WikiText-2 tokens, three strides, one process."""
+    sweep = run_cli("-m", f"data_dir={SHARED_DATA}", "limit=2048", "max_length=512", "stride=128,256,512", f"hydra.sweep.dir={tmp_path}")
+    assert sweep.returncode == 0, sweep.stderr
+    runs = [results(tmp_path / str(job)) for job in range(3)]
+    assert [r["config"]["stride"] for r in runs] == [128, 256, 512]
+    perplexities = [r["metrics"]["perplexity"] for r in runs]
+    assert perplexities[0] < perplexities[1] < perplexities[2]  # more context per scored token, lower perplexity
+    assert all(r["metrics"]["tokens_scored"] == 2047 for r in runs)
+    assert sweep.stderr.count("reusing the loaded model smollm2-135m") == 2  # loaded once for three jobs
+    assert [r["run"]["models_reused"] for r in runs] == [[], ["smollm2-135m"], ["smollm2-135m"]]
+
+
+def test_cache_hit_on_identical_rerun_and_miss_on_any_change(tmp_path, tiny_gpt2_dir):
+    env = {"EVALKIT_CACHE_DIR": str(tmp_path / "cache")}
+    common = [*tiny_on_wikitext(tiny_gpt2_dir), "limit=600", "max_length=64"]
+
+    def run(name, *overrides):
+        done = run_cli(*common, *overrides, f"hydra.run.dir={tmp_path / name}", env=env)
+        assert done.returncode == 0, done.stderr
+        return results(tmp_path / name), done.stderr
+
+    first, _ = run("first", "stride=32")
+    again, stderr = run("again", "stride=32")
+    assert not first["run"]["cache_hit"] and again["run"]["cache_hit"]
+    assert "cache hit" in stderr and again["run"]["computed_in"] == str(tmp_path / "first")
+    assert again["metrics"] == first["metrics"] and read_samples(tmp_path / "again") == read_samples(tmp_path / "first")
+    for name, change in [("stride", "stride=16"), ("batch", "batch_size=2"), ("bos", "bos=stream"), ("seed", "seed=1")]:
+        changed, _ = run(name, "stride=32", change)  # the later override wins
+        assert not changed["run"]["cache_hit"], change
+        assert changed["run"]["cache_key"] != first["run"]["cache_key"], change
+    forced, stderr = run("forced", "stride=32", "force=true")
+    assert not forced["run"]["cache_hit"] and "force=true" in forced["run"]["note"]
+    assert forced["run"]["cache_key"] == first["run"]["cache_key"]
+    assert forced["metrics"]["nll_sum"] == first["metrics"]["nll_sum"]
+    off, _ = run("off", "stride=32", "cache_dir=null")
+    assert not off["run"]["cache_hit"] and off["run"]["cache_key"] is None
+
+
+def test_killed_run_resumes_and_recomputes_only_the_rest(tmp_path, tiny_gpt2_dir):
+    """SIGKILL mid-run, rerun the same command: the records of finished batches are reused, the rest computed, and
+    the NLL equals an uninterrupted run's."""
+    cache = tmp_path / "cache"
+    command = [*tiny_on_wikitext(tiny_gpt2_dir), "limit=3000", "max_length=64", "stride=1", "batch_size=1"]
+    env = {**os.environ, "EVALKIT_CACHE_DIR": str(cache)}
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "evalkit", *command, f"hydra.run.dir={killed_dir}"], cwd=ROOT,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    logged = 0
+    while logged < 200 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+        logged = sum(len(log.read_bytes().splitlines()) for log in cache.glob("*/progress.rank*.jsonl"))
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed_dir / "results.json").exists()  # nothing half-done looks like a result
+    (log,) = cache.glob("*/progress.rank0.jsonl")
+    finished = 0
+    for line in log.read_text().splitlines():  # the last line may be torn by the kill
+        try:
+            json.loads(line)
+            finished += 1
+        except json.JSONDecodeError:
+            pass
+    assert finished >= 200
+
+    resumed = run_cli(*command, f"hydra.run.dir={tmp_path / 'resumed'}", env={"EVALKIT_CACHE_DIR": str(cache)})
+    assert resumed.returncode == 0, resumed.stderr
+    resumed = results(tmp_path / "resumed")
+    whole = run_cli(*command, f"hydra.run.dir={tmp_path / 'whole'}")  # a fresh cache: computed start to end
+    assert whole.returncode == 0, whole.stderr
+    whole = results(tmp_path / "whole")
+    windows = whole["metrics"]["windows"]  # (3000 - 64) / 1 + 1
+    assert resumed["metrics"]["windows"] == windows == 2937 and finished < windows
+    assert resumed["run"]["resumed_units"] == finished
+    assert resumed["timing"]["units_computed"] == windows - finished
+    assert whole["timing"]["units_computed"] == windows and whole["run"]["resumed_units"] == 0
+    assert resumed["metrics"]["nll_sum"] == pytest.approx(whole["metrics"]["nll_sum"], rel=1e-9)
+    assert resumed["metrics"]["tokens_scored"] == whole["metrics"]["tokens_scored"]
+    assert not list(cache.glob("*/progress.rank*.jsonl"))  # finished: the log made way for the cached result
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"data_dir={SHARED_DATA}", *overrides])
+
+
+def resume_from_truncated_log(evaluate, cfg, tmp_path: Path, keep: int):
+    """Evaluate with a progress log, cut the log to its first `keep` records plus a torn line, evaluate again."""
+    whole = evaluate(cfg, Job(cfg, str(tmp_path)))
+    (log,) = tmp_path.glob("*/progress.rank0.jsonl")
+    lines = log.read_text().splitlines()
+    log.write_text("\n".join(lines[:keep]) + "\n" + lines[keep][: len(lines[keep]) // 2])
+    job = Job(cfg, str(tmp_path))
+    again = evaluate(cfg, job)
+    assert job.resumed == keep
+    assert again.timing["units_computed"] == len(lines) - keep
+    return whole, again
+
+
+def test_classification_resumes_from_its_progress_log(tmp_path):
+    cfg = composed("task=sst2", "method=embedding", "model=minilm-l6-v2", "limit=40", "device=cpu")
+    whole, again = resume_from_truncated_log(classification.evaluate, cfg, tmp_path, keep=15)
+    assert again.metrics == whole.metrics
+    np.testing.assert_allclose([list(s["scores"].values()) for s in again.samples],
+                               [list(s["scores"].values()) for s in whole.samples], rtol=1e-6)
+
+
+def test_asr_resumes_from_its_progress_log(tmp_path):
+    manifest = SHARED_DATA / "speech" / "asr_manifest.jsonl"
+    cfg = composed("task=asr_manifest", f"task.path={manifest}", "model=whisper-tiny.en-packaged", "limit=6",
+                   "batch_size=2", "device=cpu")
+    whole, again = resume_from_truncated_log(asr.evaluate, cfg, tmp_path, keep=2)
+    assert [s["hypothesis"] for s in again.samples] == [s["hypothesis"] for s in whole.samples]
+    assert again.metrics["wer"] == whole.metrics["wer"]
+
+
+def test_submitit_local_multirun_completes(tmp_path, tiny_gpt2_dir):
+    sweep = run_cli("-m", "hydra/launcher=local", *tiny_on_wikitext(tiny_gpt2_dir), "limit=300", "max_length=64",
+                    "stride=16,32", f"hydra.sweep.dir={tmp_path}")
+    assert sweep.returncode == 0, sweep.stderr
+    strides = sorted(results(tmp_path / str(job))["config"]["stride"] for job in range(2))
+    assert strides == [16, 32]
+    assert all(read_samples(tmp_path / str(job)) for job in range(2))
