@@ -52,8 +52,8 @@ def reuse_cached(entry: Path, out_dir: Path) -> dict:
     print(f"evalkit: cache hit: this model, data and settings were evaluated in {record['run']['out_dir']} "
           f"(started {record['started_at']}); result copied, nothing recomputed (force=true recomputes)",
           file=sys.stderr)
-    record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir), "computed_in": record["run"]["out_dir"],
-                     "reused_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir),
+                     "computed_in": record["run"]["out_dir"], "reused_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     if distributed.is_main():
         samples = [json.loads(line) for line in (entry / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
         write_run(out_dir, record, samples)

@@ -208,6 +208,6 @@ def evaluate(cfg: Mapping, job: Job | None = None) -> EvalResult:
         samples=samples,
         model=loaded.provenance,
         data={"origin": origin, "utterances": len(prepared), "sha256": data_sha256},  # ids, texts and audio bytes
-        timing={"eval_seconds": seconds, "audio_seconds_per_second": computed_seconds / seconds, "batch_size": batch_size,
-                "units_computed": len(todo)},
+        timing={"eval_seconds": seconds, "audio_seconds_per_second": computed_seconds / seconds,
+                "batch_size": batch_size, "units_computed": len(todo)},
     )

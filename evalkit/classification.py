@@ -158,7 +158,8 @@ def embedding_scores(model, tokenizer, texts, descriptions, batch_size, on_batch
     return (text_vectors @ label_vectors.T).double().numpy()
 
 
-def scores_by_chunk(score, texts: list[str], todo: list[int], progress: Progress, batch_size: int, on_batch) -> np.ndarray:
+def scores_by_chunk(score, texts: list[str], todo: list[int], progress: Progress, batch_size: int,
+                    on_batch) -> np.ndarray:
     """[texts, labels] scores: `score` over the texts not yet done, CHUNK at a time (sorted by length within a
     chunk), each chunk's rows saved to the progress log; the rest read back from an interrupted run's records."""
     scores = np.zeros((len(texts), 0))

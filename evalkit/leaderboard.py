@@ -41,6 +41,7 @@ from evalkit.results import write_atomic, write_json
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
 HEADLINE = {"perplexity": ("perplexity", False), "classification": ("accuracy", True), "asr": ("wer", False)}
 NOT_SETTINGS = ("model", "task", "force", "cache_dir", "data_dir")  # columns of their own, or not settings at all
+REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config"}
 RATES = ("tokens_per_second", "examples_per_second", "audio_seconds_per_second")
 LM_EVAL_NAMES = {"accuracy": "acc", "accuracy_norm": "acc_norm"}  # evalkit metric -> lm-evaluation-harness metric
 
@@ -65,7 +66,7 @@ def read_results(path: Path) -> tuple[dict | None, str | None]:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, f"unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
-    if not isinstance(record, dict) or not {"schema_version", "task", "evaluator", "metrics", "model", "config"} <= set(record):
+    if not isinstance(record, dict) or not REQUIRED_KEYS <= set(record):
         return None, "not an evalkit results.json (missing schema_version/task/evaluator/metrics/model/config)"
     if record["evaluator"] not in HEADLINE:
         return None, f"unknown evaluator {record['evaluator']!r}"
@@ -112,8 +113,8 @@ def collect(source: Path, skip: Path | None = None) -> dict:
     groups: dict[str, list[dict]] = defaultdict(list)
     skipped = []
     for path in sorted(source.rglob("results.json")):
-        if skip and skip in path.parents:
-            continue
+        if (skip and skip in path.parents) or (path.parent / "key.json").is_file():
+            continue  # this export's own folder; a result-cache entry (a copy of a run, not a run)
         record, reason = read_results(path)
         if record is None:
             warn(f"skipped {path}: {reason}")
@@ -129,8 +130,8 @@ def collect(source: Path, skip: Path | None = None) -> dict:
         for older in runs[1:]:
             superseded.append({"path": older["results_path"], "kept": runs[0]["results_path"]})
         if len(runs) > 1:
-            warn(f"{len(runs)} runs of {runs[0]['model']} on {runs[0]['task']} with the same settings: kept the newest, "
-                 f"{runs[0]['results_path']}")
+            warn(f"{len(runs)} runs of {runs[0]['model']} on {runs[0]['task']} with the same settings: kept the "
+                 f"newest, {runs[0]['results_path']}")
     varying = sorted({key for key in {k for row in rows for k in row["settings"]}
                       if len({json.dumps(row["settings"].get(key), default=str) for row in rows}) > 1})
     for row in rows:
@@ -207,11 +208,11 @@ def lm_eval_results(rows: list[dict]) -> dict:
         out["versions"][alias] = SCHEMA_VERSION
         out["n-shot"][alias] = 0
         out["higher_is_better"][alias] = {LM_EVAL_NAMES.get(row["metric"], row["metric"]): row["higher_is_better"]}
-        count = int(row["metrics"].get("examples") or row["metrics"].get("utterances") or row["metrics"].get("windows") or 0)
+        count = int(next((row["metrics"][k] for k in ("examples", "utterances", "windows") if k in row["metrics"]), 0))
         out["n-samples"][alias] = {"original": count, "effective": count}
     first = rows[0]
-    out["config"] = {"model": "evalkit", "model_args": f"pretrained={first['provenance']['model']['location'] or first['model']}",
-                     "model_name": first["model"]}
+    location = first["provenance"]["model"]["location"] or first["model"]
+    out["config"] = {"model": "evalkit", "model_args": f"pretrained={location}", "model_name": first["model"]}
     out["model_name"] = first["model"]
     out["git_hash"] = first["provenance"]["git_commit"]
     out["date"] = datetime.datetime.now(datetime.timezone.utc).timestamp()

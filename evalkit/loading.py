@@ -223,7 +223,8 @@ def hub_commit(repo: str, revision: str | None) -> str | None:
             return huggingface_hub.HfApi().model_info(repo, revision=revision).sha
         except Exception:  # any failure to reach or ask the hub: fall back to what the local cache knows
             pass
-    ref = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / (revision or "main")
+    cached = Path(huggingface_hub.constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}"
+    ref = cached / "refs" / (revision or "main")
     return ref.read_text().strip() if ref.is_file() else None
 
 

@@ -228,7 +228,8 @@ def evaluate(cfg: Mapping, job: Job | None = None) -> EvalResult:
     check_options(cfg)
     source = load_text(cfg.task, cfg.data_dir)
     reference_spec = model_spec(cfg.reference_model) if cfg.get("reference_model") else None
-    progress = (job or Job(cfg)).start(sha256_text(source.text), [cfg.model, *([reference_spec] if reference_spec else [])])
+    models = [cfg.model, *([reference_spec] if reference_spec else [])]
+    progress = (job or Job(cfg)).start(sha256_text(source.text), models)
     options = LoadOptions.from_config(cfg)
     loaded = load_model(cfg.model, options, head="causal-lm")
     model, tokenizer = loaded.model, loaded.tokenizer

@@ -17,11 +17,11 @@ CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver"
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory, tiny_gpt2_dir) -> Path:
     """A tree of real runs: a 2-stride sweep of a tiny GPT-2 run twice (the second, forced, is newer), a zero-shot
-    classification run, a corrupt results.json and a foreign one."""
+    classification run, a corrupt results.json and a foreign one; the result cache inside it too (not runs)."""
     root = tmp_path_factory.mktemp("outputs")
     tiny = [f"model.name_or_path={tiny_gpt2_dir}", "model.name=tiny-gpt2", f"data_dir={SHARED_DATA}", "limit=300",
             "max_length=64"]
-    env = {"EVALKIT_CACHE_DIR": str(root.parent / "leaderboard-cache")}
+    env = {"EVALKIT_CACHE_DIR": str(root / "cache")}
     for sweep, extra in (("sweep-old", []), ("sweep-new", ["force=true"])):
         done = run_cli("-m", *tiny, "stride=16,32", *extra, f"hydra.sweep.dir={root / sweep}", env=env)
         assert done.returncode == 0, done.stderr
@@ -52,7 +52,10 @@ def test_rows_dedup_and_skips(board, outputs):
     assert sorted((r["task"], r["model"], r["settings"].get("stride")) for r in rows) == [
         ("sst2", "minilm-l6-v2", 512), ("wikitext", "tiny-gpt2", 16), ("wikitext", "tiny-gpt2", 32)]
     assert sorted(Path(s["path"]).parent.name for s in data["skipped"]) == ["corrupt", "foreign"]
-    assert len(data["superseded"]) == 2  # the older sweep's two runs
+    assert len(data["superseded"]) == 2  # the older sweep's two runs; cache entries are no runs
+    assert list((outputs / "cache").glob("*/results.json"))
+    listed = [r["results_path"] for r in rows] + [s["path"] for s in data["superseded"]]
+    assert not any("/cache/" in path for path in listed)
     assert all("sweep-old" in s["path"] and "sweep-new" in s["kept"] for s in data["superseded"])
     assert all("sweep-new" in r["run_dir"] for r in rows if r["model"] == "tiny-gpt2")
     accuracy = next(r for r in rows if r["task"] == "sst2")

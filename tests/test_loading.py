@@ -41,3 +41,21 @@ def test_compiled_blocks_give_the_eager_nll(tiny_gpt2_dir):
     expected = score_windows(eager.model, tokens, windows, 4)[0]["nll"].sum()
     got = score_windows(compiled.model, tokens, windows, 4)[0]["nll"].sum()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+
+
+def test_hub_model_fingerprint_is_its_pinned_commit(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from evalkit.loading import model_fingerprint
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    spec = {"name": "gpt2", "name_or_path": "openai-community/gpt2"}
+    assert model_fingerprint(spec, LoadOptions()) is None  # never downloaded, offline: cannot be pinned
+    commit = "a" * 40
+    refs = tmp_path / "models--openai-community--gpt2" / "refs"
+    refs.mkdir(parents=True)
+    (refs / "main").write_text(commit)
+    assert model_fingerprint(spec, LoadOptions()) == f"hub:openai-community/gpt2@{commit}"
+    pinned = {**spec, "revision": "b" * 40}
+    assert model_fingerprint(pinned, LoadOptions()) == f"hub:openai-community/gpt2@{'b' * 40}"

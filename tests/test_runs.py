@@ -27,7 +27,8 @@ def results(run_dir: Path) -> dict:
 
 def test_stride_sweep_reuses_the_model_and_perplexity_falls_with_stride(tmp_path):
     """The acceptance sweep: the packaged model, the first 2,048 WikiText-2 tokens, three strides, one process."""
-    sweep = run_cli("-m", f"data_dir={SHARED_DATA}", "limit=2048", "max_length=512", "stride=128,256,512", f"hydra.sweep.dir={tmp_path}")
+    sweep = run_cli("-m", f"data_dir={SHARED_DATA}", "limit=2048", "max_length=512", "stride=128,256,512",
+                    f"hydra.sweep.dir={tmp_path}")
     assert sweep.returncode == 0, sweep.stderr
     runs = [results(tmp_path / str(job)) for job in range(3)]
     assert [r["config"]["stride"] for r in runs] == [128, 256, 512]
