@@ -251,6 +251,7 @@ def main() -> None:
         "evalkit_bfloat16_compile_b32": dict(compile=True, batch_size=32),
         "evalkit_bfloat16_compile_auto": dict(compile=True),
         "evalkit_bfloat16_compile_b64": dict(compile=True, batch_size=64),
+        "evalkit_bfloat16_compile_cudagraphs_b64": dict(compile="reduce-overhead", batch_size=64),  # whole forward
         "evalkit_bfloat16_compile_autotune_b64": dict(compile="max-autotune-no-cudagraphs", batch_size=64),
     }
     for name in args.variants.split(","):

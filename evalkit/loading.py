@@ -46,6 +46,7 @@ QUANTIZATIONS = {
     "torchao-int4": ("torchao", "int4 weight-only, groups of 128"),
 }
 CPU_LINEAR = ("auto", "onednn", "native")
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
@@ -459,7 +460,10 @@ def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     block_classes = set(getattr(model, "_no_split_modules", None) or [])
     regions = [m for m in model.modules() if type(m).__name__ in block_classes]
     output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if not regions:  # no known block structure: the whole forward
+    # CUDA-graph modes replay one captured graph per call: per-block graphs overwrite each other's outputs (measured:
+    # "accessing tensor output of CUDAGraphs that has been overwritten"), so they, and models without a known block
+    # structure, compile the whole forward
+    if not regions or mode in CUDA_GRAPH_MODES:
         model.forward = torch.compile(model.forward, mode=mode, dynamic=False)
         return f"{mode or 'default'} (whole forward)"
     for module in regions + ([output_layer] if output_layer is not None else []):

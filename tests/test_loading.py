@@ -1,5 +1,6 @@
 """Loading-layer speed paths that change how a model runs, never what it computes."""
 
+import pytest
 import torch
 import transformers
 
@@ -30,12 +31,15 @@ def test_output_layer_of_aligned_width_is_left_alone():
     assert model.get_output_embeddings() is layer
 
 
-def test_compiled_blocks_give_the_eager_nll(tiny_gpt2_dir):
-    """compile=true compiles each transformer block and the output layer (one graph shared by the blocks)."""
+@pytest.mark.parametrize("mode, compiled_part", [(True, "GPT2Block blocks + output layer"),
+                                                  ("reduce-overhead", "whole forward")])
+def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
+    """compile=true compiles each transformer block and the output layer (one graph shared by the blocks); CUDA-graph
+    modes compile the whole forward."""
     spec = {"name": "tiny", "name_or_path": str(tiny_gpt2_dir)}
     eager = load_model(spec, LoadOptions(device="cpu", cpu_linear="native"), "causal-lm")
-    compiled = load_model(spec, LoadOptions(device="cpu", cpu_linear="native", compile=True), "causal-lm")
-    assert "GPT2Block blocks + output layer" in compiled.provenance["compile"]
+    compiled = load_model(spec, LoadOptions(device="cpu", cpu_linear="native", compile=mode), "causal-lm")
+    assert compiled_part in compiled.provenance["compile"]
     tokens = torch.randint(0, 49152, (200,), generator=torch.Generator().manual_seed(3))
     windows = window_schedule(len(tokens), 64, 32)
     expected = score_windows(eager.model, tokens, windows, 4)[0]["nll"].sum()
