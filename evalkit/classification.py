@@ -158,22 +158,17 @@ def embedding_scores(model, tokenizer, texts, descriptions, batch_size, on_batch
     return (text_vectors @ label_vectors.T).double().numpy()
 
 
-def scores_by_chunk(score, texts: list[str], todo: list[int], progress: Progress, batch_size: int,
+def scores_by_chunk(score, texts: list[str], num_labels: int, todo: list[int], progress: Progress, batch_size: int,
                     on_batch) -> np.ndarray:
     """[texts, labels] scores: `score` over the texts not yet done, CHUNK at a time (sorted by length within a
     chunk), each chunk's rows saved to the progress log; the rest read back from an interrupted run's records."""
-    scores = np.zeros((len(texts), 0))
+    scores = np.zeros((len(texts), num_labels))
+    for i, record in progress.done.items():
+        scores[i] = record["scores"]
     for start in range(0, len(todo), CHUNK):
         chunk = todo[start : start + CHUNK]
-        part = score([texts[i] for i in chunk], batch_size=batch_size, on_batch=on_batch)
-        if scores.shape[1] == 0:
-            scores = np.zeros((len(texts), part.shape[1]))
-        scores[chunk] = part
-        progress.save([{"index": i, "scores": row.tolist()} for i, row in zip(chunk, part)])
-    for i, record in progress.done.items():
-        if scores.shape[1] == 0:
-            scores = np.zeros((len(texts), len(record["scores"])))
-        scores[i] = record["scores"]
+        scores[chunk] = score([texts[i] for i in chunk], batch_size=batch_size, on_batch=on_batch)
+        progress.save([{"index": i, "scores": scores[i].tolist()} for i in chunk])
     return scores
 
 
@@ -218,7 +213,7 @@ def evaluate(cfg: Mapping, job: Job | None = None) -> EvalResult:
     todo = [i for i in range(len(inputs)) if i not in progress.done]
     with tqdm(total=len(todo), unit="ex", desc=method, dynamic_ncols=True) as bar:
         started = time.perf_counter()
-        scores = scores_by_chunk(score, inputs, todo, progress, batch_size, bar.update)
+        scores = scores_by_chunk(score, inputs, len(labels), todo, progress, batch_size, bar.update)
         if method == "loglikelihood":
             lengths = np.array([count_bytes(c) for c in continuations], dtype=float)
             extra_predictions["norm"] = (scores / lengths).argmax(1)
