@@ -36,11 +36,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from evalkit.results import write_atomic, write_json
+from evalkit.results import NOT_SETTINGS, write_atomic, write_json
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
 HEADLINE = {"perplexity": ("perplexity", False), "classification": ("accuracy", True), "asr": ("wer", False)}
-NOT_SETTINGS = ("model", "task", "force", "cache_dir", "data_dir")  # columns of their own, or not settings at all
+NOT_ROW_SETTINGS = ("model", "task", *NOT_SETTINGS)  # model and task are columns of their own
 REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config"}
 RATES = ("tokens_per_second", "examples_per_second", "audio_seconds_per_second")
 LM_EVAL_NAMES = {"accuracy": "acc", "accuracy_norm": "acc_norm"}  # evalkit metric -> lm-evaluation-harness metric
@@ -74,7 +74,7 @@ def read_results(path: Path) -> tuple[dict | None, str | None]:
 
 
 def make_row(record: dict, path: Path) -> dict:
-    settings = flatten({k: v for k, v in record["config"].items() if k not in NOT_SETTINGS})
+    settings = flatten({k: v for k, v in record["config"].items() if k not in NOT_ROW_SETTINGS})
     metric, higher_is_better = HEADLINE[record["evaluator"]]
     metrics = record["metrics"]
     interval = metrics.get(f"{metric}_ci95")

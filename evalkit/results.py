@@ -19,6 +19,9 @@ import torch
 PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers",
             "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr")
 SCHEMA_VERSION = 1
+# config keys that say where files are and whether to recompute, not what is computed: left out of a job's identity
+# (result cache key) and of its settings (leaderboard rows)
+NOT_SETTINGS = ("force", "cache_dir", "data_dir")
 
 
 @dataclass

@@ -25,9 +25,8 @@ import evalkit
 from evalkit import distributed
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, model_fingerprint
-from evalkit.results import library_versions, write_json
+from evalkit.results import NOT_SETTINGS, library_versions, write_json
 
-NOT_SETTINGS = ("force", "cache_dir", "data_dir")  # where things are and whether to recompute, not what is computed
 COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
 
 
