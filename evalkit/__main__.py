@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from evalkit import distributed
+from evalkit.data import read_jsonl
 from evalkit.errors import EvalkitError
 from evalkit.loading import MODELS
 from evalkit.results import results_record, write_run
@@ -52,11 +53,11 @@ def reuse_cached(entry: Path, out_dir: Path) -> dict:
     print(f"evalkit: cache hit: this model, data and settings were evaluated in {record['run']['out_dir']} "
           f"(started {record['started_at']}); result copied, nothing recomputed (force=true recomputes)",
           file=sys.stderr)
+    reused_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir),
-                     "computed_in": record["run"]["out_dir"], "reused_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+                     "computed_in": record["run"]["out_dir"], "reused_at": reused_at}
     if distributed.is_main():
-        samples = [json.loads(line) for line in (entry / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
-        write_run(out_dir, record, samples)
+        write_run(out_dir, record, [sample for _, sample in read_jsonl(entry / "samples.jsonl")])
     return record
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -25,7 +23,7 @@ import evalkit
 from evalkit import distributed
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, model_fingerprint
-from evalkit.results import NOT_SETTINGS, library_versions, write_json
+from evalkit.results import NOT_SETTINGS, library_versions, write_atomic, write_json
 
 COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
 
@@ -128,8 +126,6 @@ class Job:
         if self.entry is None:
             return
         for name in ("samples.jsonl", "results.json"):
-            temporary = self.entry / f".{name}.tmp"
-            shutil.copyfile(out_dir / name, temporary)
-            os.replace(temporary, self.entry / name)
+            write_atomic(self.entry / name, lambda stream: stream.write((out_dir / name).read_bytes()), binary=True)
         for log in self.entry.glob("progress.rank*.jsonl"):
             log.unlink()
