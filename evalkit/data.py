@@ -212,7 +212,6 @@ def load_utterances(task: Mapping, data_dir: str | None, limit: int | None = Non
     return utterances[:limit], str(path.resolve())
 
 
-
 def utterances_fingerprint(utterances: list[Utterance]) -> str:
     """sha256 over every utterance's id, reference text and audio bytes (a file's contents, or a record's samples)."""
     digest = hashlib.sha256()

@@ -307,11 +307,13 @@ class ModelPool:
             print(f"evalkit: reusing the loaded model {self.reused[-1]} (same model and loading settings)",
                   file=sys.stderr)
             return self.models[key]
-        for stale in set(self.models) - self.wanted:
-            del self.models[stale]
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        stale = set(self.models) - self.wanted
+        for key_to_drop in stale:
+            del self.models[key_to_drop]
+        if stale:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         self.models[key] = load_fresh(spec, options, head)
         return self.models[key]
 
