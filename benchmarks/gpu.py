@@ -235,7 +235,8 @@ def main() -> None:
         if memory_fraction:
             torch.cuda.set_per_process_memory_fraction(memory_fraction)
         for run in range(runs):  # the first run includes compilation / kernel autotuning / allocator warm-up
-            (scores, size), s, m = timed(lambda: score_windows(loaded.model, tokens, windows, batch_size))
+            (scores, size), s, m = timed(lambda: score_windows(loaded.model, tokens, windows, batch_size,
+                                                                  compile_nll=bool(options.compile)))
             nll = scores["nll"]
             record(f"{name}_run{run + 1}", float(nll.sum()), s, m, batch_size=size,
                    tflops=flops / s / 1e12, fraction_of_floor=flops / peak / 1e12 / s,

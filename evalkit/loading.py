@@ -25,6 +25,7 @@ import transformers
 
 from evalkit import ctranslate2_whisper, distributed
 from evalkit.errors import EvalkitError
+from evalkit.kernels import align_output_layer, check_compile, compile_regions, fuse_tanh_gelu
 
 # head name -> (model auto class, preprocessor auto class)
 HEADS = {
@@ -46,7 +47,6 @@ QUANTIZATIONS = {
     "torchao-int4": ("torchao", "int4 weight-only, groups of 128"),
 }
 CPU_LINEAR = ("auto", "onednn", "native")
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
@@ -131,6 +131,7 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
         raise EvalkitError(f"cpu_linear={options.cpu_linear} is not allowed; allowed: {', '.join(CPU_LINEAR)}")
     if options.quantization not in QUANTIZATIONS:
         raise EvalkitError(f"quantization={options.quantization} is not allowed; allowed: {', '.join(QUANTIZATIONS)}")
+    check_compile(options.compile)
     backend = QUANTIZATIONS[options.quantization][0]
     needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
     if needs_cuda and device.type != "cuda":
@@ -420,57 +421,11 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
         provenance["cpu_linear"] = "onednn"
     if input_device.type == "cuda" and align_output_layer(model):
         provenance["output_layer"] = "padded to a multiple of 8 rows on the GPU (aligned matmul kernels)"
+    if input_device.type == "cuda" and fuse_tanh_gelu(model):
+        provenance["activation"] = "tanh-GELU formula computed as one gelu(approximate='tanh') op on the GPU"
     if options.compile:
-        provenance["compile"] = compile_regions(model, None if options.compile is True else str(options.compile))
+        provenance["compile"] = compile_regions(model, None if options.compile is True else options.compile)
     return LoadedModel(model=model, tokenizer=tokenizer, device=input_device, provenance=provenance)
-
-
-class AlignedLinear(torch.nn.Module):
-    """A linear layer computed with its output width padded to a multiple of 8, then cut back. cuBLAS has no fast
-    kernel for an odd row stride: GPT-2's 50,257-wide output layer took 45.7 ms per 64 windows on an H200 (an sm75
-    fallback kernel) against 5.8 ms padded. The weight copy costs out_features x in_features more memory."""
-
-    def __init__(self, linear: torch.nn.Linear):
-        super().__init__()
-        rows = -linear.out_features % 8
-        self.out_features = linear.out_features
-        self.weight = torch.nn.Parameter(torch.nn.functional.pad(linear.weight.detach(), (0, 0, 0, rows)),
-                                         requires_grad=False)
-        bias = None if linear.bias is None else torch.nn.functional.pad(linear.bias.detach(), (0, rows))
-        self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x, self.weight, self.bias)[..., : self.out_features]
-
-
-def align_output_layer(model: torch.nn.Module) -> bool:
-    """Swap an output layer of odd width for an AlignedLinear; True when swapped."""
-    get, set_ = getattr(model, "get_output_embeddings", None), getattr(model, "set_output_embeddings", None)
-    layer = get() if get else None
-    if type(layer) is not torch.nn.Linear or layer.out_features % 8 == 0 or set_ is None:
-        return False
-    set_(AlignedLinear(layer))
-    return True
-
-
-def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
-    """torch.compile each repeated block (the classes transformers keeps whole on one device, `_no_split_modules`) and
-    the output layer; the model's own forward stays eager. Why not the whole forward: traced, transformers cannot
-    prove a mask redundant, so it builds an explicit causal mask and SDPA leaves its flash path (measured 3x slower
-    attention on an H200); and the blocks share one graph (parameters are its inputs), so compiling is quicker.
-    Shapes are static: an evaluator feeds a handful of distinct shapes, each worth its own specialised graph."""
-    block_classes = set(getattr(model, "_no_split_modules", None) or [])
-    regions = [m for m in model.modules() if type(m).__name__ in block_classes]
-    output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    # CUDA-graph modes replay one captured graph per call: per-block graphs overwrite each other's outputs (measured:
-    # "accessing tensor output of CUDAGraphs that has been overwritten"), so they, and models without a known block
-    # structure, compile the whole forward
-    if not regions or mode in CUDA_GRAPH_MODES:
-        model.forward = torch.compile(model.forward, mode=mode, dynamic=False)
-        return f"{mode or 'default'} (whole forward)"
-    for module in regions + ([output_layer] if output_layer is not None else []):
-        module.compile(mode=mode, dynamic=False)
-    return f"{mode or 'default'} ({len(regions)} {'/'.join(sorted(block_classes))} blocks + output layer)"
 
 
 def ctranslate2_weight_files(spec: Mapping, location: Location) -> list[Path]:
@@ -536,6 +491,11 @@ class OneDNNLinear(torch.nn.Module):
 
 def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
     if options.cpu_linear == "native" or options.quantization != "none":
+        return False
+    if options.compile:  # Inductor lowers linear layers to oneDNN itself, and cannot lower an already packed one
+        if options.cpu_linear == "onednn":
+            raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with "
+                               "compile, Inductor chooses the CPU matmul kernels)")
         return False
     on_cpu_float32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
     if options.cpu_linear == "onednn" and not (on_cpu_float32 and torch.backends.mkldnn.is_available()):

@@ -64,6 +64,17 @@ def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
     assert math.isclose(figures[0], figures[1], rel_tol=1e-9)
 
 
+def test_compile_gives_the_eager_figures(tmp_path, tiny_gpt2_dir):
+    """compile=true through the CLI: compiled blocks, output layer and NLL; the same figures as eager."""
+    common = [f"model.name_or_path={tiny_gpt2_dir}", "task=text", f"task.path={WIKITEXT}", "limit=2000",
+              "max_length=64", "stride=32", "batch_size=8"]
+    eager = run_results(tmp_path / "eager", *common)
+    compiled = run_results(tmp_path / "compiled", *common, "compile=true")
+    assert "GPT2Block blocks + output layer" in compiled["model"]["compile"]
+    assert compiled["metrics"]["tokens_scored"] == eager["metrics"]["tokens_scored"]
+    assert math.isclose(compiled["metrics"]["nll_sum"], eager["metrics"]["nll_sum"], rel_tol=1e-5)
+
+
 def test_help_and_cfg_job():
     help_text = run_cli("--help").stdout
     assert "model: " in help_text and "smollm2-135m" in help_text and "task: " in help_text
@@ -89,11 +100,14 @@ def bad_inputs(tmp_path, tiny_gpt2_dir, tiny_bert_dir):
         "non-causal": ([f"model.name_or_path={tiny_bert_dir}", *text_task], "not causal"),
         "int8 on cpu": ([tiny, *text_task, "quantization=int8", "device=cpu"], "quantization=int8"),
         "wikitext offline": ([tiny, "data_dir=null"], "task.path=FILE"),
+        "unknown compile mode": ([tiny, *text_task, "compile=fast"], "compile=fast"),
+        "onednn with compile": ([tiny, *text_task, "cpu_linear=onednn", "compile=true"], "cpu_linear=onednn"),
     }
 
 
 BAD_CASES = ["stride=0", "stride>max_length", "max_length>context", "unknown model", "unknown task", "missing file",
-             "empty text", "one token", "non-causal", "int8 on cpu", "wikitext offline"]
+             "empty text", "one token", "non-causal", "int8 on cpu", "wikitext offline", "unknown compile mode",
+             "onednn with compile"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

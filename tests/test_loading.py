@@ -1,10 +1,13 @@
 """Loading-layer speed paths that change how a model runs, never what it computes."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 import transformers
 
-from evalkit.loading import LoadOptions, align_output_layer, load_model
+from evalkit.kernels import GeluEpilogue, align_output_layer, compile_regions, fuse_tanh_gelu
+from evalkit.loading import LoadOptions, load_model
 from evalkit.perplexity import score_windows
 from evalkit.windows import window_schedule
 
@@ -44,6 +47,71 @@ def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     windows = window_schedule(len(tokens), 64, 32)
     expected = score_windows(eager.model, tokens, windows, 4)[0]["nll"].sum()
     got = score_windows(compiled.model, tokens, windows, 4)[0]["nll"].sum()
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+
+
+def tiny_gpt2(seed: int = 0) -> transformers.GPT2LMHeadModel:
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000, n_positions=128)
+    torch.manual_seed(seed)
+    return transformers.GPT2LMHeadModel(config).eval()
+
+
+def test_tanh_gelu_formula_becomes_one_op_with_the_same_output():
+    model = tiny_gpt2()
+    assert type(model.transformer.h[0].mlp.act).__name__ == "NewGELUActivation"
+    ids = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        before = model(ids).logits
+        assert fuse_tanh_gelu(model) == 2
+        after = model(ids).logits
+    assert all(type(block.mlp.act) is transformers.activations.GELUTanh for block in model.transformer.h)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
+def traced_mlp(device: str) -> torch.fx.GraphModule:
+    """GPT-2's MLP traced the way dynamo hands it to Inductor (addmm -> view -> gelu), each node's example value on
+    `device` as dynamo records it (only the device is read: no CUDA here)."""
+    model = tiny_gpt2()
+    fuse_tanh_gelu(model)
+    traced = torch.fx.symbolic_trace(model.transformer.h[0].mlp)
+    for node in traced.graph.nodes:
+        node.meta["example_value"] = SimpleNamespace(device=torch.device(device))
+    return traced
+
+
+def call_targets(traced: torch.fx.GraphModule) -> list:
+    return [node.target for node in traced.graph.nodes if node.op == "call_function"]
+
+
+def test_gelu_epilogue_pass_puts_the_gelu_into_the_matmul_on_cuda():
+    traced = traced_mlp("cuda")
+    addmm = next(node for node in traced.graph.nodes if node.target is torch.addmm)
+    matmul_inputs = addmm.args
+    GeluEpilogue()(traced.graph)
+    assert torch._C._nn.gelu not in call_targets(traced)
+    fused = [node for node in traced.graph.nodes if node.target is torch._addmm_activation]
+    assert len(fused) == 1 and fused[0].args == matmul_inputs and fused[0].kwargs == {"use_gelu": True}
+    assert [user.target for user in fused[0].users] == ["view"]  # the activation's users now read the fused output
+    traced.graph.lint()
+
+
+def test_gelu_epilogue_pass_leaves_cpu_graphs_alone():
+    """On CPU `_addmm_activation` computes the exact GELU, not the tanh approximation the model asked for."""
+    traced = traced_mlp("cpu")
+    before = call_targets(traced)
+    GeluEpilogue()(traced.graph)
+    assert call_targets(traced) == before and torch._C._nn.gelu in before
+
+
+def test_compiled_model_with_fused_gelu_and_compiled_nll_gives_the_eager_nll():
+    """What compile=true runs on a GPU (the formula GELU swapped, the epilogue pass, the compiled NLL), on CPU."""
+    eager, compiled = tiny_gpt2(), tiny_gpt2()
+    fuse_tanh_gelu(compiled)
+    compile_regions(compiled, None)
+    tokens = torch.randint(0, 1000, (300,), generator=torch.Generator().manual_seed(3))
+    windows = window_schedule(len(tokens), 64, 32)
+    expected = score_windows(eager, tokens, windows, 4)[0]["nll"]
+    got = score_windows(compiled, tokens, windows, 4, compile_nll=True)[0]["nll"]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
 
 
