@@ -25,7 +25,7 @@ import transformers
 
 from evalkit import ctranslate2_whisper, distributed
 from evalkit.errors import EvalkitError
-from evalkit.kernels import align_output_layer, check_compile, compile_regions, fuse_tanh_gelu
+from evalkit.kernels import align_output_layer, fuse_tanh_gelu
 
 # head name -> (model auto class, preprocessor auto class)
 HEADS = {
@@ -47,6 +47,7 @@ QUANTIZATIONS = {
     "torchao-int4": ("torchao", "int4 weight-only, groups of 128"),
 }
 CPU_LINEAR = ("auto", "onednn", "native")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # or true / false
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
@@ -131,7 +132,8 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
         raise EvalkitError(f"cpu_linear={options.cpu_linear} is not allowed; allowed: {', '.join(CPU_LINEAR)}")
     if options.quantization not in QUANTIZATIONS:
         raise EvalkitError(f"quantization={options.quantization} is not allowed; allowed: {', '.join(QUANTIZATIONS)}")
-    check_compile(options.compile)
+    if not (isinstance(options.compile, bool) or options.compile in COMPILE_MODES):
+        raise EvalkitError(f"compile={options.compile} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
     backend = QUANTIZATIONS[options.quantization][0]
     needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
     if needs_cuda and device.type != "cuda":
@@ -424,6 +426,8 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
     if input_device.type == "cuda" and fuse_tanh_gelu(model):
         provenance["activation"] = "tanh-GELU formula computed as one gelu(approximate='tanh') op on the GPU"
     if options.compile:
+        from evalkit.compiling import compile_regions  # imports Inductor: seconds, so only when compiling
+
         provenance["compile"] = compile_regions(model, None if options.compile is True else options.compile)
     return LoadedModel(model=model, tokenizer=tokenizer, device=input_device, provenance=provenance)
 

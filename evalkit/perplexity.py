@@ -78,9 +78,12 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return logits.float().logsumexp(-1) - logits.gather(-1, targets).squeeze(-1).float()
 
 
-# Compiled, the NLL is one pass over the (bfloat16) logits with an online logsumexp: on an H200, 3.6 ms for 65,536 x
-# 50,264 logits against 22.6 ms for a float32 log-softmax and a gather (the output layer's matmul itself: 12.7 ms)
-compiled_token_nll = torch.compile(token_nll, options={"coordinate_descent_tuning": True})
+@functools.cache
+def compiled_token_nll() -> Callable:
+    """token_nll compiled: one pass over the (bfloat16) logits with an online logsumexp; on an H200, 3.6 ms for
+    65,536 x 50,264 logits against 22.6 ms for a float32 log-softmax and a gather (the output layer's matmul itself:
+    12.7 ms). Made on first use: torch.compile imports the compiler (seconds)."""
+    return torch.compile(token_nll, options={"coordinate_descent_tuning": True})
 
 
 def score_batch(model, input_ids, positions, reference=None, clock=None, compile_nll=False) -> dict[str, torch.Tensor]:
@@ -88,7 +91,7 @@ def score_batch(model, input_ids, positions, reference=None, clock=None, compile
     per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets])."""
     targets = input_ids[:, positions + 1, None]
     if reference is None and compile_nll:
-        return {"nll": compiled_token_nll(scored_logits(model, input_ids, positions), targets).double().sum(1)}
+        return {"nll": compiled_token_nll()(scored_logits(model, input_ids, positions), targets).double().sum(1)}
     # float32 log-softmax straight from the (bfloat16) logits: one kernel, no float32 copy of the logits first (in
     # eager mode faster than token_nll: 22.6 against 32.7 ms for 65,536 x 50,264 logits on an H200)
     log_probs = timed(clock, "model_seconds", input_ids.device,

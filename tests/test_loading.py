@@ -6,7 +6,8 @@ import pytest
 import torch
 import transformers
 
-from evalkit.kernels import GeluEpilogue, align_output_layer, compile_regions, fuse_tanh_gelu
+from evalkit.compiling import GeluEpilogue, compile_regions
+from evalkit.kernels import align_output_layer, fuse_tanh_gelu
 from evalkit.loading import LoadOptions, load_model
 from evalkit.perplexity import score_windows
 from evalkit.windows import window_schedule
@@ -104,7 +105,8 @@ def test_gelu_epilogue_pass_leaves_cpu_graphs_alone():
 
 
 def test_compiled_model_with_fused_gelu_and_compiled_nll_gives_the_eager_nll():
-    """What compile=true runs on a GPU (the formula GELU swapped, the epilogue pass, the compiled NLL), on CPU."""
+    """What compile=true runs on a GPU (the formula GELU swapped, compiled blocks, the compiled NLL), on CPU (where the
+    epilogue pass leaves the graph alone)."""
     eager, compiled = tiny_gpt2(), tiny_gpt2()
     fuse_tanh_gelu(compiled)
     compile_regions(compiled, None)

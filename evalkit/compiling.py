@@ -1,0 +1,79 @@
+"""torch.compile for `compile=...`: each transformer block and the output layer, with Inductor's kernel tuning and a
+pass that runs a tanh-GELU applied to a bias matmul's output in cuBLASLt's matmul epilogue (`torch._addmm_activation`),
+so the activation makes no pass of its own over memory. Importing this module imports Inductor (seconds): the loading
+layer does so only when asked to compile.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
+
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def is_tanh_gelu(node: torch.fx.Node) -> bool:
+    if node.op != "call_function" or node.target is not torch._C._nn.gelu:
+        return False
+    return node.kwargs.get("approximate", node.args[1] if len(node.args) > 1 else "none") == "tanh"
+
+
+def on_cuda(node: torch.fx.Node) -> bool:
+    value = node.meta.get("example_value")  # what dynamo traced through this node
+    return value is not None and value.device.type == "cuda"
+
+
+class GeluEpilogue(CustomGraphPass):
+    """Inductor pre-grad pass: on CUDA, tanh-GELU of `addmm(bias, x, w)` (optionally through a view, as transformers'
+    Conv1D does) becomes `_addmm_activation(bias, x, w, use_gelu=True)`: cuBLASLt's GELU epilogue, the tanh
+    approximation (on CPU that op computes the exact GELU, so CPU graphs are left alone). Inductor itself would write
+    the matmul out, then read it back for a separate GELU kernel: on an H200, gpt2-large's block at 131,072 rows ran
+    in 9.58 ms against 10.08 ms."""
+
+    def __call__(self, graph: torch.fx.Graph) -> None:
+        for gelu in [node for node in graph.nodes if is_tanh_gelu(node)]:
+            source = gelu.args[0]
+            view = source if source.op == "call_method" and source.target in ("view", "reshape") else None
+            addmm = view.args[0] if view is not None else source
+            if not (isinstance(addmm, torch.fx.Node) and addmm.op == "call_function" and addmm.target is torch.addmm
+                    and len(addmm.args) == 3 and not addmm.kwargs and len(addmm.users) == 1
+                    and (view is None or len(view.users) == 1) and on_cuda(addmm)):
+                continue
+            with graph.inserting_after(addmm):
+                fused = graph.call_function(torch._addmm_activation, addmm.args, {"use_gelu": True})
+            addmm.replace_all_uses_with(fused)
+            gelu.replace_all_uses_with(fused if view is None else view)
+            graph.erase_node(gelu)
+            graph.erase_node(addmm)
+
+    def uuid(self) -> bytes:  # Inductor's compiled-graph cache key: changes when this file does
+        return get_hash_for_files((__file__,))
+
+
+def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
+    """torch.compile each repeated block (the classes transformers keeps whole on one device, `_no_split_modules`) and
+    the output layer; the model's own forward stays eager. Why not the whole forward: traced, transformers cannot
+    prove a mask redundant, so it builds an explicit causal mask and SDPA leaves its flash path (measured 3x slower
+    attention on an H200); and the blocks share one graph (parameters are its inputs), so compiling is quicker.
+    Shapes are static: an evaluator feeds a handful of distinct shapes, each worth its own specialised graph.
+
+    Beyond the mode's own options, Inductor tunes its elementwise and reduction kernels (coordinate descent: on an
+    H200 the default LayerNorm kernel of gpt2-large's block ran at a quarter of memory bandwidth, 0.66 ms against
+    0.18 ms tuned) and runs `GeluEpilogue`."""
+    options = {**torch._inductor.list_mode_options(mode or "default"), "coordinate_descent_tuning": True,
+               "pre_grad_custom_pass": GeluEpilogue()}
+    # one graph per input shape; a sweep reusing the loaded model (other strides, window lengths, batch sizes) needs
+    # more than dynamo's default 8, past which it would silently run the blocks eagerly
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    block_classes = set(getattr(model, "_no_split_modules", None) or [])
+    regions = [m for m in model.modules() if type(m).__name__ in block_classes]
+    output_layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    # CUDA-graph modes replay one captured graph per call: per-block graphs overwrite each other's outputs (measured:
+    # "accessing tensor output of CUDAGraphs that has been overwritten"), so they, and models without a known block
+    # structure, compile the whole forward
+    if not regions or mode in CUDA_GRAPH_MODES:
+        model.forward = torch.compile(model.forward, options=options, dynamic=False)
+        return f"{mode or 'default'} (whole forward)"
+    for module in regions + ([output_layer] if output_layer is not None else []):
+        module.compile(options=options, dynamic=False)
+    return f"{mode or 'default'} ({len(regions)} {'/'.join(sorted(block_classes))} blocks + output layer)"
