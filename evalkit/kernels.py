@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import transformers
 
+
 class AlignedLinear(torch.nn.Module):
     """A linear layer computed with its output width padded to a multiple of 8, then cut back. cuBLAS has no fast
     kernel for an odd row stride: GPT-2's 50,257-wide output layer took 45.7 ms per 64 windows on an H200 (an sm75

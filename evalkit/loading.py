@@ -134,6 +134,9 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
         raise EvalkitError(f"quantization={options.quantization} is not allowed; allowed: {', '.join(QUANTIZATIONS)}")
     if not (isinstance(options.compile, bool) or options.compile in COMPILE_MODES):
         raise EvalkitError(f"compile={options.compile} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
+    if options.compile and options.cpu_linear == "onednn":
+        raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
+                           "Inductor chooses the CPU matmul kernels)")
     backend = QUANTIZATIONS[options.quantization][0]
     needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
     if needs_cuda and device.type != "cuda":
@@ -496,10 +499,7 @@ class OneDNNLinear(torch.nn.Module):
 def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
     if options.cpu_linear == "native" or options.quantization != "none":
         return False
-    if options.compile:  # Inductor lowers linear layers to oneDNN itself, and cannot lower an already packed one
-        if options.cpu_linear == "onednn":
-            raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with "
-                               "compile, Inductor chooses the CPU matmul kernels)")
+    if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_options rejects onednn)
         return False
     on_cpu_float32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
     if options.cpu_linear == "onednn" and not (on_cpu_float32 and torch.backends.mkldnn.is_available()):
