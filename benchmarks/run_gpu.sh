@@ -1,45 +1,66 @@
 #!/usr/bin/env bash
-# Everything measured on a 2-GPU machine, in one call: the CLI on 1 GPU vs 2 GPUs (torchrun) over a 4x-repeated
-# WikiText-2 stream, device_map=auto split across both GPUs vs one GPU, then benchmarks/gpu.py on GPU 0: perplexity,
-# NLI and ASR against their references (VARIANTS=comma list picks evalkit's perplexity variants; see gpu.py).
-# Needs: .bench/{wikitext_ids.pt,tokenizer/,bart-tokenizer/,whisper-base/,wiki4x.txt} (made by benchmarks/prepare_gpu_inputs.py). Results -> $OUT.
+# Everything measured on a 2-GPU machine, in one call. PARTS (default: all three) picks:
+#   data-parallel  the CLI on 1 GPU vs 2 GPUs (torchrun) over a 4x-repeated WikiText-2 stream;
+#   device-map     device_map=auto split across both GPUs (max_memory forces it; MAX_MEMORY='{0:1GiB,cpu:60GiB}' splits
+#                  GPU 0 and the CPU on a 1-GPU machine) vs one GPU;
+#   bench          benchmarks/gpu.py on GPU 0: perplexity, NLI and ASR against their references (VARIANTS=comma list
+#                  picks evalkit's perplexity variants; see gpu.py).
+# Needs: .bench/{wikitext_ids.pt,tokenizer/,bart-tokenizer/,whisper-base/,wiki4x.txt} (made by
+# benchmarks/prepare_gpu_inputs.py). Results -> $OUT (multi_gpu.jsonl, bench_gpu.json and .log).
 set -uo pipefail
 OUT=${OUT:-outputs/gpu}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-runs=/tmp/evalkit-runs
+PARTS=${PARTS:-data-parallel device-map bench}
+export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+runs=/tmp/evalkit-runs; mkdir -p $runs
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'gpus', torch.cuda.device_count())"
 
-common="model=random-gpt2-large model.tokenizer.name_or_path=.bench/tokenizer task=text task.path=.bench/wiki4x.txt dtype=bfloat16 batch_size=32 hydra.output_subdir=null"
-python3 -m evalkit $common device=cuda:0 hydra.run.dir=$runs/one 2>&1 | tail -2
-torchrun --nproc_per_node 2 -m evalkit $common hydra.run.dir=$runs/two 2>&1 | tail -2
+cli() {  # cli NAME COMMAND...: one evalkit CLI run; its log stays in $runs, its last lines are shown
+  local name=$1; shift
+  "$@" hydra.run.dir=$runs/$name hydra.output_subdir=null > "$runs/$name.log" 2>&1 || tail -20 "$runs/$name.log"
+  tail -2 "$runs/$name.log"
+}
+compare() {  # compare BASE OTHER: speedup of OTHER over BASE, token counts and NLL; appended to $OUT/multi_gpu.jsonl
+  python3 - "$runs/$1/results.json" "$runs/$2/results.json" "$OUT/multi_gpu.jsonl" <<'PY'
+import json, sys
+base, other = (json.load(open(path)) for path in sys.argv[1:3])
+record = {
+    "runs": [path.split("/")[-2] for path in sys.argv[1:3]], "speedup": base["timing"]["eval_seconds"] / other["timing"]["eval_seconds"],
+    "nll_relative_difference": abs(base["metrics"]["nll_sum"] - other["metrics"]["nll_sum"]) / base["metrics"]["nll_sum"],
+    **{name: {key: run[key] for key in ("timing", "metrics", "model", "config", "hardware", "versions") if key in run}
+       for name, run in (("base", base), ("other", other))},
+}
+print(json.dumps({k: record[k] for k in ("runs", "speedup", "nll_relative_difference")}))
+print("tokens", base["metrics"]["tokens_scored"], other["metrics"]["tokens_scored"], "devices", other["model"]["devices"])
+with open(sys.argv[3], "a") as out:
+    out.write(json.dumps(record) + "\n")
+PY
+}
 
-python3 - <<'PY'
+if [[ $PARTS == *data-parallel* ]]; then
+  common="model=random-gpt2-large model.tokenizer.name_or_path=.bench/tokenizer task=text task.path=.bench/wiki4x.txt dtype=bfloat16"
+  cli one python3 -m evalkit $common device=cuda:0
+  cli two torchrun --nproc_per_node 2 -m evalkit $common
+  compare one two
+fi
+
+if [[ $PARTS == *device-map* ]]; then
+  python3 - <<'PY'
 import torch, transformers
 torch.manual_seed(0)
 config = transformers.GPT2Config(n_layer=36, n_embd=1280, n_head=20, vocab_size=50257, n_positions=1024)
 transformers.GPT2LMHeadModel(config).to(torch.bfloat16).save_pretrained("/tmp/random-gpt2-large")
 transformers.AutoTokenizer.from_pretrained(".bench/tokenizer").save_pretrained("/tmp/random-gpt2-large")
 PY
-split="model.name_or_path=/tmp/random-gpt2-large task=text task.path=.bench/wiki4x.txt limit=100000 dtype=bfloat16 hydra.output_subdir=null"
-python3 -m evalkit $split device_map=auto 'max_memory={0:1GiB,1:60GiB}' hydra.run.dir=$runs/split 2>&1 | tail -2
-python3 -m evalkit $split device=cuda:0 hydra.run.dir=$runs/whole 2>&1 | tail -2
-for run in one two split whole; do cp $runs/$run/results.json "$OUT/$run-results.json"; done
-python3 - <<'PY'
-import json, os
-out = os.environ.get("OUT", "outputs/gpu")
-r = {n: json.load(open(f"{out}/{n}-results.json")) for n in ("one", "two", "split", "whole")}
-one, two = r["one"], r["two"]
-print("1 GPU", one["timing"]["eval_seconds"], "s; 2 GPUs", two["timing"]["eval_seconds"], "s; speedup",
-      one["timing"]["eval_seconds"] / two["timing"]["eval_seconds"])
-print("tokens", one["metrics"]["tokens_scored"], two["metrics"]["tokens_scored"], "nll rel diff",
-      abs(one["metrics"]["nll_sum"] - two["metrics"]["nll_sum"]) / one["metrics"]["nll_sum"])
-print("split devices", r["split"]["model"]["devices"], "nll rel diff vs one GPU",
-      abs(r["split"]["metrics"]["nll_sum"] - r["whole"]["metrics"]["nll_sum"]) / r["whole"]["metrics"]["nll_sum"])
-PY
+  split="model.name_or_path=/tmp/random-gpt2-large task=text task.path=.bench/wiki4x.txt limit=100000 dtype=bfloat16"
+  cli whole python3 -m evalkit $split device=cuda:0
+  cli split python3 -m evalkit $split device_map=auto "max_memory=${MAX_MEMORY:-{0:1GiB,1:60GiB\}}"
+  compare whole split
+fi
 
-python3 benchmarks/gpu.py --tokens-file .bench/wikitext_ids.pt --tokenizer .bench/tokenizer --texts .bench/wiki4x.txt \
-  --bart-tokenizer .bench/bart-tokenizer --whisper .bench/whisper-base --out "$OUT/bench_gpu.json" \
-  --variants "${VARIANTS:-evalkit_bfloat16_auto,evalkit_bfloat16_compile_auto}" 2>&1 \
-  | grep -v "Loading weights" | tee "$OUT/bench_gpu.log"
-
+if [[ $PARTS == *bench* ]]; then
+  python3 benchmarks/gpu.py --tokens-file .bench/wikitext_ids.pt --tokenizer .bench/tokenizer --texts .bench/wiki4x.txt \
+    --bart-tokenizer .bench/bart-tokenizer --whisper .bench/whisper-base --out "$OUT/bench_gpu.json" \
+    --variants "${VARIANTS:-evalkit_bfloat16_auto,evalkit_bfloat16_compile_auto}" 2>&1 \
+    | grep -v "Loading weights" | tee "$OUT/bench_gpu.log"
+fi
