@@ -36,7 +36,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from evalkit.results import NOT_SETTINGS, write_atomic, write_json
+from evalkit.results import NOT_SETTINGS, canonical_json, write_atomic, write_json
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
 HEADLINE = {"perplexity": ("perplexity", False), "classification": ("accuracy", True), "asr": ("wer", False)}
@@ -121,7 +121,7 @@ def collect(source: Path, skip: Path | None = None) -> dict:
             skipped.append({"path": str(path), "reason": reason})
             continue
         row = make_row(record, path)
-        identity = json.dumps([row["model"], row["task"], row["settings"]], sort_keys=True, default=str)
+        identity = canonical_json([row["model"], row["task"], row["settings"]])
         groups[identity].append(row)
     rows, superseded = [], []
     for runs in groups.values():
@@ -133,10 +133,10 @@ def collect(source: Path, skip: Path | None = None) -> dict:
             warn(f"{len(runs)} runs of {runs[0]['model']} on {runs[0]['task']} with the same settings: kept the "
                  f"newest, {runs[0]['results_path']}")
     varying = sorted({key for key in {k for row in rows for k in row["settings"]}
-                      if len({json.dumps(row["settings"].get(key), default=str) for row in rows}) > 1})
+                      if len({canonical_json(row["settings"].get(key)) for row in rows}) > 1})
     for row in rows:
         row["varying"] = {key: row["settings"].get(key) for key in varying}
-    rows.sort(key=lambda r: (r["task"], r["model"], json.dumps(r["varying"], sort_keys=True, default=str)))
+    rows.sort(key=lambda r: (r["task"], r["model"], canonical_json(r["varying"])))
     return {"rows": rows, "skipped": skipped, "superseded": superseded}
 
 
@@ -230,7 +230,7 @@ def stride_plots(rows: list[dict], folder: Path) -> dict[str, Path]:
     for row in rows:
         if row["evaluator"] == "perplexity" and row["value"] is not None:
             rest = {k: v for k, v in row["settings"].items() if k != "stride"}
-            sweeps[(row["model"], row["task"], json.dumps(rest, sort_keys=True, default=str))].append(row)
+            sweeps[(row["model"], row["task"], canonical_json(rest))].append(row)
     plots = {}
     for (model, task, _), sweep in sweeps.items():
         if len({r["settings"]["stride"] for r in sweep}) < 2:

@@ -11,7 +11,6 @@ import functools
 import gc
 import hashlib
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -26,6 +25,7 @@ import transformers
 from evalkit import ctranslate2_whisper, distributed
 from evalkit.errors import EvalkitError
 from evalkit.kernels import align_output_layer, fuse_tanh_gelu
+from evalkit.results import canonical_json
 
 # head name -> (model auto class, preprocessor auto class)
 HEADS = {
@@ -122,6 +122,18 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def weight_devices(model: torch.nn.Module) -> list[str]:
+    """Where the weights live: accelerate's device map when there is one (weights it offloads to the CPU or disk sit
+    on the 'meta' device until their layer runs), else the parameters' devices."""
+    placement = getattr(model, "hf_device_map", None)
+    if placement:
+        return sorted({f"cuda:{place}" if isinstance(place, int) else str(place) for place in placement.values()})
+    return sorted({str(p.device) for p in model.parameters()})
+
+
+MEMORY_PLACES = ("cpu", "disk", "mps")  # what accelerate's max_memory takes besides GPU indices
+
+
 def check_options(options: LoadOptions, device: torch.device) -> None:
     """Reject impossible combinations before any weights are read."""
     if options.dtype not in DTYPES:
@@ -137,6 +149,11 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
     if options.compile and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
+    for key in options.max_memory or {}:
+        gpus = torch.cuda.device_count()
+        if not (key in MEMORY_PLACES or (str(key).isdigit() and int(key) < gpus)):
+            allowed = ", ".join([*(str(gpu) for gpu in range(gpus)), *MEMORY_PLACES])
+            raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {allowed}")
     backend = QUANTIZATIONS[options.quantization][0]
     needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
     if needs_cuda and device.type != "cuda":
@@ -240,7 +257,7 @@ def model_fingerprint(spec: Mapping, options: LoadOptions) -> str | None:
     commit, or the recipe of a random init (with the seed). None when a hub revision cannot be pinned."""
     if spec.get("architecture") is not None:
         recipe = {"architecture": spec["architecture"], "config": dict(spec.get("config") or {}), "seed": options.seed}
-        return "random-init:" + hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()
+        return "random-init:" + hashlib.sha256(canonical_json(recipe).encode()).hexdigest()
     location = resolve_location(spec)
     if spec.get("format") == "ctranslate2":
         return "sha256:" + sha256_files(ctranslate2_weight_files(spec, location))
@@ -306,7 +323,7 @@ class ModelPool:
     def get(self, spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
         if not self.enabled:
             return load_fresh(spec, options, head)
-        key = json.dumps([dict(spec), asdict(options), head], sort_keys=True, default=str)
+        key = canonical_json([dict(spec), asdict(options), head])
         self.wanted.add(key)
         if key in self.models:
             self.reused.append(spec.get("name") or str(spec.get("name_or_path")))
@@ -406,7 +423,7 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
         "class": type(model).__name__,
         "parameters": sum(p.numel() for p in model.parameters()),
         "dtype": str(dtype).removeprefix("torch."),
-        "devices": sorted({str(p.device) for p in model.parameters()}),
+        "devices": weight_devices(model),
         "quantization": {
             "scheme": options.quantization,
             "backend": QUANTIZATIONS[options.quantization][0],
@@ -424,7 +441,9 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str) -> LoadedModel:
     if uses_onednn_linear(model, options):  # after fingerprinting: the swap moves weights out of the state dict
         swap_in_onednn_linear(model)
         provenance["cpu_linear"] = "onednn"
-    if input_device.type == "cuda" and align_output_layer(model):
+    # a model spread over several devices (device_map) runs under accelerate's hooks, which move each layer's inputs
+    # to its device; a swapped-in output layer would have no hook and could be handed its input on another device
+    if input_device.type == "cuda" and len(provenance["devices"]) == 1 and align_output_layer(model):
         provenance["output_layer"] = "padded to a multiple of 8 rows on the GPU (aligned matmul kernels)"
     if input_device.type == "cuda" and fuse_tanh_gelu(model):
         provenance["activation"] = "tanh-GELU formula computed as one gelu(approximate='tanh') op on the GPU"

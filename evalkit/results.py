@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,20 @@ class EvalResult:
     model: dict  # the loading layer's provenance record
     data: dict  # origin and fingerprint of the evaluated data
     timing: dict = field(default_factory=dict)
+
+
+def canonical_json(value) -> str:
+    """`value` as JSON with sorted keys, every mapping key made a string first (as JSON writes them): an identity to
+    hash or compare. Sorting raw keys fails on mixed ones, such as max_memory={0: 10GiB, cpu: 60GiB}."""
+
+    def with_string_keys(item):
+        if isinstance(item, Mapping):
+            return {str(key): with_string_keys(inner) for key, inner in item.items()}
+        if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
+            return [with_string_keys(inner) for inner in item]
+        return item
+
+    return json.dumps(with_string_keys(value), sort_keys=True, default=str)
 
 
 def sha256_text(text: str) -> str:

@@ -23,7 +23,7 @@ import evalkit
 from evalkit import distributed
 from evalkit.errors import EvalkitError
 from evalkit.loading import LoadOptions, model_fingerprint
-from evalkit.results import NOT_SETTINGS, library_versions, write_atomic, write_json
+from evalkit.results import NOT_SETTINGS, canonical_json, library_versions, write_atomic, write_json
 
 COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
 
@@ -99,7 +99,7 @@ class Job:
             self.note = "result cache off for this job: a hub model's revision could not be pinned to a commit"
             return Progress()
         parts = self.key_parts(data_fingerprint, fingerprints)
-        self.key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+        self.key = hashlib.sha256(canonical_json(parts).encode()).hexdigest()
         self.entry = self.root / self.key
         if (self.entry / "results.json").is_file():
             if not self.force:

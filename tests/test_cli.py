@@ -102,12 +102,15 @@ def bad_inputs(tmp_path, tiny_gpt2_dir, tiny_bert_dir):
         "wikitext offline": ([tiny, "data_dir=null"], "task.path=FILE"),
         "unknown compile mode": ([tiny, *text_task, "compile=fast"], "compile=fast"),
         "onednn with compile": ([tiny, *text_task, "cpu_linear=onednn", "compile=true"], "cpu_linear=onednn"),
+        # mixed keys once broke the result cache's key (unsortable); no GPU 0 on the CI machine
+        "max_memory on a missing GPU": ([tiny, *text_task, "device_map=auto", "max_memory={0:1GiB,cpu:4GiB}"],
+                                        "max_memory names '0'"),
     }
 
 
 BAD_CASES = ["stride=0", "stride>max_length", "max_length>context", "unknown model", "unknown task", "missing file",
              "empty text", "one token", "non-causal", "int8 on cpu", "wikitext offline", "unknown compile mode",
-             "onednn with compile"]
+             "onednn with compile", "max_memory on a missing GPU"]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, SHARED_DATA, read_samples, run_cli
 from evalkit import asr, classification
+from evalkit.results import canonical_json
 from evalkit.runs import Job
 
 
@@ -151,3 +152,9 @@ def test_submitit_local_multirun_completes(tmp_path, tiny_gpt2_dir):
     strides = sorted(results(tmp_path / str(job))["config"]["stride"] for job in range(2))
     assert strides == [16, 32]
     assert all(read_samples(tmp_path / str(job)) for job in range(2))
+
+
+def test_identity_json_takes_mixed_keys_in_any_order():
+    """max_memory={0: ..., cpu: ...} has int and str keys, which Python cannot sort."""
+    assert canonical_json({"cpu": "4GiB", 0: "1GiB"}) == canonical_json({0: "1GiB", "cpu": "4GiB"}) \
+        == '{"0": "1GiB", "cpu": "4GiB"}'
