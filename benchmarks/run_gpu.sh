@@ -15,17 +15,21 @@ runs=/tmp/evalkit-runs; mkdir -p $runs
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__, 'gpus', torch.cuda.device_count())"
 
-cli() {  # cli NAME COMMAND...: one evalkit CLI run; its log stays in $runs, its last lines are shown
+cli() {  # cli NAME COMMAND...: one evalkit CLI run; its log stays in $runs: its last lines are shown (more on failure)
   local name=$1; shift
-  "$@" hydra.run.dir=$runs/$name hydra.output_subdir=null > "$runs/$name.log" 2>&1 || tail -20 "$runs/$name.log"
-  tail -2 "$runs/$name.log"
+  if "$@" hydra.run.dir=$runs/$name hydra.output_subdir=null > "$runs/$name.log" 2>&1; then
+    tail -2 "$runs/$name.log"
+  else
+    tail -20 "$runs/$name.log"
+  fi
 }
 compare() {  # compare BASE OTHER: speedup of OTHER over BASE, token counts and NLL; appended to $OUT/multi_gpu.jsonl
   python3 - "$runs/$1/results.json" "$runs/$2/results.json" "$OUT/multi_gpu.jsonl" <<'PY'
 import json, sys
 base, other = (json.load(open(path)) for path in sys.argv[1:3])
 record = {
-    "runs": [path.split("/")[-2] for path in sys.argv[1:3]], "speedup": base["timing"]["eval_seconds"] / other["timing"]["eval_seconds"],
+    "runs": [path.split("/")[-2] for path in sys.argv[1:3]],
+    "speedup": base["timing"]["eval_seconds"] / other["timing"]["eval_seconds"],
     "nll_relative_difference": abs(base["metrics"]["nll_sum"] - other["metrics"]["nll_sum"]) / base["metrics"]["nll_sum"],
     **{name: {key: run[key] for key in ("timing", "metrics", "model", "config", "hardware", "versions") if key in run}
        for name, run in (("base", base), ("other", other))},
