@@ -47,6 +47,7 @@ QUANTIZATIONS = {
     "torchao-int4": ("torchao", "int4 weight-only, groups of 128"),
 }
 CPU_LINEAR = ("auto", "onednn", "native")
+MEMORY_PLACES = ("cpu", "disk", "mps")  # what accelerate's max_memory takes besides GPU indices
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # or true / false
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
@@ -131,9 +132,6 @@ def weight_devices(model: torch.nn.Module) -> list[str]:
     return sorted({str(p.device) for p in model.parameters()})
 
 
-MEMORY_PLACES = ("cpu", "disk", "mps")  # what accelerate's max_memory takes besides GPU indices
-
-
 def check_options(options: LoadOptions, device: torch.device) -> None:
     """Reject impossible combinations before any weights are read."""
     if options.dtype not in DTYPES:
@@ -149,11 +147,12 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
     if options.compile and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
-    for key in options.max_memory or {}:
-        gpus = torch.cuda.device_count()
-        if not (key in MEMORY_PLACES or (str(key).isdigit() and int(key) < gpus)):
-            allowed = ", ".join([*(str(gpu) for gpu in range(gpus)), *MEMORY_PLACES])
-            raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {allowed}")
+    if options.max_memory:
+        places = [*map(str, range(torch.cuda.device_count())), *MEMORY_PLACES]
+        for key in options.max_memory:
+            if str(key) not in places:
+                allowed = ", ".join(places)
+                raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {allowed}")
     backend = QUANTIZATIONS[options.quantization][0]
     needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
     if needs_cuda and device.type != "cuda":
