@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import transformers
 
-from evalkit.classification import loglikelihood_scores, nli_scores
+from evalkit.zero_shot import loglikelihood_scores, nli_scores
 from evalkit.data import load_examples
 from evalkit.loading import LoadOptions, load_model, resolve_location
 from evalkit.presets import model_spec

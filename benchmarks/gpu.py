@@ -27,10 +27,10 @@ import torch
 import transformers
 
 from classification import compare  # benchmarks/classification.py
-from evalkit.asr import Transcriber
-from evalkit.classification import nli_scores
+from evalkit.speech import Transcriber
+from evalkit.zero_shot import nli_scores
 from evalkit.loading import LoadOptions, load_model
-from evalkit.perplexity import score_windows
+from evalkit.nll import score_windows
 from evalkit.presets import model_spec
 from evalkit.reference import docs_loop_perplexity, pipeline_nli_scores
 from evalkit.results import hardware, library_versions, write_json

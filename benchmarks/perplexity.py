@@ -19,7 +19,7 @@ import torch
 import transformers
 
 from evalkit.loading import LoadOptions, load_model, resolve_location
-from evalkit.perplexity import score_windows
+from evalkit.nll import score_windows
 from evalkit.presets import model_spec
 from evalkit.reference import docs_loop_perplexity
 from evalkit.results import hardware, library_versions, write_json

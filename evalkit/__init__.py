@@ -1,6 +1,25 @@
 """evalkit: language-model evaluation you can trust."""
 
+from __future__ import annotations
+
 from evalkit.errors import EvalkitError
 
 __version__ = "0.1.0"
-__all__ = ["EvalkitError", "__version__"]
+__all__ = ["EvalkitError", "__version__", "evaluate"]
+
+
+def evaluate(model=None, task: str | None = None, out_dir=None, **settings) -> dict:
+    """Run one evaluation on the same path as the command line and return its results record (results.json's
+    content); with `out_dir`, also write results.json and samples.jsonl there.
+
+        evalkit.evaluate(model="smollm2-135m", task="wikitext", stride=512, limit=4096)
+
+    `model` is a preset, a hub id or local path, or a model spec mapping; `task` a task name; every other keyword is
+    a top-level key as on the command line. Bad input raises EvalkitError."""
+    from pathlib import Path
+
+    from evalkit import runner
+    from evalkit.config import compose_config
+
+    cfg = compose_config(model, task, **settings)
+    return runner.run(cfg, Path(out_dir) if out_dir is not None else None)

@@ -157,6 +157,7 @@ def load_examples(task: Mapping, data_dir: str | None, limit: int | None = None)
     elif task.get("hub"):
         records, origin = hub_dataset(task["hub"], looked_in), hub_origin(task["hub"])
         task = {**task, **task["hub"]}  # the hub copy may name its columns differently
+    else:
         raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
     text_fields = task.get("text_field") or "text"
     text_fields = [text_fields] if isinstance(text_fields, str) else list(text_fields)

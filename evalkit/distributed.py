@@ -1,7 +1,7 @@
 """Data parallelism across processes started by torchrun / accelerate launch (RANK, WORLD_SIZE, LOCAL_RANK).
 
-Each rank evaluates its share of the work items; per-item results are summed across ranks with one all-reduce, so
-every rank ends with the full result and rank 0 writes it.
+Each rank evaluates its share of the units; their records are gathered across ranks, so every rank ends with the
+full result and rank 0 writes it.
 """
 
 from __future__ import annotations
@@ -39,22 +39,21 @@ def init(device: torch.device) -> None:
             dist.init_process_group("gloo")
 
 
-def shard(count: int) -> list[int]:
-    """This rank's item indices: a round-robin share, so every rank gets items of every shape."""
-    return list(range(rank(), count, world_size()))
+def shard(order: list[int]) -> list[int]:
+    """This rank's units: a round-robin share of the scoring order, so every rank gets units of every shape and
+    length."""
+    return order[rank()::world_size()]
 
 
-def sum_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
-    """Element-wise sum over ranks (each rank filled only its own items, zeros elsewhere)."""
-    if world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
-def merge_across_ranks(items: list) -> list:
-    """Merge per-item Python objects that each rank filled for its own items (None elsewhere)."""
+def gather(value) -> list:
+    """Every rank's `value`, in rank order."""
     if world_size() == 1:
-        return items
+        return [value]
     gathered = [None] * world_size()
-    dist.all_gather_object(gathered, items)
-    return [next((part[i] for part in gathered if part[i] is not None), None) for i in range(len(items))]
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def gather_records(records: dict[int, dict]) -> dict[int, dict]:
+    """Every rank's per-unit records (index -> record), merged: each rank holds the records of its own units."""
+    return {index: record for part in gather(records) for index, record in part.items()}

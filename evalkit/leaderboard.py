@@ -24,10 +24,8 @@ than once, the newest run is kept and the others are listed as superseded.
 from __future__ import annotations
 
 import argparse
-import base64
 import csv
 import datetime
-import html
 import io
 import json
 import math
@@ -36,13 +34,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from evalkit.results import NOT_SETTINGS, canonical_json, write_atomic, write_json
+from evalkit import evaluators
+from evalkit.leaderboard_page import page
+from evalkit.results import canonical_json, write_atomic, write_json
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
-HEADLINE = {"perplexity": ("perplexity", False), "classification": ("accuracy", True), "asr": ("wer", False)}
-NOT_ROW_SETTINGS = ("model", "task", *NOT_SETTINGS)  # model and task are columns of their own
-REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config"}
-RATES = ("tokens_per_second", "examples_per_second", "audio_seconds_per_second")
+REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config", "settings"}
 LM_EVAL_NAMES = {"accuracy": "acc", "accuracy_norm": "acc_norm"}  # evalkit metric -> lm-evaluation-harness metric
 
 
@@ -67,29 +64,36 @@ def read_results(path: Path) -> tuple[dict | None, str | None]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, f"unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
     if not isinstance(record, dict) or not REQUIRED_KEYS <= set(record):
-        return None, "not an evalkit results.json (missing schema_version/task/evaluator/metrics/model/config)"
-    if record["evaluator"] not in HEADLINE:
+        return None, ("not an evalkit results.json of schema 2 or later (missing schema_version/task/evaluator/"
+                      "metrics/model/config/settings)")
+    if record["evaluator"] not in evaluators.names():
         return None, f"unknown evaluator {record['evaluator']!r}"
     return record, None
 
 
 def make_row(record: dict, path: Path) -> dict:
-    settings = flatten({k: v for k, v in record["config"].items() if k not in NOT_ROW_SETTINGS})
-    metric, higher_is_better = HEADLINE[record["evaluator"]]
+    """One row: the run's settings (those its evaluator reads, with the loading and run settings; the scopes' keys
+    are distinct, so they are shown without the scope), its headline metric from the evaluator's catalogue."""
+    settings = flatten({key: value for scope in record["settings"].values() for key, value in scope.items()})
+    evaluator = evaluators.get(record["evaluator"])
+    headline = evaluator.headline()
+    metric, higher_is_better = headline.name, headline.higher_is_better
     metrics = record["metrics"]
-    interval = metrics.get(f"{metric}_ci95")
+    interval = metrics.get(headline.interval) if headline.interval else None
     model = record["model"]
     return {
         "model": model.get("name") or model.get("location"),
         "task": record["task"],
         "evaluator": record["evaluator"],
         "settings": settings,
+        "identity": canonical_json([record["config"].get("model"), record["config"].get("task"), settings]),
         "metric": metric,
         "value": metrics.get(metric),
         "interval": list(interval) if interval else None,
         "higher_is_better": higher_is_better,
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         "timing": record.get("timing", {}),
+        "rate": (record.get("timing") or {}).get(f"{evaluator.throughput}_per_second"),
         "started_at": record.get("started_at"),
         "run_dir": str(path.parent),
         "results_path": str(path),
@@ -121,8 +125,7 @@ def collect(source: Path, skip: Path | None = None) -> dict:
             skipped.append({"path": str(path), "reason": reason})
             continue
         row = make_row(record, path)
-        identity = canonical_json([row["model"], row["task"], row["settings"]])
-        groups[identity].append(row)
+        groups[row.pop("identity")].append(row)
     rows, superseded = [], []
     for runs in groups.values():
         runs.sort(key=newest_first, reverse=True)
@@ -144,10 +147,6 @@ def settings_label(row: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in row["varying"].items())
 
 
-def rate(row: dict) -> float | None:
-    return next((row["timing"][k] for k in RATES if k in row["timing"]), None)
-
-
 def table_rows(rows: list[dict]) -> list[dict]:
     """The flat view shown in the .md/.csv/.html tables."""
     return [{
@@ -155,7 +154,7 @@ def table_rows(rows: list[dict]) -> list[dict]:
         "value": row["value"],
         "ci95_low": row["interval"][0] if row["interval"] else None,
         "ci95_high": row["interval"][1] if row["interval"] else None,
-        "per_second": rate(row), "eval_seconds": row["timing"].get("eval_seconds"),
+        "per_second": row["rate"], "eval_seconds": row["timing"].get("eval_seconds"),
         "started_at": row["started_at"], "run_dir": row["run_dir"],
     } for row in rows]
 
@@ -259,92 +258,6 @@ def stride_plots(rows: list[dict], folder: Path) -> dict[str, Path]:
         write_atomic(folder / name, lambda stream: stream.write(buffer.getvalue()), binary=True)
         plots[title] = folder / name
     return plots
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>evalkit leaderboard</title>
-<style>
-body {{ font: 14px system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: 4px 10px; text-align: left; }}
-th {{ cursor: pointer; background: #f4f4f4; user-select: none; }}
-th[data-order=ascending]::after {{ content: " \\25B2"; }}
-th[data-order=descending]::after {{ content: " \\25BC"; }}
-td.number {{ text-align: right; font-variant-numeric: tabular-nums; }}
-img {{ max-width: 100%; display: block; margin: 1em 0; }}
-</style></head>
-<body>
-<h1>evalkit leaderboard</h1>
-<p>{summary}</p>
-<label>Task: <select id="task-filter"><option value="">all tasks</option>{task_options}</select></label>
-<table id="board"><thead><tr>{headers}</tr></thead><tbody></tbody></table>
-{plots}
-<script id="rows" type="application/json">{rows_json}</script>
-<script>
-const columns = {columns_json};
-const rows = JSON.parse(document.getElementById("rows").textContent);
-const body = document.querySelector("#board tbody");
-const filter = document.getElementById("task-filter");
-let sortColumn = null, ascending = true;
-function show(value) {{
-  if (value === null || value === undefined) return "";
-  if (typeof value === "number") return Math.abs(value) < 1e5 ? value.toFixed(4) : value.toPrecision(4);
-  return String(value);
-}}
-function compare(a, b) {{
-  if (a === b) return 0;
-  if (a === null || a === undefined) return 1;
-  if (b === null || b === undefined) return -1;
-  if (typeof a === "number" && typeof b === "number") return a - b;
-  return String(a).localeCompare(String(b), undefined, {{numeric: true}});
-}}
-function render() {{
-  let shown = rows.filter(r => !filter.value || r.task === filter.value);
-  if (sortColumn !== null) {{
-    shown = shown.slice().sort((a, b) => (ascending ? 1 : -1) * compare(a[sortColumn], b[sortColumn]));
-  }}
-  body.replaceChildren(...shown.map(r => {{
-    const tr = document.createElement("tr");
-    for (const c of columns) {{
-      const td = document.createElement("td");
-      td.textContent = show(r[c]);
-      if (typeof r[c] === "number") td.className = "number";
-      tr.appendChild(td);
-    }}
-    return tr;
-  }}));
-}}
-document.querySelectorAll("#board th").forEach(th => th.addEventListener("click", () => {{
-  const column = th.dataset.column;
-  ascending = sortColumn === column ? !ascending : true;
-  sortColumn = column;
-  document.querySelectorAll("#board th").forEach(h => h.removeAttribute("data-order"));
-  th.dataset.order = ascending ? "ascending" : "descending";
-  render();
-}}));
-filter.addEventListener("change", render);
-render();
-</script>
-</body></html>
-"""
-
-
-def page(flat: list[dict], plots: dict[str, Path], summary: str) -> str:
-    columns = list(flat[0]) if flat else ["model", "task", "metric", "value"]
-    tasks = sorted({r["task"] for r in flat})
-    images = "\n".join(
-        f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" '
-        f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
-        for title, path in plots.items()
-    )
-    return PAGE.format(
-        summary=html.escape(summary),
-        task_options="".join(f'<option value="{html.escape(t)}">{html.escape(t)}</option>' for t in tasks),
-        headers="".join(f'<th data-column="{html.escape(c)}">{html.escape(c)}</th>' for c in columns),
-        plots=images,
-        rows_json=json.dumps(flat, default=str).replace("</", "<\\/"),
-        columns_json=json.dumps(columns),
-    )
 
 
 def build(source: Path, out: Path) -> dict:

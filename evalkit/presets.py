@@ -6,7 +6,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-MODEL_PRESETS = Path(__file__).resolve().parent.parent / "conf" / "model"
+MODEL_PRESETS = Path(__file__).resolve().parent / "conf" / "model"
 
 
 def model_spec(name_or_path: str) -> dict:

@@ -19,10 +19,7 @@ import torch
 
 PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers",
             "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr")
-SCHEMA_VERSION = 1
-# config keys that say where files are and whether to recompute, not what is computed: left out of a job's identity
-# (result cache key) and of its settings (leaderboard rows)
-NOT_SETTINGS = ("force", "cache_dir", "data_dir")
+SCHEMA_VERSION = 2  # 2: "settings" holds the settings by scope (run, loading, evaluator)
 
 
 @dataclass
@@ -111,12 +108,14 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     write_atomic(path, lambda stream: jsonlines.Writer(stream).write_all(records))
 
 
-def results_record(result: EvalResult, config: dict, started: datetime.datetime, wall_seconds: float) -> dict:
+def results_record(result: EvalResult, config: dict, settings: dict, started: datetime.datetime,
+                   wall_seconds: float) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "task": config["task"]["name"],
         "evaluator": config["task"]["evaluator"],
         "metrics": result.metrics,
+        "settings": settings,
         "model": result.model,
         "data": result.data,
         "timing": {**result.timing, "wall_seconds": wall_seconds},

@@ -34,6 +34,14 @@ def smol_tokenizer_dir(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def smol(smol_tokenizer_dir):
+    """The packaged SmolLM2 loaded plainly by transformers (dequantized from its GGUF: seconds), once per session:
+    (model, tokenizer)."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF).eval()
+    return model, transformers.AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+
+
 def save_random_model(path: Path, config: transformers.PretrainedConfig, tokenizer_dir: Path, head) -> Path:
     torch.manual_seed(0)
     head.from_config(config).save_pretrained(path)

@@ -9,8 +9,8 @@ import pytest
 import torch
 import transformers
 
-from conftest import SHARED_DATA, SMOL_GGUF, minilm_dir, read_samples, run_cli, run_results, smol_dir
-from evalkit.classification import embedding_scores, loglikelihood_scores, nli_scores
+from conftest import SHARED_DATA, minilm_dir, read_samples, run_cli, run_results
+from evalkit.zero_shot import embedding_scores, loglikelihood_scores, nli_scores
 from evalkit.data import load_examples
 from evalkit.reference import naive_loglikelihood, pipeline_nli_scores
 
@@ -52,10 +52,9 @@ def test_loglikelihood_equals_naive_reference(request, model_dir):
         np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_loglikelihood_real_model_on_sst2():
-    model = transformers.AutoModelForCausalLM.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF).eval()
-    tokenizer = transformers.AutoTokenizer.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF)
-    examples = load_examples(SST2, str(SHARED_DATA), limit=200)
+def test_loglikelihood_real_model_on_sst2(smol):
+    model, tokenizer = smol
+    examples = load_examples(SST2, str(SHARED_DATA), limit=100)
     contexts = [f"Review: {text}\nSentiment:" for text in examples.texts]
     continuations = [" negative", " positive"]
     ours = loglikelihood_scores(model, tokenizer, contexts, continuations, 16)

@@ -5,9 +5,8 @@ import math
 
 import pytest
 import torch
-import transformers
 
-from conftest import SMOL_GGUF, WIKITEXT, read_samples, run_cli, run_results, smol_dir
+from conftest import SMOL_GGUF, WIKITEXT, read_samples, run_cli, run_results
 from evalkit.reference import docs_loop_perplexity
 
 
@@ -18,7 +17,7 @@ def wikitext_hub_text() -> str:
     return "\n\n".join(rows)
 
 
-def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path):
+def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path, smol):
     run_dir = tmp_path / "run"
     result = run_cli(f"data_dir={WIKITEXT.parent.parent}", "limit=4096", "stride=512", "max_length=1024",
                      f"hydra.run.dir={run_dir}")
@@ -26,8 +25,7 @@ def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path):
     record = json.loads((run_dir / "results.json").read_text())
     metrics = record["metrics"]
 
-    tokenizer = transformers.AutoTokenizer.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF)
-    model = transformers.AutoModelForCausalLM.from_pretrained(smol_dir(), gguf_file=SMOL_GGUF).eval()
+    model, tokenizer = smol
     input_ids = torch.tensor(tokenizer(wikitext_hub_text()).input_ids[:4096])
     nll_sum, n_tokens = docs_loop_perplexity(model, input_ids, max_length=1024, stride=512)
 
@@ -48,7 +46,10 @@ def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path):
     assert record["versions"]["torch"] and record["versions"]["transformers"]
     assert record["hardware"]["cpu_count"] and record["timing"]["tokens_per_second"] > 0
     assert record["config"]["stride"] == 512 and record["config"]["model"]["name"] == "smollm2-135m"
-    assert "perplexity=" in result.stdout  # the human summary
+    lines = result.stdout.splitlines()
+    summary = lines[lines.index("smollm2-135m on wikitext (perplexity):"):]  # the human summary, from the catalogue
+    assert any(line.split()[:2] == ["perplexity", f"{metrics['perplexity']:.4f}"] and "lower is better" in line
+               for line in summary)
 
 
 def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
@@ -91,6 +92,9 @@ def bad_inputs(tmp_path, tiny_gpt2_dir, tiny_bert_dir):
     return {
         "stride=0": ([tiny, *text_task, "stride=0"], "stride=0"),
         "stride>max_length": ([tiny, *text_task, "max_length=64", "stride=65"], "stride=65"),
+        "stride=true": ([tiny, *text_task, "stride=true"], "stride=true is not allowed"),
+        # the default model's context (8192, from its GGUF) is known before its weights are read
+        "max_length>context of the default model": (["max_length=9000", "stride=512"], "max_length=9000"),
         "max_length>context": ([tiny, *text_task, "max_length=513", "stride=8"], "max_length=513"),
         "unknown model": (["model=no-such-model"], "no-such-model"),
         "unknown task": (["task=no-such-task"], "no-such-task"),
@@ -108,7 +112,7 @@ def bad_inputs(tmp_path, tiny_gpt2_dir, tiny_bert_dir):
     }
 
 
-BAD_CASES = ["stride=0", "stride>max_length", "max_length>context", "unknown model", "unknown task", "missing file",
+BAD_CASES = ["stride=0", "stride>max_length", "stride=true", "max_length>context of the default model", "max_length>context", "unknown model", "unknown task", "missing file",
              "empty text", "one token", "non-causal", "int8 on cpu", "wikitext offline", "unknown compile mode",
              "onednn with compile", "max_memory on a missing GPU"]
 
@@ -121,6 +125,5 @@ def test_bad_input_fails_clearly(tmp_path, tiny_gpt2_dir, tiny_bert_dir, case):
     assert result.returncode != 0
     assert expected in result.stderr
     assert not (run_dir / "results.json").exists()
-    if case not in ("unknown model", "unknown task"):  # those two are Hydra's own (multi-line) messages
-        errors = [line for line in result.stderr.splitlines() if line.startswith("evalkit: error:")]
-        assert len(errors) == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("evalkit: error:")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr and result.returncode == 2

@@ -4,7 +4,7 @@ import datasets
 import pytest
 
 from conftest import WIKITEXT
-from evalkit.data import load_text
+from evalkit.data import load_examples, load_text
 from evalkit.errors import EvalkitError
 
 WIKITEXT_TASK = {"name": "wikitext", "data_file": "wikitext-2-raw/wiki.test.raw", "line_rows": True, "join": "\n\n",
@@ -31,3 +31,22 @@ def test_offline_without_local_copy_says_how_to_point_at_a_file(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(EvalkitError, match="task.path=FILE"):
         load_text(WIKITEXT_TASK, data_dir=None)
+
+
+def test_classification_falls_back_to_the_hub_split(monkeypatch):
+    """No local copy: the hub's rows, with the hub's own column names and 0-based labels (the `hub` section)."""
+    rows = {"sentence": ["a delight", "a dull mess"], "label": [1, 0]}
+    asked = []
+
+    def load_dataset(path, name=None, split=None):
+        asked.append((path, name, split))
+        return datasets.Dataset.from_dict(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)  # the hub cannot be reached here
+    task = {"name": "sst2", "data_file": "classification/sst2/missing", "format": "label_first", "text_field": "text",
+            "label_field": "label", "labels": ["negative", "positive"],
+            "hub": {"path": "glue", "name": "sst2", "split": "validation", "text_field": "sentence"}}
+    examples = load_examples(task, data_dir="/nonexistent")
+    assert asked == [("glue", "sst2", "validation")]
+    assert examples.texts == rows["sentence"] and examples.labels == [1, 0]
+    assert examples.origin == "hub:glue/sst2:validation"

@@ -50,7 +50,7 @@ def test_rows_dedup_and_skips(board, outputs):
     assert data["schema"] == "evalkit-leaderboard" and data["schema_version"] == 1
     rows = data["rows"]
     assert sorted((r["task"], r["model"], r["settings"].get("stride")) for r in rows) == [
-        ("sst2", "minilm-l6-v2", 512), ("wikitext", "tiny-gpt2", 16), ("wikitext", "tiny-gpt2", 32)]
+        ("sst2", "minilm-l6-v2", None), ("wikitext", "tiny-gpt2", 16), ("wikitext", "tiny-gpt2", 32)]
     assert sorted(Path(s["path"]).parent.name for s in data["skipped"]) == ["corrupt", "foreign"]
     assert len(data["superseded"]) == 2  # the older sweep's two runs; cache entries are no runs
     assert list((outputs / "cache").glob("*/results.json"))
@@ -149,3 +149,16 @@ def test_page_in_headless_chromium_sorts_and_filters(board):
         assert len(driver.find_elements(By.CSS_SELECTOR, "img")) == 1
     finally:
         driver.quit()
+
+
+def test_runs_of_different_task_definitions_are_different_rows(outputs, tmp_path):
+    """Two `task=text` runs on different files with the same settings are two rows, not one superseding the other."""
+    from evalkit.leaderboard import collect
+
+    record = json.loads((outputs / "sweep-new" / "0" / "results.json").read_text())
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        changed = {**record, "config": {**record["config"], "task": {**record["config"]["task"], "path": f"{name}.txt"}}}
+        (tmp_path / name / "results.json").write_text(json.dumps(changed))
+    collected = collect(tmp_path)
+    assert len(collected["rows"]) == 2 and not collected["superseded"]

@@ -6,10 +6,10 @@ import pytest
 import torch
 import transformers
 
-from evalkit.compiling import GeluEpilogue, compile_regions
-from evalkit.kernels import align_output_layer, fuse_tanh_gelu
+from evalkit.loading.compiling import GeluEpilogue, compile_regions
+from evalkit.loading.kernels import align_output_layer, fuse_tanh_gelu
 from evalkit.loading import LoadOptions, load_model
-from evalkit.perplexity import score_windows
+from evalkit.nll import score_windows
 from evalkit.windows import window_schedule
 
 
@@ -125,11 +125,11 @@ def test_hub_model_fingerprint_is_its_pinned_commit(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
     spec = {"name": "gpt2", "name_or_path": "openai-community/gpt2"}
-    assert model_fingerprint(spec, LoadOptions()) is None  # never downloaded, offline: cannot be pinned
+    assert model_fingerprint(spec) is None  # never downloaded, offline: cannot be pinned
     commit = "a" * 40
     refs = tmp_path / "models--openai-community--gpt2" / "refs"
     refs.mkdir(parents=True)
     (refs / "main").write_text(commit)
-    assert model_fingerprint(spec, LoadOptions()) == f"hub:openai-community/gpt2@{commit}"
+    assert model_fingerprint(spec) == f"hub:openai-community/gpt2@{commit}"
     pinned = {**spec, "revision": "b" * 40}
-    assert model_fingerprint(pinned, LoadOptions()) == f"hub:openai-community/gpt2@{'b' * 40}"
+    assert model_fingerprint(pinned) == f"hub:openai-community/gpt2@{'b' * 40}"

@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from evalkit.loading import LoadOptions, load_model
-from evalkit.perplexity import score_windows
+from evalkit.nll import score_windows
 from evalkit.reference import docs_loop_nll, docs_loop_perplexity
 from evalkit.windows import window_schedule
 
@@ -80,7 +80,7 @@ class OutOfMemoryOnce(torch.nn.Module):
 
 def test_auto_batch_halves_on_out_of_memory(models, tokens, monkeypatch):
     ours, plain = models
-    monkeypatch.setattr("evalkit.perplexity.CPU_AUTO_BATCH", 16)
+    monkeypatch.setattr("evalkit.nll.CPU_AUTO_BATCH", 16)
     wrapped = OutOfMemoryOnce(ours, fits=5)
     windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 32)
     scores, size = score_windows(wrapped, tokens, windows, "auto")

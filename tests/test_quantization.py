@@ -9,7 +9,7 @@ import transformers
 
 from conftest import WIKITEXT, run_cli, run_results
 from evalkit.loading import LoadOptions, load_model
-from evalkit.perplexity import score_windows
+from evalkit.nll import score_windows
 from evalkit.windows import window_schedule
 
 

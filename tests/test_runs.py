@@ -8,14 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 
 from conftest import ROOT, SHARED_DATA, read_samples, run_cli
-from evalkit import asr, classification
 from evalkit.results import canonical_json
-from evalkit.runs import Job
 
 
 def tiny_on_wikitext(path: Path) -> list[str]:
@@ -108,41 +104,6 @@ def test_killed_run_resumes_and_recomputes_only_the_rest(tmp_path, tiny_gpt2_dir
     assert resumed["metrics"]["nll_sum"] == pytest.approx(whole["metrics"]["nll_sum"], rel=1e-9)
     assert resumed["metrics"]["tokens_scored"] == whole["metrics"]["tokens_scored"]
     assert not list(cache.glob("*/progress.rank*.jsonl"))  # finished: the log made way for the cached result
-
-
-def composed(*overrides: str):
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("config", overrides=[f"data_dir={SHARED_DATA}", *overrides])
-
-
-def resume_from_truncated_log(evaluate, cfg, tmp_path: Path, keep: int):
-    """Evaluate with a progress log, cut the log to its first `keep` records plus a torn line, evaluate again."""
-    whole = evaluate(cfg, Job(cfg, str(tmp_path)))
-    (log,) = tmp_path.glob("*/progress.rank0.jsonl")
-    lines = log.read_text().splitlines()
-    log.write_text("\n".join(lines[:keep]) + "\n" + lines[keep][: len(lines[keep]) // 2])
-    job = Job(cfg, str(tmp_path))
-    again = evaluate(cfg, job)
-    assert job.resumed == keep
-    assert again.timing["units_computed"] == len(lines) - keep
-    return whole, again
-
-
-def test_classification_resumes_from_its_progress_log(tmp_path):
-    cfg = composed("task=sst2", "method=embedding", "model=minilm-l6-v2", "limit=40", "device=cpu")
-    whole, again = resume_from_truncated_log(classification.evaluate, cfg, tmp_path, keep=15)
-    assert again.metrics == whole.metrics
-    np.testing.assert_allclose([list(s["scores"].values()) for s in again.samples],
-                               [list(s["scores"].values()) for s in whole.samples], rtol=1e-6)
-
-
-def test_asr_resumes_from_its_progress_log(tmp_path):
-    manifest = SHARED_DATA / "speech" / "asr_manifest.jsonl"
-    cfg = composed("task=asr_manifest", f"task.path={manifest}", "model=whisper-tiny.en-packaged", "limit=6",
-                   "batch_size=2", "device=cpu")
-    whole, again = resume_from_truncated_log(asr.evaluate, cfg, tmp_path, keep=2)
-    assert [s["hypothesis"] for s in again.samples] == [s["hypothesis"] for s in whole.samples]
-    assert again.metrics["wer"] == whole.metrics["wer"]
 
 
 def test_submitit_local_multirun_completes(tmp_path, tiny_gpt2_dir):

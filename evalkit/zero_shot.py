@@ -1,4 +1,4 @@
-"""Zero-shot classification: one evaluator, three scoring methods (method=):
+"""Zero-shot classification scores, three methods (the classification evaluator's `method=`):
 
 - nli: the HF zero-shot-classification pipeline's semantics (premise = text, hypothesis = template with the label;
   softmax of entailment logits over labels, or entailment vs contradiction per label with multi_label), with every
@@ -10,25 +10,11 @@
 
 from __future__ import annotations
 
-import functools
-import time
-from collections.abc import Mapping
-
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from evalkit.batching import batches, resolve_batch_size, variable_shape_attention
-from evalkit.data import load_examples
+from evalkit.batching import batches, variable_shape_attention
 from evalkit.errors import EvalkitError
-from evalkit.loading import LoadOptions, ensure_causal, load_model
-from evalkit.metrics import classification_metrics, count_bytes
-from evalkit.results import EvalResult, sha256_text
-from evalkit.runs import Job, Progress
-
-METHODS = {"nli": "sequence-classification", "loglikelihood": "causal-lm", "embedding": "encoder"}
-CPU_AUTO_BATCH, CUDA_AUTO_BATCH = 16, 128
-CHUNK = 1024  # examples scored (and sorted by length) together, then saved: an interruption loses at most one chunk
 
 
 def check_labels(labels: list) -> None:
@@ -64,7 +50,7 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 @torch.inference_mode()
 @variable_shape_attention()
-def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size, on_batch=None) -> np.ndarray:
+def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size) -> np.ndarray:
     """[examples, labels] scores with the zero-shot-classification pipeline's postprocessing."""
     entailment, contradiction = nli_label_ids(model.config)
     device = next(model.parameters()).device
@@ -76,8 +62,6 @@ def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size, on_
     for rows in batches(order, batch_size):
         inputs = tokenizer.pad([features[k] for k in rows], return_tensors="pt").to(device)
         logits[rows] = model(**inputs).logits.float().cpu().numpy()
-        if on_batch:
-            on_batch(len(rows) / len(hypotheses))
     logits = logits.reshape(len(texts), len(hypotheses), -1)
     if multi_label or len(hypotheses) == 1:
         return softmax(logits[..., [contradiction, entailment]])[..., 1]
@@ -86,7 +70,7 @@ def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size, on_
 
 @torch.inference_mode()
 @variable_shape_attention()
-def loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size, on_batch=None) -> np.ndarray:
+def loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size) -> np.ndarray:
     """[contexts, continuations] summed log-probabilities of each continuation after each context.
 
     One row per context scores all single-token continuations at its last position; each longer continuation gets a
@@ -128,14 +112,12 @@ def loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size, 
             for j in labels:
                 scores[i, j] = float(positions[torch.arange(scored), torch.tensor(targets[j][-scored:])].double().sum()) \
                     if scored > 1 else float(positions[0, targets[j][0]])
-        if on_batch:
-            on_batch(sum(len(rows[r][1]) for r in chunk) / len(continuations))
     return scores
 
 
 @torch.inference_mode()
 @variable_shape_attention()
-def embed(model, tokenizer, texts, batch_size, on_batch=None) -> torch.Tensor:
+def embed(model, tokenizer, texts, batch_size) -> torch.Tensor:
     """Mean-pooled (over the attention mask) last hidden states, one row per text, float32 on CPU."""
     device = next(model.parameters()).device
     max_length = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512))
@@ -146,102 +128,11 @@ def embed(model, tokenizer, texts, batch_size, on_batch=None) -> torch.Tensor:
         hidden = model(**inputs).last_hidden_state.float()
         mask = inputs["attention_mask"].unsqueeze(-1).float()
         out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).cpu())
-        if on_batch:
-            on_batch(len(inputs["input_ids"]))
     return torch.cat(out)
 
 
-def embedding_scores(model, tokenizer, texts, descriptions, batch_size, on_batch=None) -> np.ndarray:
+def embedding_scores(model, tokenizer, texts, descriptions, batch_size) -> np.ndarray:
     """[texts, labels] cosine similarities between text and label-description embeddings."""
     label_vectors = torch.nn.functional.normalize(embed(model, tokenizer, list(descriptions), batch_size), dim=-1)
-    text_vectors = torch.nn.functional.normalize(embed(model, tokenizer, list(texts), batch_size, on_batch), dim=-1)
+    text_vectors = torch.nn.functional.normalize(embed(model, tokenizer, list(texts), batch_size), dim=-1)
     return (text_vectors @ label_vectors.T).double().numpy()
-
-
-def scores_by_chunk(score, texts: list[str], num_labels: int, todo: list[int], progress: Progress, batch_size: int,
-                    on_batch) -> np.ndarray:
-    """[texts, labels] scores: `score` over the texts not yet done, CHUNK at a time (sorted by length within a
-    chunk), each chunk's rows saved to the progress log; the rest read back from an interrupted run's records."""
-    scores = np.zeros((len(texts), num_labels))
-    for i, record in progress.done.items():
-        scores[i] = record["scores"]
-    for start in range(0, len(todo), CHUNK):
-        chunk = todo[start : start + CHUNK]
-        scores[chunk] = score([texts[i] for i in chunk], batch_size=batch_size, on_batch=on_batch)
-        progress.save([{"index": i, "scores": scores[i].tolist()} for i in chunk])
-    return scores
-
-
-def evaluate(cfg: Mapping, job: Job | None = None) -> EvalResult:
-    """Zero-shot accuracy of cfg.model on cfg.task by cfg.method (or the task's default method)."""
-    task = cfg.task
-    method = cfg.get("method") or task.get("method")
-    if method not in METHODS:
-        raise EvalkitError(f"method={method} is not allowed; allowed: {', '.join(METHODS)}")
-    labels = [str(label) for label in task.labels]
-    check_labels(labels)
-    settings = task.get(method) or {}
-    templates = {"nli": ["hypothesis_template"], "loglikelihood": ["prompt", "continuation"],
-                 "embedding": ["description"]}[method]
-    for key in templates:
-        check_template(settings.get(key, ""), f"task.{method}.{key}")
-    if cfg.limit is not None and not (isinstance(cfg.limit, int) and cfg.limit >= 1):
-        raise EvalkitError(f"limit={cfg.limit} is not allowed; allowed: a positive number of examples, or null")
-    examples = load_examples(task, cfg.data_dir, cfg.limit)
-    data_sha256 = sha256_text("\n".join(f"{label}\t{text}" for label, text in zip(examples.labels, examples.texts)))
-    progress = (job or Job(cfg)).start(data_sha256)
-    loaded = load_model(cfg.model, LoadOptions.from_config(cfg), head=METHODS[method])
-    model, tokenizer = loaded.model, loaded.tokenizer
-    batch_size = resolve_batch_size(cfg.batch_size, CPU_AUTO_BATCH if loaded.device.type == "cpu" else CUDA_AUTO_BATCH)
-    if method == "nli":
-        nli_label_ids(model.config)
-    if method == "loglikelihood":
-        ensure_causal(model, cfg.model.name)
-
-    inputs = examples.texts
-    if method == "nli":
-        hypotheses = [settings.hypothesis_template.format(label) for label in labels]
-        score = functools.partial(nli_scores, model, tokenizer, hypotheses=hypotheses, multi_label=cfg.multi_label)
-    elif method == "embedding":
-        descriptions = [settings.description.format(label) for label in labels]
-        score = functools.partial(embedding_scores, model, tokenizer, descriptions=descriptions)
-    else:
-        continuations = [settings.continuation.format(label) for label in labels]
-        score = functools.partial(loglikelihood_scores, model, tokenizer, continuations=continuations)
-        inputs = [settings.prompt.format(text) for text in examples.texts]  # contexts
-    extra_predictions: dict[str, np.ndarray] = {}
-    todo = [i for i in range(len(inputs)) if i not in progress.done]
-    with tqdm(total=len(todo), unit="ex", desc=method, dynamic_ncols=True) as bar:
-        started = time.perf_counter()
-        scores = scores_by_chunk(score, inputs, len(labels), todo, progress, batch_size, bar.update)
-        if method == "loglikelihood":
-            lengths = np.array([count_bytes(c) for c in continuations], dtype=float)
-            extra_predictions["norm"] = (scores / lengths).argmax(1)
-            if cfg.calibrate:
-                free = [settings.prompt.format(text) for text in settings.get("content_free") or ["N/A"]]
-                content_free = score(free, batch_size=batch_size)
-                # label probabilities given a content-free input, normalised over the labels and averaged
-                prior = np.log(softmax(content_free).mean(0))
-                extra_predictions["uncalibrated"] = scores.argmax(1)
-                scores = np.log(softmax(scores)) - prior
-        seconds = time.perf_counter() - started
-
-    predictions = scores.argmax(1)
-    truth = np.array(examples.labels)
-    metrics = classification_metrics(truth, predictions, labels)
-    for name, predicted in extra_predictions.items():
-        metrics[f"accuracy_{name}"] = float((predicted == truth).mean())
-    metrics.update(method=method, examples=len(truth), calibrated=bool(method == "loglikelihood" and cfg.calibrate))
-    samples = [
-        {"index": i, "text": text, "label": labels[truth[i]], "prediction": labels[predictions[i]],
-         "correct": bool(truth[i] == predictions[i]), "scores": dict(zip(labels, map(float, scores[i])))}
-        for i, text in enumerate(examples.texts)
-    ]
-    return EvalResult(
-        metrics=metrics,
-        samples=samples,
-        model=loaded.provenance,
-        data={"origin": examples.origin, "examples": len(truth), "sha256": data_sha256},
-        timing={"eval_seconds": seconds, "examples_per_second": len(todo) / seconds, "batch_size": batch_size,
-                "units_computed": len(todo)},
-    )

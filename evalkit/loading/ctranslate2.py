@@ -1,5 +1,6 @@
 """faster-whisper / CTranslate2 Whisper checkpoints (model.bin + config.json + tokenizer.json), read into transformers'
-WhisperForConditionalGeneration without the CTranslate2 runtime.
+WhisperForConditionalGeneration without the CTranslate2 runtime. model.bin may be split into parts (`model_bin` in the
+model spec) that concatenate to it.
 
 model.bin (little-endian): uint32 binary version, uint16-length-prefixed spec name, uint32 revision, uint32 variable
 count; per variable: uint16-length-prefixed name, uint8 rank, rank x uint32 shape, uint8 dtype id, uint32 byte count,
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,9 @@ import torch
 import transformers
 
 from evalkit.errors import EvalkitError
+from evalkit.loading.loaded import LoadedModel
+from evalkit.loading.options import DTYPES, LoadOptions
+from evalkit.loading.sources import Location, local_path, resolve_location
 
 NUMPY_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # 5: bfloat16 bits
 
@@ -167,3 +172,36 @@ def load(directory: Path, parts: list[Path], dtype: torch.dtype):
     features = transformers.WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     model.generation_config = generation_config(config, json.loads((directory / "config.json").read_text()), tokenizer)
     return model.eval(), transformers.WhisperProcessor(feature_extractor=features, tokenizer=tokenizer)
+
+
+def weight_files(spec: Mapping, location: Location) -> list[Path]:
+    """model.bin, or the parts that concatenate to it (`model_bin`), each checked to exist."""
+    parts = [local_path(str(p), spec.get("install"))[0] for p in spec.get("model_bin") or []]
+    parts = parts or [Path(location.path) / "model.bin"]
+    for part in parts:
+        if not part.is_file():
+            raise EvalkitError(f"CTranslate2 model file {part} does not exist")
+    return parts
+
+
+def load_checkpoint(spec: Mapping, options: LoadOptions, device: torch.device, head: str) -> LoadedModel:
+    """A CTranslate2 Whisper checkpoint as a transformers model on `device`, with its provenance."""
+    from evalkit.loading.fingerprints import sha256_files  # fingerprints reads this module's weight_files
+
+    if head != "speech-seq2seq":
+        raise EvalkitError(f"model '{spec.get('name')}' is a CTranslate2 Whisper checkpoint; this evaluation needs a {head}")
+    if options.quantization != "none" or options.device_map:
+        raise EvalkitError("CTranslate2 checkpoints load on one device, unquantized (quantization=none, no device_map)")
+    location = resolve_location(spec)
+    parts = weight_files(spec, location)
+    dtype = DTYPES[options.dtype] or torch.float32  # auto: CTranslate2 stores float16; evaluate in float32
+    model, processor = load(Path(location.path), parts, dtype)
+    model.to(device)
+    provenance = {
+        "name": spec.get("name"), "source": location.source, "format": "ctranslate2", "location": location.path,
+        "weight_files": [str(p) for p in parts], "weights_sha256": sha256_files(parts), "model_type": "whisper",
+        "class": type(model).__name__, "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(dtype).removeprefix("torch."), "devices": [str(device)],
+        "quantization": {"scheme": "none", "backend": None, "method": None, "source_format": "ctranslate2"},
+    }
+    return LoadedModel(model=model, tokenizer=processor, device=device, head=head, provenance=provenance)

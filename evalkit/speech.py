@@ -1,5 +1,6 @@
-"""Speech recognition word error rate: Whisper-style seq2seq models (generate; sequential long-form decoding past
-30 s) and CTC models (greedy argmax; pipeline-style chunking past chunk_length_s).
+"""Speech recognition pieces for the asr evaluator: audio reading, transcription with Whisper-style seq2seq models
+(generate; sequential long-form decoding past 30 s) and CTC models (greedy argmax; pipeline-style chunking past
+chunk_length_s), and WER.
 
 References and hypotheses are normalised alike; WER is the corpus figure (all errors over all reference words, never
 a mean of utterance WERs), with substitutions/deletions/insertions/hits from jiwer, CER, a 95% bootstrap interval over
@@ -8,7 +9,6 @@ utterances, and RTFx = audio seconds / transcription seconds, measured after a w
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -19,16 +19,12 @@ import soxr
 import torch
 from tqdm.auto import tqdm
 
-from evalkit.batching import batches, resolve_batch_size, variable_shape_attention
-from evalkit.data import Utterance, load_utterances, utterances_fingerprint
+from evalkit.batching import variable_shape_attention
+from evalkit.data import Utterance
 from evalkit.errors import EvalkitError
-from evalkit.loading import LoadOptions, load_model, model_config
 from evalkit.metrics import bootstrap_ratio_interval
-from evalkit.results import EvalResult
-from evalkit.runs import Job
 
 NORMALIZERS = ("whisper_english", "basic", "none")
-AUTO_BATCH = 8  # utterances per batch; sorted by duration, so little padding
 WHISPER_WINDOW_S = 30.0  # Whisper's encoder sees 30 s; longer audio goes through sequential long-form decoding
 
 
@@ -156,58 +152,3 @@ def wer_metrics(references: list[str], hypotheses: list[str]) -> dict:
         "cer": jiwer.cer(references, hypotheses),
         "mean_utterance_wer": float(np.mean(errors / reference_words)),  # for comparison only: not the WER
     }
-
-
-def evaluate(cfg: Mapping, job: Job | None = None) -> EvalResult:
-    """WER of cfg.model on cfg.task's utterances."""
-    if cfg.on_error not in ("raise", "skip"):
-        raise EvalkitError(f"on_error={cfg.on_error} is not allowed; allowed: raise, skip")
-    normalize = normalizer(cfg.normalizer)
-    batch_size = resolve_batch_size(cfg.batch_size, AUTO_BATCH)
-    utterances, origin = load_utterances(cfg.task, cfg.data_dir, cfg.limit)
-    data_sha256 = utterances_fingerprint(utterances)
-    progress = (job or Job(cfg)).start(data_sha256)
-    options = LoadOptions.from_config(cfg)
-    seq2seq = cfg.model.get("format") == "ctranslate2" or bool(model_config(cfg.model, options).is_encoder_decoder)
-    loaded = load_model(cfg.model, options, head="speech-seq2seq" if seq2seq else "ctc")
-    transcribe = Transcriber(loaded.model, loaded.tokenizer, seq2seq, cfg.language, cfg.asr_task, cfg.chunk_length_s,
-                             cfg.num_beams)
-    prepared, skipped = prepare(utterances, transcribe.rate, normalize, cfg.on_error)
-
-    raw = [""] * len(prepared)
-    for i, record in progress.done.items():  # transcribed by an interrupted run of this job
-        raw[i] = record["text"]
-    todo = sorted((i for i in range(len(prepared)) if i not in progress.done), key=lambda i: -len(prepared[i].samples))
-    if todo:  # warm-up: not timed
-        transcribe([min((prepared[i] for i in todo), key=lambda p: len(p.samples)).samples])
-    with tqdm(total=len(todo), desc="transcribing", unit="utt", dynamic_ncols=True) as bar:
-        started = time.perf_counter()
-        for chunk in batches(todo, batch_size):  # sorted by duration: batches of similar length
-            texts = transcribe([prepared[i].samples for i in chunk])
-            for i, text in zip(chunk, texts):
-                raw[i] = text
-            progress.save([{"index": i, "text": text} for i, text in zip(chunk, texts)])
-            bar.update(len(chunk))
-        seconds = time.perf_counter() - started
-
-    references = [p.reference for p in prepared]
-    hypotheses = [normalize(text) for text in raw]
-    audio_seconds = sum(len(p.samples) for p in prepared) / transcribe.rate
-    computed_seconds = sum(len(prepared[i].samples) for i in todo) / transcribe.rate
-    metrics = wer_metrics(references, hypotheses)
-    metrics.update(utterances=len(prepared), skipped=len(skipped), skipped_utterances=skipped,
-                   audio_seconds=audio_seconds, rtfx=computed_seconds / seconds, normalizer=cfg.normalizer)
-    samples = [
-        {"id": p.utterance.id, "audio": str(p.utterance.audio) if not isinstance(p.utterance.audio, Mapping) else None,
-         "duration_s": len(p.samples) / transcribe.rate, "reference": p.utterance.text, "hypothesis": text,
-         "reference_normalized": ref, "hypothesis_normalized": hyp, "wer": jiwer.wer(ref, hyp)}
-        for p, text, ref, hyp in zip(prepared, raw, references, hypotheses)
-    ]
-    return EvalResult(
-        metrics=metrics,
-        samples=samples,
-        model=loaded.provenance,
-        data={"origin": origin, "utterances": len(prepared), "sha256": data_sha256},  # ids, texts and audio bytes
-        timing={"eval_seconds": seconds, "audio_seconds_per_second": computed_seconds / seconds,
-                "batch_size": batch_size, "units_computed": len(todo)},
-    )

@@ -1,0 +1,113 @@
+"""The configuration: Hydra composition of evalkit/conf (also for the Python API), the scoping of top-level keys
+(run, loading, the task's evaluator), and the command-line check that rejects a key the chosen evaluator does not
+read before Hydra composes anything."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from evalkit import evaluators
+from evalkit.errors import EvalkitError
+from evalkit.evaluator import RunSettings
+from evalkit.loading import LoadOptions
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+GROUPS = ("model", "task")
+RUN_KEYS = tuple(f.name for f in fields(RunSettings))
+LOADING_KEYS = tuple(f.name for f in fields(LoadOptions))
+# flags of Hydra's command line that take the next argument as their value
+VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+               "-cd", "--experimental-rerun", "--info", "-i"}
+
+
+def choices(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def task_evaluator(task: str) -> str:
+    if task not in choices("task"):
+        raise EvalkitError(f"task={task} is not known; allowed: {', '.join(choices('task'))}")
+    return str(OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").get("evaluator"))
+
+
+def allowed_keys(evaluator_name: str) -> tuple[str, ...]:
+    own = tuple(f.name for f in fields(evaluators.get(evaluator_name).Settings))
+    return (*GROUPS, *RUN_KEYS, *LOADING_KEYS, *own)
+
+
+def check_keys(config: Mapping, evaluator_name: str, task: str) -> None:
+    """Every top-level key must be one the run, the loading layer or the task's evaluator reads."""
+    allowed = allowed_keys(evaluator_name)
+    for key in config:
+        if key not in allowed:
+            raise EvalkitError(f"key '{key}' is not read by the {evaluator_name} evaluator (task {task}); allowed: "
+                               f"{', '.join(sorted(allowed))}")
+
+
+def command_line_overrides(argv: list[str]) -> list[str]:
+    overrides, previous = [], ""
+    for argument in argv:
+        if "=" in argument and not argument.startswith("-") and previous not in VALUE_FLAGS:
+            overrides.append(argument)
+        previous = argument
+    return overrides
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Before Hydra composes: an unknown model or task preset, or a top-level key that the chosen task's evaluator
+    does not read (Hydra would reject it in several lines, or a later job of a sweep would), is one clear error."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_line_overrides(argv))
+    except Exception:  # Hydra reports its own syntax errors
+        return
+    values = {}
+    for override in parsed:
+        if override.key_or_group in GROUPS and not override.is_delete():
+            picked = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+            values[override.key_or_group] = [str(v) for v in picked]
+    for preset in values.get("model", []):
+        if preset not in choices("model"):
+            raise EvalkitError(f"model={preset} is not a preset; allowed: {', '.join(choices('model'))} (or "
+                               "model.name_or_path=HUB_ID_OR_PATH)")
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+    default_task = next(entry.task for entry in defaults if isinstance(entry, Mapping) and "task" in entry)
+    for task in values.get("task", [default_task]):
+        evaluator = task_evaluator(task)
+        for override in parsed:
+            key = override.key_or_group
+            if "." in key or "/" in key or override.is_delete():
+                continue
+            check_keys({key: None}, evaluator, task)
+
+
+def compose_config(model: str | Mapping | None = None, task: str | None = None, **settings) -> DictConfig:
+    """The config a command line would compose: `model` a preset, a hub id or path, or a model spec mapping; `task`
+    a task name; every other key a top-level setting (checked by the runner like a command-line key)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from evalkit.presets import model_spec
+
+    evaluators.register_defaults()
+    overrides = [f"task={task}"] if task else []
+    if isinstance(model, str) and model in choices("model"):
+        overrides.append(f"model={model}")
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: evalkit's config is already on its path
+        cfg = compose("config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    with open_dict(cfg):
+        if isinstance(model, Mapping):
+            cfg.model = dict(model)
+        elif isinstance(model, str) and model not in choices("model"):
+            cfg.model = model_spec(model)
+        for key, value in settings.items():
+            cfg[key] = value
+    return cfg

@@ -1,0 +1,209 @@
+"""What an evaluator is: a small strategy the runner drives (runner.py owns the job).
+
+An evaluator declares its typed settings (a dataclass of `setting(...)` fields: the top-level keys it reads), the
+models it needs and with which head, how it reads its data, how it turns data and loaded models into units (windows,
+examples, utterances), how it scores a batch of units into per-unit records (JSON-able: they are the resume log), how
+records aggregate into metrics and samples, and its metric catalogue (name, meaning, direction, unit, headline).
+A new evaluator is one module in evalkit/evaluators/ defining `EVALUATOR`, plus a task YAML naming it.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Hashable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+
+from evalkit.errors import EvalkitError
+
+
+def setting(default: Any, help: str, choices: tuple | None = None, minimum: int | None = None) -> Any:
+    """A settings field: its default, what it means (shown in --help), and its allowed values."""
+    return field(default=default, metadata={"help": help, "choices": choices, "minimum": minimum})
+
+
+def _allowed(kind: type, optional: bool, choices: tuple | None, minimum: int | None) -> str:
+    if choices:
+        text = ", ".join(map(str, choices))
+    elif kind is bool:
+        text = "true, false"
+    elif kind is int:
+        text = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+    elif kind is float:
+        text = "a number" + (f" >= {minimum}" if minimum is not None else "")
+    else:
+        text = "a string"
+    return text + (", or null" if optional else "")
+
+
+def _type_of(annotation) -> tuple[type | None, bool]:
+    """(the base type, whether None is allowed) of a settings annotation such as `int | None`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (inner[0] if len(inner) == 1 else None), True
+    return (annotation if isinstance(annotation, type) else None), False
+
+
+def _valid(value, kind: type | None, minimum) -> bool:
+    if kind is None:
+        return True
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind in (int, float) and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        return False
+    if kind is int and not isinstance(value, int):
+        return False
+    if kind is str:
+        return isinstance(value, str)
+    return minimum is None or value >= minimum
+
+
+def read_settings(schema: type, values: Mapping) -> Any:
+    """An instance of the settings dataclass `schema` from config values (absent keys take their defaults), each
+    value checked against its type and allowed values; the first bad one is a one-line error."""
+    hints = typing.get_type_hints(schema)
+    chosen = {}
+    for spec in fields(schema):
+        value = values.get(spec.name, spec.default if spec.default is not MISSING else None)
+        kind, optional = _type_of(hints[spec.name])
+        choices, minimum = spec.metadata.get("choices"), spec.metadata.get("minimum")
+        ok = (value is None and optional) or (value is not None and _valid(value, kind, minimum)
+                                              and (not choices or value in choices))
+        if not ok:
+            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else value
+            raise EvalkitError(f"{spec.name}={shown} is not allowed; allowed: "
+                               f"{_allowed(kind, optional, choices, minimum)}")
+        chosen[spec.name] = value
+    return schema(**chosen)
+
+
+def settings_help(schema: type) -> list[tuple[str, Any, str]]:
+    """(key, default, meaning) for each field of a settings dataclass."""
+    return [(f.name, f.default, f.metadata.get("help", "")) for f in fields(schema)]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The keys every evaluator shares: how much data, how large the batches, where files are."""
+
+    limit: int | None = setting(None, "perplexity: the first N tokens of the stream; other tasks: the first N "
+                                "examples / utterances", minimum=1)
+    batch_size: Any = setting("auto", "units (windows, examples, utterances) per forward pass: a positive integer, "
+                              "or auto (halves on out-of-memory, keeping finished units)")
+    data_dir: str | None = setting(None, "folder holding local copies of task data (e.g. ../shared/data)")
+    cache_dir: str | None = setting(None, "result cache and progress of interrupted jobs; null: off")
+    force: bool = setting(False, "recompute even when an identical job's result is cached")
+
+
+# RunSettings keys that say where files are and whether to recompute, not what is computed: left out of a job's
+# identity (result cache key) and of its settings (leaderboard rows)
+NOT_SETTINGS = ("force", "cache_dir", "data_dir")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of an evaluator's metric catalogue."""
+
+    name: str
+    meaning: str
+    higher_is_better: bool | None = None  # None: a count or a descriptive figure, not a score
+    unit: str = ""
+    headline: bool = False  # the one figure a leaderboard ranks by
+    interval: str | None = None  # the metrics key of its 95% interval
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model the evaluator needs: its spec, the head, and whether it is loaded unquantized (a reference)."""
+
+    spec: Mapping
+    head: str
+    unquantized: bool = False
+
+
+@dataclass
+class Data:
+    """A task's data as read: the content, sha256 of what is evaluated (part of the job's identity), its origin."""
+
+    content: Any
+    fingerprint: str
+    origin: str
+
+
+@dataclass
+class Units:
+    """What the runner schedules: `count` units; each one's share of the throughput figure (tokens scored, one
+    example, audio seconds); optional groups (a batch never mixes groups: e.g. one window shape, so no padding) and
+    a scoring order (e.g. by length, so batches pad little)."""
+
+    count: int
+    amounts: list[float]
+    groups: list[Hashable] | None = None
+    order: list[int] | None = None
+
+
+@dataclass
+class Outcome:
+    """What aggregate() returns: corpus-level metrics, one sample per unit, and what the data was."""
+
+    metrics: dict
+    samples: list[dict]
+    data: dict
+    timing: dict = field(default_factory=dict)  # the evaluator's own timing figures, beside the runner's
+
+
+class Evaluator:
+    """The strategy interface; see the module docstring. Subclasses set the class attributes and override the
+    methods that raise."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    metrics: ClassVar[tuple[Metric, ...]]
+    throughput: ClassVar[str]  # timing key prefix: "tokens" -> tokens_per_second
+    progress_unit: ClassVar[str] = "unit"  # on the progress bar
+    cpu_auto_batch: ClassVar[int] = 1
+    cuda_auto_batch: ClassVar[int] = 64
+
+    def resolve(self, settings, task: Mapping):
+        """The settings with anything left to the task filled in (e.g. the task's default method)."""
+        return settings
+
+    def check(self, settings, run, task: Mapping) -> None:
+        """Checks across settings and the task (each value's own type is checked already); before any data."""
+
+    def models(self, settings, model: Mapping, config) -> dict[str, ModelRequest]:
+        """The models to load by role ("model" first), given the model spec and its transformers config (None for a
+        CTranslate2 checkpoint)."""
+        raise NotImplementedError
+
+    def check_model(self, settings, role: str, spec: Mapping, config) -> None:
+        """Checks against a model's config file, before its weights are read (e.g. the context length)."""
+
+    def read_data(self, task: Mapping, settings, run) -> Data:
+        raise NotImplementedError
+
+    def prepare(self, settings, run, task: Mapping, data: Data, models: dict) -> tuple[Any, Units]:
+        """(state, units) from the data and the loaded models (role -> LoadedModel)."""
+        raise NotImplementedError
+
+    def auto_batch_size(self, state, device: torch.device) -> int:
+        return self.cpu_auto_batch if device.type == "cpu" else self.cuda_auto_batch
+
+    def warm_up(self, state, todo: list[int]) -> None:
+        """Untimed work before the timed scoring (e.g. kernels that compile on first use)."""
+
+    def score(self, state, batch: list[int]) -> list[dict]:
+        """Per-unit records (JSON-able) for one batch of unit indices."""
+        raise NotImplementedError
+
+    def aggregate(self, state, records: list[dict], throughput: float) -> Outcome:
+        """Metrics and samples from every unit's record (in unit order); `throughput` is the measured rate (e.g.
+        audio seconds per second)."""
+        raise NotImplementedError
+
+    def headline(self) -> Metric:
+        return next(metric for metric in self.metrics if metric.headline)

@@ -1,0 +1,30 @@
+"""The evaluators: every module here defining `EVALUATOR` is one, named by the module (a task's `evaluator:`)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import asdict
+
+from evalkit.errors import EvalkitError
+from evalkit.evaluator import Evaluator
+
+
+def names() -> list[str]:
+    return sorted(module.name for module in pkgutil.iter_modules(__path__))
+
+
+def get(name: str) -> Evaluator:
+    if name not in names():
+        raise EvalkitError(f"task.evaluator={name} is not known; allowed: {', '.join(names())}")
+    return importlib.import_module(f"{__name__}.{name}").EVALUATOR
+
+
+def register_defaults() -> None:
+    """Each evaluator's settings defaults as the Hydra config `evaluator/NAME`, which a task pulls in at the top level
+    (`defaults: [/evaluator@_global_: NAME]`), so that `stride=256` is a key exactly when the task reads it."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name in names():
+        store.store(group="evaluator", name=name, node=asdict(get(name).Settings()))

@@ -1,0 +1,104 @@
+"""Speech recognition word error rate (units: utterances): corpus WER (all errors over all reference words, never a
+mean of utterance WERs) with substitutions/deletions/insertions/hits from jiwer, CER, a 95% bootstrap interval, and
+RTFx (audio seconds / transcription seconds, after a warm-up). References and hypotheses are normalised alike."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import jiwer
+
+from evalkit.data import load_utterances, utterances_fingerprint
+from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, setting
+from evalkit.speech import NORMALIZERS, WHISPER_WINDOW_S, Prepared, Transcriber, normalizer, prepare, wer_metrics
+
+
+@dataclass(frozen=True)
+class Settings:
+    normalizer: str = setting("whisper_english", "applied to reference and hypothesis alike", choices=NORMALIZERS)
+    language: str | None = setting(None, "multilingual Whisper: e.g. en (null: detected); ignored by English-only "
+                                   "and CTC models")
+    asr_task: str = setting("transcribe", "multilingual Whisper: transcribe or translate",
+                            choices=("transcribe", "translate"))
+    num_beams: int = setting(1, "Whisper decoding: 1 = greedy (as the Open ASR Leaderboard); the HF pipeline's "
+                             "default is 5", minimum=1)
+    chunk_length_s: float = setting(30.0, "CTC: audio longer than this is transcribed in overlapping chunks, as the "
+                                    "HF pipeline does", minimum=1)
+    on_error: str = setting("raise", "a bad utterance stops the run (raise), or is skipped and counted (skip)",
+                            choices=("raise", "skip"))
+
+
+@dataclass
+class State:
+    transcribe: Transcriber
+    prepared: list[Prepared]
+    skipped: list[dict]
+    normalize: object
+    settings: Settings
+    origin: str
+
+
+class Asr(Evaluator):
+    name = "asr"
+    Settings = Settings
+    throughput = "audio_seconds"
+    progress_unit = "s"
+    cpu_auto_batch = cuda_auto_batch = 8  # utterances sorted by duration: little padding
+    metrics = (
+        Metric("wer", "word error rate over the corpus: (substitutions + deletions + insertions) / reference words",
+               False, "", headline=True, interval="wer_ci95"),
+        Metric("cer", "character error rate over the corpus", False),
+        Metric("mean_utterance_wer", "mean of per-utterance WERs, for contrast only (not the WER)", False),
+        Metric("rtfx", "audio seconds transcribed per second of compute", True, "x"),
+        Metric("utterances", "utterances evaluated", None),
+        Metric("skipped", "utterances skipped (on_error=skip)", None),
+    )
+
+    def models(self, settings: Settings, model: Mapping, config) -> dict[str, ModelRequest]:
+        seq2seq = config is None or bool(config.is_encoder_decoder)  # None: a CTranslate2 Whisper checkpoint
+        return {"model": ModelRequest(model, "speech-seq2seq" if seq2seq else "ctc")}
+
+    def read_data(self, task: Mapping, settings: Settings, run) -> Data:
+        utterances, origin = load_utterances(task, run.data_dir, run.limit)
+        return Data(utterances, utterances_fingerprint(utterances), origin)
+
+    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+        loaded = models["model"]
+        transcribe = Transcriber(loaded.model, loaded.tokenizer, loaded.head == "speech-seq2seq", settings.language,
+                                 settings.asr_task, settings.chunk_length_s, settings.num_beams)
+        normalize = normalizer(settings.normalizer)
+        prepared, skipped = prepare(data.content, transcribe.rate, normalize, settings.on_error)
+        durations = [len(p.samples) / transcribe.rate for p in prepared]
+        order = sorted(range(len(prepared)), key=lambda i: -durations[i])  # batches of similar length
+        return State(transcribe, prepared, skipped, normalize, settings, data.origin), \
+            Units(len(prepared), durations, order=order)
+
+    def warm_up(self, state: State, todo: list[int]) -> None:
+        if todo:  # the shortest utterance, at most one Whisper window of it
+            shortest = min((state.prepared[i] for i in todo), key=lambda p: len(p.samples))
+            state.transcribe([shortest.samples[: int(WHISPER_WINDOW_S * state.transcribe.rate)]])
+
+    def score(self, state: State, batch: list[int]) -> list[dict]:
+        return [{"text": text} for text in state.transcribe([state.prepared[i].samples for i in batch])]
+
+    def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
+        prepared, rate = state.prepared, state.transcribe.rate
+        raw = [record["text"] for record in records]
+        references = [p.reference for p in prepared]
+        hypotheses = [state.normalize(text) for text in raw]
+        metrics = wer_metrics(references, hypotheses)
+        metrics.update(utterances=len(prepared), skipped=len(state.skipped), skipped_utterances=state.skipped,
+                       audio_seconds=sum(len(p.samples) for p in prepared) / rate, rtfx=throughput,
+                       normalizer=state.settings.normalizer)
+        samples = [
+            {"id": p.utterance.id,
+             "audio": str(p.utterance.audio) if not isinstance(p.utterance.audio, Mapping) else None,
+             "duration_s": len(p.samples) / rate, "reference": p.utterance.text, "hypothesis": text,
+             "reference_normalized": ref, "hypothesis_normalized": hyp, "wer": jiwer.wer(ref, hyp)}
+            for p, text, ref, hyp in zip(prepared, raw, references, hypotheses)
+        ]
+        return Outcome(metrics, samples, {"origin": state.origin, "utterances": len(prepared)})
+
+
+EVALUATOR = Asr()

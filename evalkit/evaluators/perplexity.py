@@ -1,0 +1,186 @@
+"""Perplexity of a causal LM over one token stream, by strided sliding windows (units: windows).
+
+Every token after the first is scored exactly once (windows.py); the NLL is summed in float64 over the scored tokens
+of the whole corpus, never averaged over windows. With reference_model, the same windows also give KL(reference ||
+model), top-1 agreement and the perplexity change (quantization cost).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+
+from evalkit import nll
+from evalkit.data import load_text
+from evalkit.errors import EvalkitError
+from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, setting
+from evalkit.loading import context_length, ensure_causal
+from evalkit.metrics import count_bytes, count_words, divergence_metrics, perplexity_metrics
+from evalkit.presets import model_spec
+from evalkit.results import sha256_text
+from evalkit.windows import Window, check_window_args, window_schedule
+
+BOS_MODES = ("auto", "stream", "window")
+DEFAULT_MAX_LENGTH = 1024  # cap on the default window: cost grows with it, and GPT-2-era figures use 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    stride: int = setting(512, "a window starts every `stride` tokens (1 <= stride <= max_length)", minimum=1)
+    max_length: int | None = setting(None, "tokens per window; null: the model's context length, capped at 1024",
+                                     minimum=2)
+    bos: str = setting("auto", "auto: as the tokenizer does | stream: one BOS at the start | window: a BOS before "
+                       "every window (every token scored)", choices=BOS_MODES)
+    reference_model: str | None = setting(None, "a preset or path: also report KL(reference || model), top-1 "
+                                          "agreement and delta perplexity against it")
+
+
+@dataclass
+class State:
+    model: torch.nn.Module
+    reference: torch.nn.Module | None
+    inputs: nll.WindowInputs
+    windows: list[Window]
+    text: str
+    tokens: int
+    origin: str
+    compile_nll: bool
+    clock: dict = field(default_factory=lambda: defaultdict(float))
+    max_length: int = 0
+    stride: int = 0
+
+
+def window_length(settings: Settings, context: int | None) -> int:
+    return settings.max_length or min(context or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
+
+
+def same_tokenizer(first, second) -> bool:
+    return first.get_vocab() == second.get_vocab() and first.all_special_tokens == second.all_special_tokens
+
+
+def tokenize_stream(tokenizer, text: str, bos: str, limit: int | None) -> tuple[torch.Tensor, str]:
+    """Token ids of the stream and the text they cover (the whole text, or the prefix kept by `limit`)."""
+    encoding = tokenizer(
+        text, add_special_tokens=bos == "auto", return_offsets_mapping=tokenizer.is_fast, verbose=False
+    )
+    ids = list(encoding["input_ids"])
+    offsets = list(encoding.get("offset_mapping") or [])
+    if bos == "stream" and ids[:1] != [tokenizer.bos_token_id]:
+        ids.insert(0, tokenizer.bos_token_id)
+        offsets.insert(0, (0, 0))
+    if limit is not None and limit < len(ids):
+        ids = ids[:limit]
+        if offsets:
+            text = text[: max(end for _, end in offsets[:limit])]
+        else:
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+    return torch.tensor(ids, dtype=torch.long), text
+
+
+class Perplexity(Evaluator):
+    name = "perplexity"
+    Settings = Settings
+    throughput = "tokens"
+    progress_unit = "tok"
+    cpu_auto_batch, cuda_auto_batch = nll.CPU_AUTO_BATCH, nll.CUDA_AUTO_BATCH
+    metrics = (
+        Metric("perplexity", "exp(summed NLL / scored tokens) over the whole stream", False, "", headline=True),
+        Metric("nll_per_token", "mean negative log-likelihood per scored token", False, "nats"),
+        Metric("bits_per_byte", "summed NLL in bits / UTF-8 bytes of the text", False, "bits"),
+        Metric("byte_perplexity", "exp(summed NLL / bytes)", False),
+        Metric("word_perplexity", "exp(summed NLL / whitespace-separated words)", False),
+        Metric("tokens_scored", "tokens scored (every token after the first)", None, "tokens"),
+        Metric("windows", "windows evaluated", None),
+        Metric("kl_mean", "KL(reference || model) per scored token", False, "nats", interval="kl_mean_ci95"),
+        Metric("delta_ppl", "perplexity minus the reference's", False),
+        Metric("top1_agreement", "share of tokens where both models' most likely next token agree", True),
+    )
+
+    def check(self, settings: Settings, run, task: Mapping) -> None:
+        if settings.max_length is not None:
+            check_window_args(settings.max_length, settings.stride)
+
+    def models(self, settings: Settings, model: Mapping, config) -> dict[str, ModelRequest]:
+        requests = {"model": ModelRequest(model, "causal-lm")}
+        if settings.reference_model:
+            requests["reference"] = ModelRequest(model_spec(settings.reference_model), "causal-lm", unquantized=True)
+        return requests
+
+    def check_model(self, settings: Settings, role: str, spec: Mapping, config) -> None:
+        context = context_length(config)
+        max_length = window_length(settings, context)
+        if context and max_length > context:
+            raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
+                               f"allowed: max_length <= {context}")
+        check_window_args(max_length, settings.stride)
+
+    def read_data(self, task: Mapping, settings: Settings, run) -> Data:
+        source = load_text(task, run.data_dir)
+        return Data(source.text, sha256_text(source.text), source.origin)
+
+    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+        loaded, reference = models["model"], models.get("reference")
+        tokenizer = loaded.tokenizer
+        ensure_causal(loaded.model, loaded.provenance.get("name"))
+        if reference:
+            if not same_tokenizer(tokenizer, reference.tokenizer):
+                raise EvalkitError(f"reference_model={settings.reference_model} has another tokenizer than the "
+                                   "model; KL and agreement need both models to score the same tokens")
+            ensure_causal(reference.model, settings.reference_model)
+        if settings.bos != "auto" and tokenizer.bos_token_id is None:
+            raise EvalkitError(f"bos={settings.bos} needs a BOS token, but the tokenizer has none; use bos=auto")
+        max_length = window_length(settings, loaded.context_length)
+        tokens, text = tokenize_stream(tokenizer, data.content, settings.bos, run.limit)
+        windows = window_schedule(len(tokens), max_length, settings.stride, bos_per_window=settings.bos == "window")
+        bos_id = tokenizer.bos_token_id if settings.bos == "window" else None
+        inputs = nll.WindowInputs(tokens, windows, bos_id, loaded.device)
+        state = State(loaded.model, reference and reference.model, inputs, windows, text, len(tokens), data.origin,
+                      compile_nll=bool(loaded.provenance.get("compile")), max_length=max_length,
+                      stride=settings.stride)
+        units = Units(len(windows), [w.num_targets for w in windows], [inputs.shape(i) for i in range(len(windows))])
+        return state, units
+
+    def score(self, state: State, batch: list[int]) -> list[dict]:
+        clock = state.clock if state.reference is not None else None
+        figures = nll.score_batch(state.model, *state.inputs(batch), state.reference, clock, state.compile_nll)
+        token_kl = figures.pop("token_kl", None)
+        columns = {name: values.tolist() for name, values in figures.items()}
+        records = [{name: column[row] for name, column in columns.items()} for row in range(len(batch))]
+        if token_kl is not None:
+            for record, row in zip(records, token_kl.tolist()):
+                record["token_kl"] = row
+        state.clock["tokens"] += sum(state.windows[i].num_targets for i in batch)
+        return records
+
+    def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
+        windows = state.windows
+        column = {name: torch.tensor([r[name] for r in records], dtype=torch.float64)
+                  for name in records[0] if name != "token_kl"}
+        nll_sum = float(column["nll"].sum())
+        total = sum(w.num_targets for w in windows)
+        metrics = perplexity_metrics(nll_sum, total, count_bytes(state.text), count_words(state.text))
+        metrics.update(windows=len(windows), max_length=state.max_length, stride=state.stride)
+        samples = [{"window": i, "begin": w.begin, "end": w.end, "tokens_scored": w.num_targets,
+                    "nll": float(column["nll"][i])} for i, w in enumerate(windows)]
+        timing = {}
+        if state.reference is not None:
+            metrics.update(divergence_metrics(
+                token_kl=torch.cat([torch.tensor(r["token_kl"], dtype=torch.float32) for r in records]).numpy(),
+                window_kl=column["kl_sum"].numpy(), window_tokens=[w.num_targets for w in windows],
+                top1_agree=float(column["top1_agree"].sum()), reference_nll=float(column["reference_nll"].sum()),
+                nll=nll_sum))
+            for i, sample in enumerate(samples):
+                sample.update(reference_nll=float(column["reference_nll"][i]),
+                              kl_mean=float(column["kl_sum"][i]) / windows[i].num_targets,
+                              kl_max=float(column["kl_max"][i]), top1_agree=int(column["top1_agree"][i]))
+            scored = state.clock["tokens"] or 1
+            timing = {f"{key}_per_token": state.clock[key] / scored for key in ("model_seconds", "reference_seconds")}
+        data = {"origin": state.origin, "sha256": sha256_text(state.text), "tokens": state.tokens,
+                "characters": len(state.text)}
+        return Outcome(metrics, samples, data, timing)
+
+
+EVALUATOR = Perplexity()

@@ -1,0 +1,113 @@
+"""Faster kernels for the same function, applied by the loading layer to a loaded model.
+
+- float32 linear layers on the CPU run through oneDNN with prepacked weights (cpu_linear=auto|onednn);
+- an output layer of odd width is padded so the matrix multiply gets an aligned kernel (CUDA);
+- the tanh-approximated GELU written out as a formula is swapped for the one-kernel `gelu(approximate="tanh")` (CUDA);
+- compile=...: compiling.py, imported only then.
+
+Each changes rounding only: the model computes the same function.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+from evalkit.errors import EvalkitError
+from evalkit.loading.options import LoadOptions
+
+
+class AlignedLinear(torch.nn.Module):
+    """A linear layer computed with its output width padded to a multiple of 8, then cut back. cuBLAS has no fast
+    kernel for an odd row stride: GPT-2's 50,257-wide output layer took 45.7 ms per 64 windows on an H200 (an sm75
+    fallback kernel) against 5.8 ms padded. The weight copy costs out_features x in_features more memory."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        rows = -linear.out_features % 8
+        self.out_features = linear.out_features
+        self.weight = torch.nn.Parameter(torch.nn.functional.pad(linear.weight.detach(), (0, 0, 0, rows)),
+                                         requires_grad=False)
+        bias = None if linear.bias is None else torch.nn.functional.pad(linear.bias.detach(), (0, rows))
+        self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight, self.bias)[..., : self.out_features]
+
+
+def align_output_layer(model: torch.nn.Module) -> bool:
+    """Swap an output layer of odd width for an AlignedLinear; True when swapped."""
+    get, set_ = getattr(model, "get_output_embeddings", None), getattr(model, "set_output_embeddings", None)
+    layer = get() if get else None
+    if type(layer) is not torch.nn.Linear or layer.out_features % 8 == 0 or set_ is None:
+        return False
+    set_(AlignedLinear(layer))
+    return True
+
+
+def fuse_tanh_gelu(model: torch.nn.Module) -> int:
+    """Swap each formula-written tanh-GELU module for transformers' GELUTanh (one `gelu(approximate="tanh")` op: one
+    kernel in eager mode instead of eight, and a pattern compiling.GeluEpilogue can fuse). Returns how many."""
+    activations = transformers.activations  # imported here, not with evalkit: it pulls in transformers' loaders
+    # the modules that compute 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) as a chain of elementwise ops
+    formulas = (activations.NewGELUActivation, activations.FastGELUActivation)
+    swaps = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
+             if type(child) in formulas]
+    for parent, name in swaps:
+        setattr(parent, name, activations.GELUTanh())
+    return len(swaps)
+
+
+class OneDNNLinear(torch.nn.Module):
+    """nn.Linear for CPU inference through oneDNN with the weight prepacked once.
+
+    Why: PyTorch's default CPU matmul (MKL sgemm) takes a slow path on some CPUs (benchmarks/results has the
+    figures per CPU), with float32 results equal to rounding."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), 1024)
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+
+
+def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
+    if options.cpu_linear == "native" or options.quantization != "none":
+        return False
+    if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_options rejects onednn)
+        return False
+    on_cpu_float32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
+    if options.cpu_linear == "onednn" and not (on_cpu_float32 and torch.backends.mkldnn.is_available()):
+        raise EvalkitError("cpu_linear=onednn needs a float32 model on the CPU and a PyTorch built with oneDNN")
+    return on_cpu_float32 and torch.backends.mkldnn.is_available()
+
+
+def swap_in_onednn_linear(module: torch.nn.Module) -> None:
+    """Replace every nn.Linear below `module` by OneDNNLinear (inference only: no gradients flow through it)."""
+    for name, child in module.named_children():
+        if type(child) is torch.nn.Linear:
+            setattr(module, name, OneDNNLinear(child))
+        else:
+            swap_in_onednn_linear(child)
+
+
+def speed_up(model: torch.nn.Module, options: LoadOptions, provenance: dict) -> None:
+    """Apply every kernel swap that fits this model and device (after fingerprinting: the oneDNN swap moves weights
+    out of the state dict), noting each in the provenance."""
+    input_device = next(model.parameters()).device
+    if uses_onednn_linear(model, options):
+        swap_in_onednn_linear(model)
+        provenance["cpu_linear"] = "onednn"
+    # a model spread over several devices (device_map) runs under accelerate's hooks, which move each layer's inputs
+    # to its device; a swapped-in output layer would have no hook and could be handed its input on another device
+    if input_device.type == "cuda" and len(provenance["devices"]) == 1 and align_output_layer(model):
+        provenance["output_layer"] = "padded to a multiple of 8 rows on the GPU (aligned matmul kernels)"
+    if input_device.type == "cuda" and fuse_tanh_gelu(model):
+        provenance["activation"] = "tanh-GELU formula computed as one gelu(approximate='tanh') op on the GPU"
+    if options.compile:
+        from evalkit.loading.compiling import compile_regions  # imports Inductor: seconds, so only when compiling
+
+        provenance["compile"] = compile_regions(model, None if options.compile is True else options.compile)

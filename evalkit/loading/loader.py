@@ -1,0 +1,148 @@
+"""Loading a transformers model with the head a caller names: weights from any source, on the asked device and
+dtype, quantized, spread by a device map, with its tokenizer or processor and a provenance record."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import transformers
+
+from evalkit.errors import EvalkitError
+from evalkit.loading import ctranslate2
+from evalkit.loading.fingerprints import random_init_recipe, tensors_fingerprint, weights_fingerprint
+from evalkit.loading.kernels import speed_up
+from evalkit.loading.loaded import LoadedModel, weight_devices
+from evalkit.loading.options import DTYPES, QUANTIZATIONS, LoadOptions
+from evalkit.loading.sources import (HEADS, Location, check_head, context_length, is_ctranslate2, is_random_init,
+                                     model_class, model_config, resolve_location, tokenizer_location)
+
+
+def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = None) -> LoadedModel:
+    """Load a model with the given head, its tokenizer and a provenance record (`config`: the model's transformers
+    config when the caller has read it already)."""
+    device = options.check()
+    if is_ctranslate2(spec):
+        return ctranslate2.load_checkpoint(spec, options, device, head)
+    config = config if config is not None else model_config(spec, options.trust_remote_code)
+    check_head(spec, config, head)
+    location = None if is_random_init(spec) else resolve_location(spec)
+    dtype = model_dtype(options, config, device)
+    kwargs = load_kwargs(options, dtype, device)
+    model = build_model(spec, config, location, head, options, kwargs)
+    if "device_map" not in kwargs:
+        model.to(device)
+    model.eval()
+    if QUANTIZATIONS[options.quantization][0] == "torchao":
+        torchao_quantize(model, options.quantization)
+    tokenizer_at = tokenizer_location(spec)
+    tokenizer = getattr(transformers, HEADS[head][1]).from_pretrained(
+        tokenizer_at.path, trust_remote_code=options.trust_remote_code, **tokenizer_at.from_pretrained_kwargs()
+    )
+    provenance = describe(spec, options, model, config, location, tokenizer_at, dtype)
+    speed_up(model, options, provenance)
+    return LoadedModel(model=model, tokenizer=tokenizer, device=next(model.parameters()).device, head=head,
+                       context_length=context_length(config), provenance=provenance)
+
+
+def model_dtype(options: LoadOptions, config: Any, device: torch.device) -> torch.dtype:
+    """The asked dtype; auto: the checkpoint's own, but never half precision on CPU."""
+    dtype = DTYPES[options.dtype]
+    if dtype is not None:
+        return dtype
+    dtype = getattr(config, "dtype", None) or torch.float32
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return torch.float32 if device.type == "cpu" and dtype == torch.float16 else dtype
+
+
+def load_kwargs(options: LoadOptions, dtype: torch.dtype, device: torch.device) -> dict:
+    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": options.trust_remote_code}
+    if options.attn_implementation:
+        kwargs["attn_implementation"] = options.attn_implementation
+    if QUANTIZATIONS[options.quantization][0] == "bitsandbytes":
+        kwargs["quantization_config"] = bitsandbytes_config(options.quantization, dtype)
+        kwargs["device_map"] = options.device_map or {"": device}
+    elif options.device_map:
+        kwargs["device_map"] = options.device_map
+    if options.max_memory:
+        kwargs["max_memory"] = dict(options.max_memory)
+    return kwargs
+
+
+def build_model(spec: Mapping, config: Any, location: Location | None, head: str, options: LoadOptions,
+                kwargs: dict) -> torch.nn.Module:
+    """Random weights from the config (seeded), or the weights at `location`."""
+    auto_class = model_class(head)
+    if location is None:
+        if "device_map" in kwargs:
+            raise EvalkitError("device_map needs weights on disk; save the random-init model and load it by path")
+        torch.manual_seed(options.seed)
+        return auto_class.from_config(config, **kwargs)
+    try:
+        return auto_class.from_pretrained(location.path, **location.from_pretrained_kwargs(), **kwargs)
+    except OSError as error:
+        raise EvalkitError(f"could not load weights of '{location.path}': {str(error).splitlines()[0]}") from None
+
+
+def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config: Any, location: Location | None,
+             tokenizer_at: Location, dtype: torch.dtype) -> dict:
+    """The provenance record: where the weights came from and their fingerprint, and how they were loaded."""
+    provenance = {
+        "name": spec.get("name"),
+        "source": "random-init" if location is None else location.source,
+        "location": location and location.path,
+        "gguf_file": location and location.gguf_file,
+        "revision": location and location.revision,
+        "commit": getattr(config, "_commit_hash", None),
+        "model_type": config.model_type,
+        "class": type(model).__name__,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(dtype).removeprefix("torch."),
+        "devices": weight_devices(model),
+        "quantization": {
+            "scheme": options.quantization,
+            "backend": QUANTIZATIONS[options.quantization][0],
+            "method": QUANTIZATIONS[options.quantization][1],
+            "source_format": "gguf (dequantized on load)" if location and location.gguf_file else None,
+        },
+        "attn_implementation": getattr(model.config, "_attn_implementation", None),
+        "context_length": context_length(config),
+        "tokenizer": tokenizer_at.path + (f"/{tokenizer_at.gguf_file}" if tokenizer_at.gguf_file else ""),
+    }
+    if location is None:
+        recipe = random_init_recipe(spec, options.seed)
+        provenance.update(seed=recipe["seed"], config=config.to_diff_dict(), weights_sha256=tensors_fingerprint(model))
+    elif location.source != "hub":
+        provenance.update(weights_fingerprint(location))
+    return provenance
+
+
+def torchao_quantize(model: torch.nn.Module, scheme: str) -> None:
+    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
+
+    quantize_(model, Int8WeightOnlyConfig() if scheme == "torchao-int8" else Int4WeightOnlyConfig(group_size=128))
+
+
+def bitsandbytes_config(quantization: str, compute_dtype: torch.dtype) -> Any:
+    if quantization == "int8":
+        return transformers.BitsAndBytesConfig(load_in_8bit=True)
+    return transformers.BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype
+    )
+
+
+@torch.inference_mode()
+def ensure_causal(model: torch.nn.Module, name: str) -> None:
+    """Reject models whose outputs at a position depend on later tokens (e.g. a BERT given a causal-LM head)."""
+    vocab = model.get_input_embeddings().num_embeddings
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randint(0, vocab, (2, 4), generator=generator)
+    probe[1, :3] = probe[0, :3]  # same prefix, different last token
+    logits = model(input_ids=probe.to(device), use_cache=False).logits.float()
+    if not torch.allclose(logits[0, :3], logits[1, :3], rtol=1e-3, atol=1e-3):
+        raise EvalkitError(
+            f"model '{name}' is not causal (its outputs depend on later tokens); this evaluation needs a causal LM"
+        )

@@ -1,0 +1,118 @@
+"""How to load, independent of which model: the loading keys, their allowed values, and the checks that reject an
+impossible combination before any weights are read."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import torch
+
+from evalkit import distributed
+from evalkit.errors import EvalkitError
+
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# name -> (backend, what it does): bitsandbytes quantizes while loading (CUDA only); torchao quantizes the loaded
+# model in place, so it also applies to GGUF files and random-init models, which transformers will not combine with a
+# quantization_config.
+QUANTIZATIONS = {
+    "none": (None, None),
+    "int8": ("bitsandbytes", "LLM.int8() 8-bit weights"),
+    "int4": ("bitsandbytes", "NF4 4-bit weights"),
+    "torchao-int8": ("torchao", "int8 weight-only, per-channel scales"),
+    "torchao-int4": ("torchao", "int4 weight-only, groups of 128"),
+}
+CPU_LINEAR = ("auto", "onednn", "native")
+MEMORY_PLACES = ("cpu", "disk", "mps")  # what accelerate's max_memory takes besides GPU indices
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # or true / false
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """The loading keys of the config (top-level keys on the command line: `dtype=bfloat16`)."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None
+    max_memory: Mapping | None = None
+    attn_implementation: str | None = None
+    quantization: str = "none"
+    trust_remote_code: bool = False
+    cpu_linear: str = "auto"
+    compile: bool | str = False
+    seed: int = 0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping) -> LoadOptions:
+        values = {f.name: cfg[f.name] for f in fields(cls) if f.name in cfg}
+        if isinstance(values.get("max_memory"), Mapping):
+            values["max_memory"] = dict(values["max_memory"])
+        return cls(**values)
+
+    def check(self) -> torch.device:
+        """The device these options mean here; raises on anything impossible, before any weights are read."""
+        device = resolve_device(self.device)
+        check_options(self, device)
+        return device
+
+
+def resolve_device(name: str) -> torch.device:
+    """auto | cpu | cuda | cuda:N | mps -> a device that exists here, or a clear error. Under torchrun, auto and
+    cuda mean this process's GPU (cuda:LOCAL_RANK)."""
+    name = str(name)
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", distributed.local_rank()) if distributed.world_size() > 1 else torch.device("cuda")
+    if name == "auto":
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EvalkitError(f"device={name} is not a device; allowed: auto, cpu, cuda, cuda:N, mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EvalkitError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise EvalkitError(f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise EvalkitError(f"device={name} but MPS is not available here; use device=cpu or device=auto")
+    elif device.type != "cpu":
+        raise EvalkitError(f"device={name} is not supported; allowed: auto, cpu, cuda, cuda:N, mps")
+    return device
+
+
+def check_options(options: LoadOptions, device: torch.device) -> None:
+    """Reject impossible combinations before any weights are read."""
+    if options.dtype not in DTYPES:
+        raise EvalkitError(f"dtype={options.dtype} is not allowed; allowed: {', '.join(DTYPES)}")
+    if options.dtype == "float16" and device.type == "cpu":
+        raise EvalkitError("dtype=float16 is not supported on CPU (slow and inexact kernels); use float32 or bfloat16")
+    if options.cpu_linear not in CPU_LINEAR:
+        raise EvalkitError(f"cpu_linear={options.cpu_linear} is not allowed; allowed: {', '.join(CPU_LINEAR)}")
+    if options.quantization not in QUANTIZATIONS:
+        raise EvalkitError(f"quantization={options.quantization} is not allowed; allowed: {', '.join(QUANTIZATIONS)}")
+    if not (isinstance(options.compile, bool) or options.compile in COMPILE_MODES):
+        raise EvalkitError(f"compile={options.compile} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
+    if options.compile and options.cpu_linear == "onednn":
+        raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
+                           "Inductor chooses the CPU matmul kernels)")
+    if not isinstance(options.trust_remote_code, bool):
+        raise EvalkitError(f"trust_remote_code={options.trust_remote_code} is not allowed; allowed: true, false")
+    if isinstance(options.seed, bool) or not isinstance(options.seed, int):
+        raise EvalkitError(f"seed={options.seed} is not allowed; allowed: an integer")
+    if options.max_memory:
+        if not options.device_map:
+            raise EvalkitError("max_memory only applies with a device_map (e.g. device_map=auto)")
+        places = [*map(str, range(torch.cuda.device_count())), *MEMORY_PLACES]
+        for key in options.max_memory:
+            if str(key) not in places:
+                allowed = ", ".join(places)
+                raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {allowed}")
+    backend = QUANTIZATIONS[options.quantization][0]
+    needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
+    if needs_cuda and device.type != "cuda":
+        hint = "; on CPU use quantization=torchao-int8" if options.quantization != "torchao-int8" else ""
+        raise EvalkitError(f"quantization={options.quantization} ({backend}) needs a CUDA device, not {device}{hint}")
+    if backend and importlib.util.find_spec(backend) is None:
+        raise EvalkitError(f"quantization={options.quantization} needs the {backend} package: pip install {backend}")

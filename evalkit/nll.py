@@ -1,0 +1,146 @@
+"""The batched core of perplexity: summed negative log-likelihood of a causal LM over windows of one token stream.
+
+Windows of equal shape are batched with no padding (so batching never changes a number), the output layer runs only
+at scored positions, cross-entropy is computed in float32 and summed per window in float64. With a reference model,
+the same batches also give KL(reference || model) per token, top-1 agreement and the reference's NLL.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from evalkit.batching import resolve_batch_size, score_in_batches
+from evalkit.windows import Window
+
+CPU_AUTO_BATCH = 1  # on 2 CPU cores larger batches measured slower (cache); OOM there kills rather than raises
+CUDA_AUTO_BATCH = 128  # first try on accelerators, halved on out-of-memory until a batch fits
+
+
+@functools.cache
+def keeps_logits(model_class: type) -> bool:
+    """Whether the model's forward takes `logits_to_keep` (asked once per class, not once per batch)."""
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def scored_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Logits at `positions` only: the output layer never runs on context positions when the model supports it."""
+    if keeps_logits(type(model)):
+        return model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
+    return model(input_ids=input_ids, use_cache=False).logits[:, positions]
+
+
+def timed(clock: dict | None, key: str, device: torch.device, work: Callable):
+    """work(), adding its duration to clock[key] when a clock is given (synchronising the device around it)."""
+    if clock is None:
+        return work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    started = time.perf_counter()
+    result = work()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    clock[key] += time.perf_counter() - started
+    return result
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each target's negative log-likelihood in float32: the logits' logsumexp minus the target's logit (written for
+    torch.compile, which makes it one pass over the logits)."""
+    return logits.float().logsumexp(-1) - logits.gather(-1, targets).squeeze(-1).float()
+
+
+@functools.cache
+def compiled_token_nll() -> Callable:
+    """token_nll compiled: one pass over the (bfloat16) logits with an online logsumexp, several times faster than a
+    float32 log-softmax and a gather on a GPU (benchmarks/results/gpu_notes.md). Made on first use: torch.compile
+    imports the compiler (seconds)."""
+    return torch.compile(token_nll, options={"coordinate_descent_tuning": True})
+
+
+def score_batch(model, input_ids, positions, reference=None, clock=None, compile_nll=False) -> dict[str, torch.Tensor]:
+    """Per-window figures for one batch: summed NLL; with a reference model also its NLL, the summed and largest
+    per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets])."""
+    targets = input_ids[:, positions + 1, None]
+    if reference is None and compile_nll:
+        return {"nll": compiled_token_nll()(scored_logits(model, input_ids, positions), targets).double().sum(1)}
+    # float32 log-softmax straight from the (bfloat16) logits: one kernel, no float32 copy of the logits first
+    log_probs = timed(clock, "model_seconds", input_ids.device,
+                      lambda: scored_logits(model, input_ids, positions).log_softmax(-1, dtype=torch.float32))
+    figures = {"nll": -log_probs.gather(-1, targets).squeeze(-1).double().sum(1)}
+    if reference is None:
+        return figures
+    ref_device = next(reference.parameters()).device
+    ref_log_probs = timed(clock, "reference_seconds", ref_device, lambda: scored_logits(
+        reference, input_ids.to(ref_device), positions.to(ref_device)).log_softmax(-1, dtype=torch.float32))
+    ref_log_probs = ref_log_probs.to(log_probs.device)
+    token_kl = F.kl_div(log_probs, ref_log_probs, log_target=True, reduction="none").sum(-1)
+    figures.update(
+        reference_nll=-ref_log_probs.gather(-1, targets).squeeze(-1).double().sum(1),
+        kl_sum=token_kl.double().sum(1),
+        kl_max=token_kl.amax(1).double(),
+        top1_agree=(log_probs.argmax(-1) == ref_log_probs.argmax(-1)).sum(1).double(),
+        token_kl=token_kl,
+    )
+    return figures
+
+
+class WindowInputs:
+    """Input ids and scored positions for a batch of windows of one shape (optionally each prefixed by a BOS)."""
+
+    def __init__(self, tokens: torch.Tensor, windows: list[Window], bos_token_id: int | None, device: torch.device):
+        self.tokens, self.windows, self.bos_token_id, self.device = tokens.to(device), windows, bos_token_id, device
+        self.prefix = 0 if bos_token_id is None else 1
+        self.ranges: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def shape(self, index: int) -> tuple[int, int]:
+        window = self.windows[index]
+        return window.length, window.target_begin - window.begin
+
+    def __call__(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        length, offset = self.shape(batch[0])
+        if (length, offset) not in self.ranges:  # input p predicts input p + 1: targets are [prefix + offset, ...)
+            self.ranges[length, offset] = (
+                torch.arange(self.prefix + offset - 1, self.prefix + length - 1, device=self.device),
+                torch.arange(length, device=self.device))
+        positions, steps = self.ranges[length, offset]
+        begins = torch.tensor([self.windows[i].begin for i in batch], device=self.device)
+        input_ids = self.tokens[begins[:, None] + steps]
+        if self.prefix:
+            input_ids = torch.cat([input_ids.new_full((len(batch), 1), self.bos_token_id), input_ids], dim=1)
+        return input_ids, positions
+
+
+@torch.inference_mode()
+def score_windows(model: torch.nn.Module, tokens: torch.Tensor, windows: list[Window], batch_size: int | str = "auto",
+                  bos_token_id: int | None = None, reference: torch.nn.Module | None = None,
+                  compile_nll: bool = False) -> tuple[dict, int]:
+    """Per-window figures (see score_batch; float64 on CPU, "token_kl" a list of per-window tensors) and the batch
+    size that ran last: the library form of what the perplexity evaluator runs through the runner."""
+    device = next(model.parameters()).device
+    inputs = WindowInputs(tokens, windows, bos_token_id, device)
+    auto = CPU_AUTO_BATCH if device.type == "cpu" else CUDA_AUTO_BATCH
+    size = min(resolve_batch_size(batch_size, auto), len(windows)) if batch_size == "auto" else batch_size
+    figures: dict = defaultdict(lambda: torch.zeros(len(windows), dtype=torch.float64, device=device))
+    token_kl: list = [None] * len(windows)
+
+    def keep(batch: list[int], result: dict) -> None:
+        if "token_kl" in result:
+            for index, row in zip(batch, result.pop("token_kl").cpu()):
+                token_kl[index] = row
+        for name, values in result.items():
+            figures[name][torch.tensor(batch, device=device)] = values
+
+    size = score_in_batches(list(range(len(windows))), size, batch_size == "auto",
+                            lambda batch: score_batch(model, *inputs(batch), reference, compile_nll=compile_nll), keep,
+                            groups=[inputs.shape(i) for i in range(len(windows))], device=device)
+    scores = {name: values.cpu() for name, values in figures.items()}
+    if reference is not None:
+        scores["token_kl"] = token_kl
+    return scores, size

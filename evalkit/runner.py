@@ -1,0 +1,164 @@
+"""THE runner: one job, for every evaluator. It validates the whole config before any data or weights are read,
+reads the data, fingerprints it, looks up the result cache, loads the models through the loading layer, shards the
+units across ranks, scores them in batches with one out-of-memory policy, keeps and reads back resume records, times,
+aggregates and writes the results. The evaluator (evaluator.py) only says what a unit is and how to score it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from evalkit import distributed, evaluators
+from evalkit.batching import check_batch_size, score_in_batches
+from evalkit.config import check_keys
+from evalkit.data import read_jsonl
+from evalkit.evaluator import NOT_SETTINGS, Data, Evaluator, ModelRequest, RunSettings, Units, read_settings
+from evalkit.loading import MODELS, LoadOptions, check_head, load_model, model_config, model_fingerprint
+from evalkit.results import EvalResult, results_record, write_run
+from evalkit.runs import Job, Progress
+
+
+@dataclass
+class Plan:
+    """A validated job: everything knowable from the config and the models' config files."""
+
+    evaluator: Evaluator
+    config: dict  # the whole resolved config, as written into results.json
+    run: RunSettings
+    loading: LoadOptions
+    settings: Any  # the evaluator's Settings
+    requests: dict[str, ModelRequest]
+    model_configs: dict[str, Any]  # role -> the model's transformers config, read once
+
+    def scoped_settings(self) -> dict:
+        """The settings by scope: what the cache key and the leaderboard hold (not where files are)."""
+        run = {k: v for k, v in asdict(self.run).items() if k not in NOT_SETTINGS}
+        return {"run": run, "loading": asdict(self.loading), self.evaluator.name: asdict(self.settings)}
+
+
+def plan(cfg) -> Plan:
+    """Validate the whole config, in seconds: keys, values, and what the models' config files allow."""
+    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    task = config["task"]
+    evaluator = evaluators.get(task.get("evaluator"))
+    check_keys(config, evaluator.name, task.get("name"))
+    run = read_settings(RunSettings, config)
+    check_batch_size(run.batch_size)
+    loading = LoadOptions.from_config(config)
+    loading.check()
+    settings = evaluator.resolve(read_settings(evaluator.Settings, config), task)
+    evaluator.check(settings, run, task)
+    main_config = model_config(config["model"], loading.trust_remote_code)
+    requests = evaluator.models(settings, config["model"], main_config)
+    configs = {role: main_config if role == "model" else model_config(request.spec, loading.trust_remote_code)
+               for role, request in requests.items()}
+    for role, request in requests.items():
+        check_head(request.spec, configs[role], request.head)
+        evaluator.check_model(settings, role, request.spec, configs[role])
+    return Plan(evaluator, config, run, loading, settings, requests, configs)
+
+
+def run(cfg, out_dir: Path | None = None) -> dict:
+    """Evaluate (or reuse an identical job's cached result); with out_dir, write samples.jsonl and results.json
+    there. Returns the results record."""
+    started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    job = plan(cfg)
+    MODELS.start_job()
+    data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
+    cache = Job(job.run.cache_dir, job.run.force)
+    fingerprints = [model_fingerprint(request.spec, job.loading.seed) for request in job.requests.values()]
+    hit = cache.lookup(identity(job, data), fingerprints)
+    if hit is not None:
+        return reuse_cached(hit, out_dir)
+    result = evaluate(job, data, cache)
+    record = results_record(result, job.config, job.scoped_settings(), started, time.perf_counter() - clock)
+    record["run"] = {**cache.summary(), "out_dir": str(out_dir), "models_reused": MODELS.reused}
+    if cache.resumed:
+        print(f"evalkit: resumed: {cache.resumed} finished units of an interrupted run were reused", file=sys.stderr)
+    if distributed.is_main() and out_dir is not None:  # under torchrun every rank holds the full result; one writes
+        write_run(out_dir, record, result.samples)
+        cache.finish(out_dir)
+    return record
+
+
+def identity(job: Plan, data: Data) -> dict:
+    """What makes two jobs the same (with the models' fingerprints and the library versions, added by the cache)."""
+    return {"evaluator": job.evaluator.name, "settings": job.scoped_settings(), "model": job.config["model"],
+            "task": job.config["task"], "data": data.fingerprint}
+
+
+def load_models(job: Plan) -> dict:
+    unquantized = replace(job.loading, quantization="none")
+    return {role: load_model(request.spec, unquantized if request.unquantized else job.loading, request.head,
+                             job.model_configs[role])
+            for role, request in job.requests.items()}
+
+
+def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
+    """Load, prepare the units, score this rank's share of those not done before, aggregate every rank's."""
+    models = load_models(job)
+    main = models["model"]
+    state, units = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
+    distributed.init(main.device)
+    progress = cache.progress(units.count)
+    records, timing = score_units(job, state, units, progress, main.device)
+    outcome = job.evaluator.aggregate(state, records, timing[f"{job.evaluator.throughput}_per_second"])
+    provenance = main.provenance
+    if "reference" in models:
+        provenance = {**provenance, "reference": models["reference"].provenance}
+    return EvalResult(metrics=outcome.metrics, samples=outcome.samples, model=provenance,
+                      data={"sha256": data.fingerprint, **outcome.data}, timing={**timing, **outcome.timing})
+
+
+def score_units(job: Plan, state, units: Units, progress: Progress, device: torch.device) -> tuple[list, dict]:
+    """Every unit's record, in unit order, and the timing of the units this run computed."""
+    evaluator = job.evaluator
+    mine = distributed.shard(units.order or list(range(units.count)))
+    todo = [i for i in mine if i not in progress.done]
+    auto = job.run.batch_size == "auto"
+    size = min(evaluator.auto_batch_size(state, device), max(len(todo), 1)) if auto else job.run.batch_size
+    computed: dict[int, dict] = {}
+    evaluator.warm_up(state, todo)
+    bar = tqdm(total=sum(units.amounts[i] for i in todo), unit=evaluator.progress_unit,
+               desc=evaluator.name, dynamic_ncols=True, disable=not distributed.is_main())
+
+    def keep(batch: list[int], records: list[dict]) -> None:
+        progress.save(batch, records)
+        computed.update(zip(batch, records))
+        bar.update(sum(units.amounts[i] for i in batch))
+
+    with bar, torch.inference_mode():
+        started = time.perf_counter()
+        size = score_in_batches(todo, size, auto, lambda batch: evaluator.score(state, batch), keep, units.groups,
+                                device)
+        merged = distributed.gather_records({**{i: progress.done[i] for i in mine if i in progress.done}, **computed})
+        seconds = time.perf_counter() - started
+    per_rank = distributed.gather(len(computed))
+    amount = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
+    timing = {"eval_seconds": seconds, f"{evaluator.throughput}_per_second": amount / seconds if seconds else 0.0,
+              "batch_size": size, "processes": distributed.world_size(),
+              "units_computed": units.count - len(progress.done), "units_computed_per_rank": per_rank}
+    return [merged[i] for i in range(units.count)], timing
+
+
+def reuse_cached(entry: Path, out_dir: Path | None) -> dict:
+    """Copy a cached result into this run's folder, saying where and when it was computed."""
+    record = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+    print(f"evalkit: cache hit: this model, data and settings were evaluated in {record['run']['out_dir']} "
+          f"(started {record['started_at']}); result copied, nothing recomputed (force=true recomputes)",
+          file=sys.stderr)
+    reused_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir),
+                     "computed_in": record["run"]["out_dir"], "reused_at": reused_at}
+    if distributed.is_main() and out_dir is not None:
+        write_run(out_dir, record, [sample for _, sample in read_jsonl(entry / "samples.jsonl")])
+    return record

@@ -1,0 +1,218 @@
+"""What the runner promises for every evaluator, tested once and parametrised over all of them: bad settings and
+keys the evaluator does not read are rejected before any data or weights are read; an out-of-memory error halves the
+batch and changes no number; an interrupted run resumes; two processes give one process's result, each computing
+half; the cache key changes with every setting the evaluator reads."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import typing
+from dataclasses import fields
+
+import pytest
+import torch
+
+import evalkit
+from conftest import ROOT, SHARED_DATA, read_samples, run_cli
+from evalkit import evaluators, runner
+from evalkit.config import compose_config
+from evalkit.evaluator import RunSettings
+from evalkit.results import canonical_json
+
+EVALUATORS = evaluators.names()
+
+
+@pytest.fixture(scope="module")
+def jobs(tiny_gpt2_dir) -> dict[str, dict]:
+    """A small real job per evaluator, as keyword arguments of evalkit.evaluate."""
+    common = {"data_dir": str(SHARED_DATA), "device": "cpu", "cache_dir": None}
+    return {
+        "perplexity": {"model": {"name": "tiny-gpt2", "name_or_path": str(tiny_gpt2_dir)}, "task": "wikitext",
+                       "limit": 400, "max_length": 64, "stride": 32, **common},
+        "classification": {"model": "minilm-l6-v2", "task": "sst2", "method": "embedding", "limit": 24, **common},
+        "asr": {"model": "whisper-tiny.en-packaged", "task": "asr_manifest", "limit": 4, **common},
+    }
+
+
+def test_every_evaluator_has_a_contract_job(jobs):
+    assert sorted(jobs) == EVALUATORS  # a new evaluator adds its small job above
+
+
+def cli_overrides(job: dict) -> list[str]:
+    overrides = []
+    for key, value in job.items():
+        if key == "model" and isinstance(value, dict):
+            overrides += [f"model.name_or_path={value['name_or_path']}", f"model.name={value['name']}"]
+        else:
+            overrides.append(f"{key}={'null' if value is None else value}")
+    return overrides
+
+
+def bad_values(schema: type) -> list[tuple[str, object]]:
+    """(key, a value its type or allowed values refuse) for each field of a settings dataclass."""
+    hints = typing.get_type_hints(schema)
+    cases = []
+    for spec in fields(schema):
+        kind = hints[spec.name]
+        if spec.metadata.get("choices"):
+            cases.append((spec.name, "no-such-choice"))
+        elif kind in (bool,):
+            cases.append((spec.name, "yes"))
+        elif spec.metadata.get("minimum") is not None:
+            cases += [(spec.name, spec.metadata["minimum"] - 1), (spec.name, True), (spec.name, "abc")]
+    return cases
+
+
+def refuse_work(monkeypatch, evaluator):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("data or weights were read before the settings were checked")
+
+    monkeypatch.setattr(runner, "load_models", forbidden)
+    monkeypatch.setattr(evaluator, "read_data", forbidden)
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_bad_settings_are_rejected_before_data_or_weights(jobs, monkeypatch, name):
+    evaluator = evaluators.get(name)
+    refuse_work(monkeypatch, evaluator)
+    cases = bad_values(evaluator.Settings) + bad_values(RunSettings) + [("batch_size", 0), ("batch_size", True)]
+    assert len(cases) >= 4
+    for key, value in cases:
+        with pytest.raises(evalkit.EvalkitError, match=f"^{key}=.* is not allowed; allowed: "):
+            evalkit.evaluate(**{**jobs[name], key: value})
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_keys_the_evaluator_does_not_read_are_rejected(jobs, monkeypatch, name, tmp_path):
+    evaluator = evaluators.get(name)
+    other = next(f.name for other in EVALUATORS if other != name for f in fields(evaluators.get(other).Settings))
+    refuse_work(monkeypatch, evaluator)
+    for key in (other, "strid"):
+        with pytest.raises(evalkit.EvalkitError, match=f"key '{key}' is not read by the {name} evaluator"):
+            evalkit.evaluate(**{**jobs[name], key: 1})
+    for override in (f"{other}=1", "+strid=256"):  # the command line, before Hydra composes anything
+        done = run_cli(*cli_overrides(jobs[name]), override, f"hydra.run.dir={tmp_path}")
+        errors = [line for line in done.stderr.splitlines() if line.startswith("evalkit: error:")]
+        assert done.returncode == 2 and len(errors) == 1 and "is not read by" in errors[0], done.stderr
+        assert "allowed:" in errors[0] and not (tmp_path / "results.json").exists()
+
+
+ALTERNATIVES = {"reference_model": "smollm2-135m", "max_length": 48, "language": "en", "method": "nli",
+                "limit": 7, "batch_size": 3}
+
+
+def another_value(spec, default):
+    if spec.name in ALTERNATIVES:
+        return ALTERNATIVES[spec.name]
+    if spec.metadata.get("choices"):
+        return next(choice for choice in spec.metadata["choices"] if choice != default)
+    return (not default) if isinstance(default, bool) else default + 1
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_cache_key_changes_with_every_setting_the_evaluator_reads(jobs, name):
+    evaluator = evaluators.get(name)
+    base = runner.plan(compose_config(**jobs[name]))
+    keys = {canonical_json(base.scoped_settings())}
+    changed = [spec for spec in fields(evaluator.Settings)] + [spec for spec in fields(RunSettings)
+                                                              if spec.name in ("limit", "batch_size")]
+    for spec in changed:
+        value = another_value(spec, getattr(base.settings, spec.name, None) if spec in fields(evaluator.Settings)
+                              else getattr(base.run, spec.name))
+        try:
+            plan = runner.plan(compose_config(**{**jobs[name], spec.name: value}))
+        except evalkit.EvalkitError:  # e.g. method=nli, which this job's model cannot do: the settings alone
+            plan = dataclasses.replace(base, settings=dataclasses.replace(base.settings, **{spec.name: value}))
+        keys.add(canonical_json(plan.scoped_settings()))
+    assert len(keys) == len(changed) + 1
+    assert set(base.scoped_settings()) == {"run", "loading", name}  # nothing of the other evaluators
+
+
+@pytest.fixture(scope="module")
+def reference_runs(jobs, tmp_path_factory) -> dict:
+    """Each evaluator's contract job, uninterrupted, one unit per batch: (results record, samples)."""
+    runs = {}
+    for name, job in jobs.items():
+        out = tmp_path_factory.mktemp(f"reference-{name}")
+        record = evalkit.evaluate(**job, batch_size=1, out_dir=out)
+        runs[name] = record, read_samples(out)
+    return runs
+
+
+def same_figures(first: dict, second: dict) -> bool:
+    timing_derived = {"rtfx"}
+    return {k: v for k, v in first.items() if k not in timing_derived} == \
+        {k: v for k, v in second.items() if k not in timing_derived}
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_out_of_memory_halves_the_batch_and_changes_no_number(jobs, reference_runs, monkeypatch, name):
+    evaluator = evaluators.get(name)
+    score, sizes = evaluator.score, []
+
+    def score_or_run_out_of_memory(state, batch):
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        sizes.append(len(batch))
+        return score(state, batch)
+
+    monkeypatch.setattr(evaluator, "auto_batch_size", lambda state, device: 4)
+    monkeypatch.setattr(evaluator, "score", score_or_run_out_of_memory)
+    record = evalkit.evaluate(**jobs[name], batch_size="auto")
+    assert record["timing"]["batch_size"] == 1 and set(sizes) == {1}  # 4 -> 2 -> 1
+    assert same_figures(record["metrics"], reference_runs[name][0]["metrics"])
+    monkeypatch.setattr(evaluator, "auto_batch_size", lambda state, device: 4)
+    with pytest.raises(torch.OutOfMemoryError):  # an explicit batch size is the user's: never halved
+        evalkit.evaluate(**jobs[name], batch_size=2)
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_interrupted_run_resumes_and_computes_only_the_rest(jobs, reference_runs, monkeypatch, tmp_path, name):
+    evaluator = evaluators.get(name)
+    score, batches = evaluator.score, []
+
+    def score_then_interrupt(state, batch):
+        if len(batches) == 2:
+            raise KeyboardInterrupt
+        batches.append(batch)
+        return score(state, batch)
+
+    job = {**jobs[name], "batch_size": 1, "cache_dir": str(tmp_path / "cache")}
+    monkeypatch.setattr(evaluator, "score", score_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        evalkit.evaluate(**job)
+    monkeypatch.setattr(evaluator, "score", score)
+    record = evalkit.evaluate(**job, out_dir=tmp_path / "resumed")
+    reference, reference_samples = reference_runs[name]
+    assert record["run"]["resumed_units"] == 2
+    assert record["timing"]["units_computed"] == reference["timing"]["units_computed"] - 2
+    assert same_figures(record["metrics"], reference["metrics"])
+    assert read_samples(tmp_path / "resumed") == reference_samples
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_two_processes_give_one_process_result(jobs, reference_runs, tmp_path, name):
+    """torchrun with 2 processes (gloo on the CPU): the same metrics and per-unit samples, each rank about half."""
+    pair = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "evalkit", *cli_overrides({**jobs[name], "batch_size": 1}), f"hydra.run.dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert pair.returncode == 0, pair.stderr
+    two = json.loads((tmp_path / "results.json").read_text())
+    reference, reference_samples = reference_runs[name]
+    assert two["timing"]["processes"] == 2
+    per_rank = two["timing"]["units_computed_per_rank"]
+    assert sum(per_rank) == reference["timing"]["units_computed"] and max(per_rank) - min(per_rank) <= 1
+    samples = read_samples(tmp_path)
+    assert len(samples) == len(reference_samples)
+    for ours, theirs in zip(samples, reference_samples):
+        for key, value in theirs.items():
+            assert ours[key] == pytest.approx(value, rel=1e-5, abs=1e-6) if isinstance(value, float) \
+                else ours[key] == value or isinstance(value, dict), key
+    headline = evaluators.get(name).headline().name
+    assert math.isclose(two["metrics"][headline], reference["metrics"][headline], rel_tol=1e-6)
+    assert pair.stdout.count("results in") == 1  # one summary, from rank 0
