@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from evalkit import distributed, evaluators, runner
-from evalkit.config import CONF_DIR, check_command_line
-from evalkit.errors import EvalkitError
+from evalkit.config import CONF_DIR, check_command_line, register_resolvers
+from evalkit.errors import EvalkitError, Interrupted
+from evalkit.sweeps import record_failure
 
 
 def summary(record: dict, out_dir: Path) -> str:
@@ -49,17 +52,33 @@ def name_overridden_model(cfg: DictConfig, overrides: list[str]) -> None:
 def hydra_main(cfg: DictConfig) -> None:
     hydra_config = HydraConfig.get()
     out_dir = Path(hydra_config.runtime.output_dir)
-    name_overridden_model(cfg, list(hydra_config.overrides.task))
+    overrides = list(hydra_config.overrides.task)
+    name_overridden_model(cfg, overrides)
     try:
         record = runner.run(cfg, out_dir)
     except EvalkitError as error:
         print(f"evalkit: error: {error}", file=sys.stderr)
-        sys.exit(2)
+        discard_failed_run(out_dir, hydra_config.job.name)
+        if hydra_config.mode != RunMode.MULTIRUN:
+            sys.exit(2)
+        record_failure(Path(hydra_config.sweep.dir), hydra_config.job.num, overrides, str(error))
+        return  # the sweep goes on; SweepReport names the failed jobs at its end
+    except KeyboardInterrupt as interrupt:
+        print(f"evalkit: interrupted: {interrupt}" if isinstance(interrupt, Interrupted) else "evalkit: interrupted",
+              file=sys.stderr)
+        discard_failed_run(out_dir, hydra_config.job.name)
+        sys.exit(130)
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     if distributed.is_main():
         print(summary(record, out_dir))
+
+
+def discard_failed_run(out_dir: Path, job_name: str) -> None:
+    """A run that produced no result leaves no folder that looks like a run (Hydra made it: config and log only)."""
+    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {".hydra", f"{job_name}.log"}:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def main() -> None:
@@ -68,6 +87,7 @@ def main() -> None:
     except EvalkitError as error:
         print(f"evalkit: error: {error}", file=sys.stderr)
         sys.exit(2)
+    register_resolvers()
     evaluators.register_defaults()
     hydra_main()
 

@@ -4,6 +4,7 @@ read before Hydra composes anything."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -22,6 +23,17 @@ LOADING_KEYS = tuple(f.name for f in fields(LoadOptions))
 # flags of Hydra's command line that take the next argument as their value
 VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
                "-cd", "--experimental-rerun", "--info", "-i"}
+
+
+def run_id() -> str:
+    """What tells apart runs started in the same second: the process id (under torchrun, the launcher's, which
+    every rank shares, so that the ranks agree on one folder)."""
+    return str(os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else os.getpid())
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("evalkit_run_id"):
+        OmegaConf.register_new_resolver("evalkit_run_id", run_id, use_cache=True)
 
 
 def choices(group: str) -> list[str]:
@@ -68,6 +80,8 @@ def check_command_line(argv: list[str]) -> None:
         return
     values = {}
     for override in parsed:
+        if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir"):
+            values[override.key_or_group] = str(override.value())
         if override.key_or_group in GROUPS and not override.is_delete():
             picked = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
             values[override.key_or_group] = [str(v) for v in picked]
@@ -75,6 +89,7 @@ def check_command_line(argv: list[str]) -> None:
         if preset not in choices("model"):
             raise EvalkitError(f"model={preset} is not a preset; allowed: {', '.join(choices('model'))} (or "
                                "model.name_or_path=HUB_ID_OR_PATH)")
+    check_output_folder(values, multirun="-m" in argv or "--multirun" in argv)
     defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
     default_task = next(entry.task for entry in defaults if isinstance(entry, Mapping) and "task" in entry)
     for task in values.get("task", [default_task]):
@@ -86,6 +101,16 @@ def check_command_line(argv: list[str]) -> None:
             check_keys({key: None}, evaluator, task)
 
 
+def check_output_folder(values: dict, multirun: bool) -> None:
+    """The run's folder must be one this process can create and write (Hydra would fail with a traceback)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = Path(values.get(key) or "outputs").absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise EvalkitError(f"{key}={folder} cannot be written ({existing} is not a writable folder); choose another "
+                           f"with {key}=DIR")
+
+
 def compose_config(model: str | Mapping | None = None, task: str | None = None, **settings) -> DictConfig:
     """The config a command line would compose: `model` a preset, a hub id or path, or a model spec mapping; `task`
     a task name; every other key a top-level setting (checked by the runner like a command-line key)."""
@@ -95,6 +120,7 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
     from evalkit.presets import model_spec
 
     evaluators.register_defaults()
+    register_resolvers()
     overrides = [f"task={task}"] if task else []
     if isinstance(model, str) and model in choices("model"):
         overrides.append(f"model={model}")

@@ -52,7 +52,9 @@ def rows_from_file(path: Path, task: Mapping) -> list[str]:
         for number, record in read_jsonl(path):
             if field not in record:
                 raise EvalkitError(f"{path}:{number} has no '{field}' field (set task.text_field=NAME)")
-            rows.append(str(record[field]))
+            if not isinstance(record[field], str):
+                raise EvalkitError(f"{path}:{number} has '{field}': {json.dumps(record[field])}, not a text")
+            rows.append(record[field])
         return rows
     if task.get("line_rows"):
         return [line if line.strip() else "" for line in raw.splitlines(keepends=True)]
@@ -101,6 +103,8 @@ def load_text(task: Mapping, data_dir: str | None) -> TextSource:
     if not hub:
         raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
     rows = list(hub_dataset(hub, looked_in)[task.get("text_field") or "text"])
+    if not all(isinstance(row, str) for row in rows):
+        raise EvalkitError(f"{hub_origin(hub)} has rows that are not text")
     return TextSource(_joined(rows, task, "the hub split"), hub_origin(hub))
 
 
@@ -170,6 +174,10 @@ def load_examples(task: Mapping, data_dir: str | None, limit: int | None = None)
         missing = [f for f in [*text_fields, label_field] if f not in record]
         if missing:
             raise EvalkitError(f"{origin} row {row} has no column {missing[0]!r}; columns: {', '.join(record)}")
+        bad = next((f for f in text_fields if not isinstance(record[f], (str, int, float))
+                    or isinstance(record[f], bool)), None)
+        if bad is not None:
+            raise EvalkitError(f"{origin} row {row} has {bad!r}: {record[bad]!r}, not a text")
         texts.append(" ".join(str(record[f]) for f in text_fields))
         labels.append(label_index(record[label_field], names, int(task.get("label_offset") or 0), row))
     if not texts:

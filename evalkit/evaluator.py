@@ -9,6 +9,7 @@ A new evaluator is one module in evalkit/evaluators/ defining `EVALUATOR`, plus 
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Hashable, Mapping
@@ -79,6 +80,10 @@ def read_settings(schema: type, values: Mapping) -> Any:
                                f"{_allowed(kind, optional, choices, minimum)}")
         chosen[spec.name] = value
     return schema(**chosen)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def settings_help(schema: type) -> list[tuple[str, Any, str]]:
@@ -165,6 +170,7 @@ class Evaluator:
     metrics: ClassVar[tuple[Metric, ...]]
     throughput: ClassVar[str]  # timing key prefix: "tokens" -> tokens_per_second
     progress_unit: ClassVar[str] = "unit"  # on the progress bar
+    unit_name: ClassVar[str] = "unit"  # in messages: window, example, utterance
     cpu_auto_batch: ClassVar[int] = 1
     cuda_auto_batch: ClassVar[int] = 64
 
@@ -198,6 +204,11 @@ class Evaluator:
 
     def score(self, state, batch: list[int]) -> list[dict]:
         """Per-unit records (JSON-able) for one batch of unit indices."""
+        raise NotImplementedError
+
+    def check_record(self, state, index: int, record: dict) -> bool:
+        """Whether a record read back from a progress log has the shape score() gives unit `index` (else the unit
+        is computed again)."""
         raise NotImplementedError
 
     def aggregate(self, state, records: list[dict], throughput: float) -> Outcome:

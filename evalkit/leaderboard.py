@@ -26,21 +26,23 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import io
 import json
 import math
-import re
+import os
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from evalkit import evaluators
-from evalkit.leaderboard_page import page
+from evalkit.evaluator import is_number
+from evalkit.leaderboard_page import page, stride_plots
+from evalkit.lm_eval_format import lm_eval_names, lm_eval_results, settings_label
 from evalkit.results import canonical_json, write_atomic, write_json
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
 REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config", "settings"}
-LM_EVAL_NAMES = {"accuracy": "acc", "accuracy_norm": "acc_norm"}  # evalkit metric -> lm-evaluation-harness metric
 
 
 def warn(message: str) -> None:
@@ -66,9 +68,28 @@ def read_results(path: Path) -> tuple[dict | None, str | None]:
     if not isinstance(record, dict) or not REQUIRED_KEYS <= set(record):
         return None, ("not an evalkit results.json of schema 2 or later (missing schema_version/task/evaluator/"
                       "metrics/model/config/settings)")
+    return (None, reason) if (reason := malformed(record)) else (record, None)
+
+
+def malformed(record: dict) -> str | None:
+    """Why a results.json of evalkit's keys cannot be a row (wrong types, an unknown evaluator), or None."""
+    shapes = {"task": str, "evaluator": str, "metrics": dict, "model": dict, "config": dict, "settings": dict}
+    for key, kind in shapes.items():
+        if not isinstance(record[key], kind):
+            return f"{key} is {type(record[key]).__name__}, not {kind.__name__}"
     if record["evaluator"] not in evaluators.names():
-        return None, f"unknown evaluator {record['evaluator']!r}"
-    return record, None
+        return f"unknown evaluator {record['evaluator']!r}"
+    if not all(isinstance(scope, dict) for scope in record["settings"].values()):
+        return "settings holds a scope that is not a mapping"
+    if not isinstance(record["model"].get("name") or record["model"].get("location"), str):
+        return "the model has no name"
+    headline = evaluators.get(record["evaluator"]).headline()
+    if not is_number(record["metrics"].get(headline.name)):
+        return f"its headline metric {headline.name} is not a finite number"
+    for key, kind in (("timing", dict), ("started_at", str)):
+        if record.get(key) is not None and not isinstance(record[key], kind):
+            return f"{key} is {type(record[key]).__name__}, not {kind.__name__}"
+    return None
 
 
 def make_row(record: dict, path: Path) -> dict:
@@ -80,6 +101,8 @@ def make_row(record: dict, path: Path) -> dict:
     metric, higher_is_better = headline.name, headline.higher_is_better
     metrics = record["metrics"]
     interval = metrics.get(headline.interval) if headline.interval else None
+    if not (isinstance(interval, list) and len(interval) == 2 and all(map(is_number, interval))):
+        interval = None
     model = record["model"]
     return {
         "model": model.get("name") or model.get("location"),
@@ -89,10 +112,10 @@ def make_row(record: dict, path: Path) -> dict:
         "identity": canonical_json([record["config"].get("model"), record["config"].get("task"), settings]),
         "metric": metric,
         "value": metrics.get(metric),
-        "interval": list(interval) if interval else None,
+        "interval": interval,
         "higher_is_better": higher_is_better,
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
-        "timing": record.get("timing", {}),
+        "metrics": {k: v for k, v in metrics.items() if is_number(v)},
+        "timing": {k: v for k, v in (record.get("timing") or {}).items() if is_number(v)},
         "rate": (record.get("timing") or {}).get(f"{evaluator.throughput}_per_second"),
         "started_at": record.get("started_at"),
         "run_dir": str(path.parent),
@@ -143,10 +166,6 @@ def collect(source: Path, skip: Path | None = None) -> dict:
     return {"rows": rows, "skipped": skipped, "superseded": superseded}
 
 
-def settings_label(row: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in row["varying"].items())
-
-
 def table_rows(rows: list[dict]) -> list[dict]:
     """The flat view shown in the .md/.csv/.html tables."""
     return [{
@@ -181,94 +200,61 @@ def write_csv(path: Path, flat: list[dict]) -> None:
     write_atomic(path, write)
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
-
-
-def lm_eval_results(rows: list[dict]) -> dict:
-    """One model's rows in lm-evaluation-harness's results layout; a task run with several settings appears once
-    per setting, as `task (settings)`. Standard errors are the 95% bootstrap half-width / 1.96."""
-    out = {"results": {}, "configs": {}, "versions": {}, "n-shot": {}, "higher_is_better": {}, "n-samples": {}}
-    counts = defaultdict(int)
-    for row in rows:
-        counts[row["task"]] += 1
-    for row in rows:
-        alias = row["task"] if counts[row["task"]] == 1 else f"{row['task']} ({settings_label(row)})"
-        results = {"alias": alias}
-        for name, value in row["metrics"].items():
-            if isinstance(value, float):  # metrics; the integers are counts and settings
-                results[f"{LM_EVAL_NAMES.get(name, name)},none"] = value
-        if row["interval"]:
-            low, high = row["interval"]
-            results[f"{LM_EVAL_NAMES.get(row['metric'], row['metric'])}_stderr,none"] = (high - low) / 2 / 1.96
-        out["results"][alias] = results
-        out["configs"][alias] = {"task": row["task"], "evaluator": row["evaluator"], "num_fewshot": 0,
-                                 "metadata": {"evalkit_settings": row["settings"], "run_dir": row["run_dir"]}}
-        out["versions"][alias] = SCHEMA_VERSION
-        out["n-shot"][alias] = 0
-        out["higher_is_better"][alias] = {LM_EVAL_NAMES.get(row["metric"], row["metric"]): row["higher_is_better"]}
-        count = int(next((row["metrics"][k] for k in ("examples", "utterances", "windows") if k in row["metrics"]), 0))
-        out["n-samples"][alias] = {"original": count, "effective": count}
-    first = rows[0]
-    location = first["provenance"]["model"]["location"] or first["model"]
-    out["config"] = {"model": "evalkit", "model_args": f"pretrained={location}", "model_name": first["model"]}
-    out["model_name"] = first["model"]
-    out["git_hash"] = first["provenance"]["git_commit"]
-    out["date"] = datetime.datetime.now(datetime.timezone.utc).timestamp()
-    return out
-
-
-def stride_plots(rows: list[dict], folder: Path) -> dict[str, Path]:
-    """One PNG per (model, task, other settings) run at 2+ strides: perplexity and tokens/s against stride."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sweeps = defaultdict(list)
-    for row in rows:
-        if row["evaluator"] == "perplexity" and row["value"] is not None:
-            rest = {k: v for k, v in row["settings"].items() if k != "stride"}
-            sweeps[(row["model"], row["task"], canonical_json(rest))].append(row)
-    plots = {}
-    for (model, task, _), sweep in sweeps.items():
-        if len({r["settings"]["stride"] for r in sweep}) < 2:
-            continue
-        sweep.sort(key=lambda r: r["settings"]["stride"])
-        strides = [r["settings"]["stride"] for r in sweep]
-        fixed = " ".join(f"{k}={v}" for k, v in sweep[0]["varying"].items() if k != "stride")
-        title = f"{model} on {task}" + (f" ({fixed})" if fixed else "")
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-        figure.suptitle(title)
-        left.plot(strides, [r["value"] for r in sweep], marker="o")
-        left.set(xscale="log", xlabel="stride (tokens)", ylabel="perplexity")
-        right.plot(strides, [r["timing"].get("tokens_per_second") or math.nan for r in sweep], marker="o")
-        right.set(xscale="log", xlabel="stride (tokens)", ylabel="tokens / s")
-        for axis in (left, right):
-            axis.set_xticks(strides, [str(s) for s in strides])
-            axis.minorticks_off()
-            axis.grid(alpha=0.3)
-        figure.tight_layout()
-        name = f"{slug(model)}__{slug(task)}.png"
-        while name in {p.name for p in plots.values()}:
-            name = name.removesuffix(".png") + "_.png"
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=110)
-        plt.close(figure)
-        write_atomic(folder / name, lambda stream: stream.write(buffer.getvalue()), binary=True)
-        plots[title] = folder / name
-    return plots
-
-
 def build(source: Path, out: Path) -> dict:
-    """Write every export into `out`; return leaderboard.json's content."""
+    """Write every export into `out`, all or nothing (into a fresh folder that then replaces `out`); return
+    leaderboard.json's content."""
     if not source.is_dir():
-        raise SystemExit(f"evalkit.leaderboard: error: {source} is not a folder of runs")
+        fail(f"{source} is not a folder of runs")
+    if out.exists() and not out.is_dir():
+        fail(f"-o {out} is a file; give a folder for the exports")
     collected = collect(source, skip=out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except OSError as error:
+        fail(f"cannot write into {out.parent} ({error.strerror})")
+    try:
+        board = export(source, staging, collected)
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(out)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(error, OSError):
+            fail(f"cannot write the exports into {out} ({error.strerror}); nothing was changed there")
+        raise
+    print(f"evalkit.leaderboard: {board['summary']}; written to {out}")
+    return board
+
+
+def fail(message: str) -> None:
+    print(f"evalkit.leaderboard: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def finite(value):
+    """`value` with every NaN or infinity made null: strict JSON, whatever the runs held."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [finite(inner) for inner in value]
+    return value
+
+
+def export(source: Path, out: Path, collected: dict) -> dict:
+    collected = finite(collected)
     rows = collected["rows"]
+    summary = (f"{len(rows)} rows from {source}; {len(collected['skipped'])} files skipped, "
+               f"{len(collected['superseded'])} older duplicate runs left out")
     board = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
              "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "source": str(source), **collected}
+             "source": str(source), "summary": summary, **collected}
     flat = table_rows(rows)
     write_json(out / "leaderboard.json", board)
     write_atomic(out / "leaderboard.md", lambda stream: stream.write(markdown(flat)))
@@ -276,13 +262,11 @@ def build(source: Path, out: Path) -> dict:
     by_model = defaultdict(list)
     for row in rows:
         by_model[row["model"]].append(row)
+    names = lm_eval_names(list(by_model))
     for model, model_rows in by_model.items():
-        write_json(out / "lm_eval" / f"{slug(model)}.json", lm_eval_results(model_rows))
+        write_json(out / "lm_eval" / f"{names[model]}.json", lm_eval_results(model_rows))
     plots = stride_plots(rows, out / "plots")
-    summary = (f"{len(rows)} rows from {source}; {len(collected['skipped'])} files skipped, "
-               f"{len(collected['superseded'])} older duplicate runs left out")
     write_atomic(out / "index.html", lambda stream: stream.write(page(flat, plots, summary)))
-    print(f"evalkit.leaderboard: {summary}; written to {out}")
     return board
 
 

@@ -1,12 +1,18 @@
-"""The leaderboard's one self-contained page (no server, no network fetches): the table, sortable by any column and
+"""The leaderboard's stride plots and its one self-contained page (no server, no network fetches): the table, sortable by any column and
 filterable by task, with the plots embedded."""
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
+import math
+from collections import defaultdict
 from pathlib import Path
+
+from evalkit.lm_eval_format import slug
+from evalkit.results import canonical_json, write_atomic
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>evalkit leaderboard</title>
@@ -89,6 +95,55 @@ def page(flat: list[dict], plots: dict[str, Path], summary: str) -> str:
         task_options="".join(f'<option value="{html.escape(t)}">{html.escape(t)}</option>' for t in tasks),
         headers="".join(f'<th data-column="{html.escape(c)}">{html.escape(c)}</th>' for c in columns),
         plots=images,
-        rows_json=json.dumps(flat, default=str).replace("</", "<\\/"),
-        columns_json=json.dumps(columns),
+        rows_json=script_json(flat),
+        columns_json=script_json(columns),
     )
+
+
+def script_json(value) -> str:
+    """JSON to embed in a <script>: no character that could end or comment out the script (<, >, & escaped), and
+    no bare NaN (which JSON.parse refuses)."""
+    text = json.dumps(value, default=str, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def stride_plots(rows: list[dict], folder: Path) -> dict[str, Path]:
+    """One PNG per (model, task, other settings) run at 2+ strides: perplexity and tokens/s against stride."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweeps = defaultdict(list)
+    for row in rows:
+        if row["evaluator"] == "perplexity" and row["value"] is not None:
+            rest = {k: v for k, v in row["settings"].items() if k != "stride"}
+            sweeps[(row["model"], row["task"], canonical_json(rest))].append(row)
+    plots = {}
+    for (model, task, _), sweep in sweeps.items():
+        if len({r["settings"]["stride"] for r in sweep}) < 2:
+            continue
+        sweep.sort(key=lambda r: r["settings"]["stride"])
+        strides = [r["settings"]["stride"] for r in sweep]
+        fixed = " ".join(f"{k}={v}" for k, v in sweep[0]["varying"].items() if k != "stride")
+        title = f"{model} on {task}" + (f" ({fixed})" if fixed else "")
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        figure.suptitle(title)
+        left.plot(strides, [r["value"] for r in sweep], marker="o")
+        left.set(xscale="log", xlabel="stride (tokens)", ylabel="perplexity")
+        right.plot(strides, [r["timing"].get("tokens_per_second") or math.nan for r in sweep], marker="o")
+        right.set(xscale="log", xlabel="stride (tokens)", ylabel="tokens / s")
+        for axis in (left, right):
+            axis.set_xticks(strides, [str(s) for s in strides])
+            axis.minorticks_off()
+            axis.grid(alpha=0.3)
+        figure.tight_layout()
+        name = f"{slug(model)}__{slug(task)}.png"
+        while name in {p.name for p in plots.values()}:
+            name = name.removesuffix(".png") + "_.png"
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110)
+        plt.close(figure)
+        write_atomic(folder / name, lambda stream: stream.write(buffer.getvalue()), binary=True)
+        plots[title] = folder / name
+    return plots

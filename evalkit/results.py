@@ -87,25 +87,36 @@ def hardware() -> dict:
     return info
 
 
-def write_atomic(path: Path, write, binary: bool = False) -> None:
-    """Write through a temporary file in the same folder, then rename: readers see the old file or the whole new one."""
+def write_atomic(path: Path, write, binary: bool = False, exclusive: bool = False) -> None:
+    """Write through a temporary file in the same folder, then rename: readers see the old file or the whole new one.
+    `exclusive`: never replace an existing file (FileExistsError instead)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8") as stream:
             write(stream)
-        os.replace(temporary, path)
+        if exclusive:
+            os.link(temporary, path)  # fails if the file exists, atomically
+            os.unlink(temporary)
+        else:
+            os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)
         raise
 
 
-def write_json(path: Path, obj: dict) -> None:
-    write_atomic(path, lambda stream: json.dump(obj, stream, indent=2, default=str))
+def strict_json(obj, **kwargs) -> str:
+    """JSON as every reader accepts it: a NaN or infinity is an error, never written as a bare NaN."""
+    return json.dumps(obj, allow_nan=False, default=str, **kwargs)
+
+
+def write_json(path: Path, obj: dict, exclusive: bool = False) -> None:
+    text = strict_json(obj, indent=2)
+    write_atomic(path, lambda stream: stream.write(text), exclusive=exclusive)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
-    write_atomic(path, lambda stream: jsonlines.Writer(stream).write_all(records))
+    write_atomic(path, lambda stream: jsonlines.Writer(stream, dumps=strict_json).write_all(records))
 
 
 def results_record(result: EvalResult, config: dict, settings: dict, started: datetime.datetime,
@@ -127,7 +138,8 @@ def results_record(result: EvalResult, config: dict, settings: dict, started: da
     }
 
 
-def write_run(out_dir: Path, record: dict, samples: list[dict]) -> None:
-    """samples first, results.json last: a results.json only ever stands beside its complete samples."""
+def write_run(out_dir: Path, record: dict, samples: list[dict], exclusive: bool = True) -> None:
+    """samples first, results.json last: a results.json only ever stands beside its complete samples; a finished
+    results.json is never replaced (`exclusive`)."""
     write_jsonl(out_dir / "samples.jsonl", samples)
-    write_json(out_dir / "results.json", record)
+    write_json(out_dir / "results.json", record, exclusive=exclusive)

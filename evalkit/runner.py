@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
@@ -21,8 +22,10 @@ from evalkit import distributed, evaluators
 from evalkit.batching import check_batch_size, score_in_batches
 from evalkit.config import check_keys
 from evalkit.data import read_jsonl
+from evalkit.errors import EvalkitError, Interrupted
 from evalkit.evaluator import NOT_SETTINGS, Data, Evaluator, ModelRequest, RunSettings, Units, read_settings
 from evalkit.loading import MODELS, LoadOptions, check_head, load_model, model_config, model_fingerprint
+from evalkit.loading.sources import check_tokenizer
 from evalkit.results import EvalResult, results_record, write_run
 from evalkit.runs import Job, Progress
 
@@ -63,6 +66,7 @@ def plan(cfg) -> Plan:
                for role, request in requests.items()}
     for role, request in requests.items():
         check_head(request.spec, configs[role], request.head)
+        check_tokenizer(request.spec)
         evaluator.check_model(settings, role, request.spec, configs[role])
     return Plan(evaluator, config, run, loading, settings, requests, configs)
 
@@ -71,6 +75,9 @@ def run(cfg, out_dir: Path | None = None) -> dict:
     """Evaluate (or reuse an identical job's cached result); with out_dir, write samples.jsonl and results.json
     there. Returns the results record."""
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    if out_dir is not None and (out_dir / "results.json").exists():
+        raise EvalkitError(f"{out_dir} already holds a finished result (results.json), which a run never replaces; "
+                           "choose another folder (hydra.run.dir=...)")
     job = plan(cfg)
     MODELS.start_job()
     data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
@@ -84,10 +91,24 @@ def run(cfg, out_dir: Path | None = None) -> dict:
     record["run"] = {**cache.summary(), "out_dir": str(out_dir), "models_reused": MODELS.reused}
     if cache.resumed:
         print(f"evalkit: resumed: {cache.resumed} finished units of an interrupted run were reused", file=sys.stderr)
-    if distributed.is_main() and out_dir is not None:  # under torchrun every rank holds the full result; one writes
-        write_run(out_dir, record, result.samples)
-        cache.finish(out_dir)
+    if distributed.is_main():  # under torchrun every rank holds the full result; one writes it
+        cache.finish(record, result.samples)
+        if out_dir is not None:
+            write_results(out_dir, record, result.samples, cached=cache.entry is not None)
     return record
+
+
+def write_results(out_dir: Path, record: dict, samples: list[dict], cached: bool) -> None:
+    """The run's files, as one line of error when they cannot be written (a finished results.json is never
+    replaced)."""
+    rerun = "; the result is cached: rerun with another hydra.run.dir to get it without recomputing" if cached else ""
+    try:
+        write_run(out_dir, record, samples)
+    except FileExistsError:
+        raise EvalkitError(f"another run finished into {out_dir} meanwhile; its results.json is kept{rerun}") from None
+    except (OSError, ValueError) as error:  # ValueError: a non-finite number, which strict JSON refuses
+        reason = getattr(error, "strerror", None) or str(error)
+        raise EvalkitError(f"could not write the results into {out_dir} ({reason}){rerun}") from None
 
 
 def identity(job: Plan, data: Data) -> dict:
@@ -110,6 +131,7 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     state, units = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
     distributed.init(main.device)
     progress = cache.progress(units.count)
+    progress.keep_only(lambda index, record: job.evaluator.check_record(state, index, record))
     records, timing = score_units(job, state, units, progress, main.device)
     outcome = job.evaluator.aggregate(state, records, timing[f"{job.evaluator.throughput}_per_second"])
     provenance = main.provenance
@@ -132,14 +154,18 @@ def score_units(job: Plan, state, units: Units, progress: Progress, device: torc
                desc=evaluator.name, dynamic_ncols=True, disable=not distributed.is_main())
 
     def keep(batch: list[int], records: list[dict]) -> None:
+        check_finite(evaluator, batch, records)
         progress.save(batch, records)
         computed.update(zip(batch, records))
         bar.update(sum(units.amounts[i] for i in batch))
 
     with bar, torch.inference_mode():
         started = time.perf_counter()
-        size = score_in_batches(todo, size, auto, lambda batch: evaluator.score(state, batch), keep, units.groups,
-                                device)
+        try:
+            size = score_in_batches(todo, size, auto, lambda batch: evaluator.score(state, batch), keep,
+                                    units.groups, device)
+        except KeyboardInterrupt:
+            raise Interrupted(len(progress.done) + len(computed), progress.path is not None) from None
         merged = distributed.gather_records({**{i: progress.done[i] for i in mine if i in progress.done}, **computed})
         seconds = time.perf_counter() - started
     per_rank = distributed.gather(len(computed))
@@ -148,6 +174,23 @@ def score_units(job: Plan, state, units: Units, progress: Progress, device: torc
               "batch_size": size, "processes": distributed.world_size(),
               "units_computed": units.count - len(progress.done), "units_computed_per_rank": per_rank}
     return [merged[i] for i in range(units.count)], timing
+
+
+def non_finite(value) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(non_finite(item) for item in value)
+    return False
+
+
+def check_finite(evaluator: Evaluator, batch: list[int], records: list[dict]) -> None:
+    """A NaN or infinite score is never a result: stop at the first unit that produced one."""
+    for index, record in zip(batch, records):
+        for key, value in record.items():
+            if non_finite(value):
+                raise EvalkitError(f"{evaluator.unit_name} {index} scored a non-finite {key} (NaN or infinity): the "
+                                   "model's outputs are not finite there; nothing is written or cached")
 
 
 def reuse_cached(entry: Path, out_dir: Path | None) -> dict:
@@ -160,5 +203,5 @@ def reuse_cached(entry: Path, out_dir: Path | None) -> dict:
     record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir),
                      "computed_in": record["run"]["out_dir"], "reused_at": reused_at}
     if distributed.is_main() and out_dir is not None:
-        write_run(out_dir, record, [sample for _, sample in read_jsonl(entry / "samples.jsonl")])
+        write_results(out_dir, record, [sample for _, sample in read_jsonl(entry / "samples.jsonl")], cached=True)
     return record

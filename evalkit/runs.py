@@ -20,8 +20,7 @@ from pathlib import Path
 
 import evalkit
 from evalkit import distributed
-from evalkit.errors import EvalkitError
-from evalkit.results import canonical_json, library_versions, write_atomic, write_json
+from evalkit.results import canonical_json, library_versions, strict_json, write_json, write_run
 
 COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
 
@@ -31,45 +30,86 @@ def computing_versions() -> dict:
     return {"evalkit": evalkit.__version__, **{name: versions.get(name) for name in COMPUTING_LIBRARIES}}
 
 
+def warn(message: str) -> None:
+    print(f"evalkit: warning: {message}", file=sys.stderr)
+
+
 class Progress:
     """Finished units of one job: those of earlier attempts (`done`, index -> record) and this attempt's, appended a
-    batch at a time and flushed, so a killed process loses at most the batch in flight. A line that is not a record
-    of a unit of this job (torn by a kill, or foreign) is set aside. Without a folder nothing is kept (cache off)."""
+    batch at a time and flushed, so a killed process loses at most the batch in flight. Lines that are no record of a
+    unit of this job (torn by a kill, foreign, or two different records for one unit) are set aside, and those units
+    computed again. Without a folder nothing is kept (cache off); a log that cannot be written is given up with a
+    warning (it only saves time)."""
 
     def __init__(self, folder: Path | None = None, units: int = 0):
         self.done: dict[int, dict] = {}
         self.path = None
         if folder is None:
             return
-        ignored = 0
+        bad, conflicting = 0, set()
         for log in sorted(folder.glob("progress.rank*.jsonl")):
-            for line in log.read_text(encoding="utf-8").splitlines():
-                try:
-                    record = json.loads(line)
-                    index = record.pop("index")
-                except (json.JSONDecodeError, AttributeError, KeyError, TypeError):
-                    ignored += 1  # the last line of a killed attempt, or not a record
-                    continue
-                if isinstance(index, int) and not isinstance(index, bool) and 0 <= index < units:
-                    self.done[index] = record
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                index, record = parse_record(line, units)
+                if record is None:
+                    bad += 1
+                elif index in self.done and self.done[index] != record:
+                    conflicting.add(index)
                 else:
-                    ignored += 1
-        if ignored > 1:  # one torn line is what a kill leaves
-            print(f"evalkit: warning: {ignored} unreadable progress records in {folder} set aside; those units are "
-                  "computed again", file=sys.stderr)
+                    self.done[index] = record
+        for index in conflicting:
+            del self.done[index]
+        if bad > 1 or conflicting:  # one torn line is what a kill leaves
+            warn(f"{bad + len(conflicting)} progress records in {folder} are unreadable or conflict; set aside, "
+                 "those units are computed again")
         self.path = folder / f"progress.rank{distributed.rank()}.jsonl"
+
+    def keep_only(self, valid) -> None:
+        """Set aside records that `valid(index, record)` refuses (read back, but not of the shape this job writes)."""
+        refused = [index for index, record in self.done.items() if not valid(index, record)]
+        for index in refused:
+            del self.done[index]
+        if refused:
+            warn(f"{len(refused)} progress records do not fit this job (e.g. unit {refused[0]}); computed again")
 
     def save(self, indices: list[int], records: list[dict]) -> None:
         if self.path is None:
             return
-        with open(self.path, "a", encoding="utf-8") as log:
-            log.write("".join(json.dumps({"index": i, **r}) + "\n" for i, r in zip(indices, records)))
-            log.flush()  # in the OS's hands: survives the process being killed
+        try:
+            with open(self.path, "a", encoding="utf-8") as log:
+                log.write("".join(strict_json({"index": i, **r}) + "\n" for i, r in zip(indices, records)))
+                log.flush()  # in the OS's hands: survives the process being killed
+        except OSError as error:
+            warn(f"the progress log {self.path} cannot be written ({error.strerror}); this run cannot be resumed")
+            self.path = None
+
+
+def parse_record(line: str, units: int) -> tuple[int | None, dict | None]:
+    """(unit index, record) of a progress-log line, or (None, None) for anything else."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None, None
+    index = record.pop("index", None) if isinstance(record, dict) else None
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < units:
+        return None, None
+    return index, record
+
+
+def readable_entry(entry: Path) -> bool:
+    """Whether a cache entry holds a complete result: a results.json of evalkit's shape and its samples."""
+    try:
+        record = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+        samples = [json.loads(line) for line in (entry / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (isinstance(record, dict) and isinstance(record.get("metrics"), dict)
+            and isinstance(record.get("run"), dict) and all(isinstance(sample, dict) for sample in samples))
 
 
 class Job:
     """One evaluation job's key, cache entry and progress: the runner calls lookup() once the data is read and
-    before any weights are, progress() once it knows the units, and finish() once results.json is written."""
+    before any weights are, progress() once it knows the units, and finish() with the result. The cache only saves
+    time: when it cannot be read or written, the job says so and goes on without it."""
 
     def __init__(self, cache_dir: str | None = None, force: bool = False):
         self.force = force
@@ -89,20 +129,26 @@ class Job:
             return None
         parts = {**parts, "models": fingerprints, "versions": computing_versions()}
         self.key = hashlib.sha256(canonical_json(parts).encode()).hexdigest()
-        self.entry = self.root / self.key
-        if (self.entry / "results.json").is_file():
+        entry = self.root / self.key
+        if (entry / "results.json").is_file():
+            if not self.force and readable_entry(entry):
+                return entry
+            self.note = ("force=true: cached result ignored and recomputed" if self.force else
+                         "the cached result was incomplete or corrupt: recomputed")
             if not self.force:
-                return self.entry
-            self.note = "force=true: cached result ignored and recomputed"
-        if self.force:
-            for log in self.entry.glob("progress.rank*.jsonl"):
-                log.unlink()
+                warn(f"cache entry {entry} is incomplete or corrupt; recomputing")
         try:
-            self.entry.mkdir(parents=True, exist_ok=True)
+            entry.mkdir(parents=True, exist_ok=True)
+            if self.force:
+                for log in entry.glob("progress.rank*.jsonl"):
+                    log.unlink()
+            if distributed.is_main() and not (entry / "key.json").is_file():
+                write_json(entry / "key.json", parts)
         except OSError as error:
-            raise EvalkitError(f"cache_dir={self.root} is not writable ({error}); set cache_dir=DIR or null") from None
-        if distributed.is_main() and not (self.entry / "key.json").is_file():
-            write_json(self.entry / "key.json", parts)
+            self.note = f"result cache off for this job: cache_dir={self.root} is not writable ({error.strerror})"
+            warn(f"{self.note}; set cache_dir=DIR or null")
+            return None
+        self.entry = entry
         return None
 
     def progress(self, units: int) -> Progress:
@@ -113,11 +159,14 @@ class Job:
     def summary(self) -> dict:
         return {"cache_key": self.key, "cache_hit": False, "resumed_units": self.resumed, "note": self.note}
 
-    def finish(self, out_dir: Path) -> None:
+    def finish(self, record: dict, samples: list[dict]) -> None:
         """Store the finished result in the cache (results.json last) and drop the progress log."""
         if self.entry is None:
             return
-        for name in ("samples.jsonl", "results.json"):
-            write_atomic(self.entry / name, lambda stream: stream.write((out_dir / name).read_bytes()), binary=True)
-        for log in self.entry.glob("progress.rank*.jsonl"):
-            log.unlink()
+        try:
+            write_run(self.entry, record, samples, exclusive=False)
+            for log in self.entry.glob("progress.rank*.jsonl"):
+                log.unlink()
+        except OSError as error:
+            warn(f"the result could not be cached in {self.entry} ({error.strerror}); it is written to the run "
+                 "folder all the same")

@@ -25,6 +25,7 @@ from evalkit.errors import EvalkitError
 from evalkit.metrics import bootstrap_ratio_interval
 
 NORMALIZERS = ("whisper_english", "basic", "none")
+SEGMENT_S = 600.0  # longer audio is read and transcribed this much at a time: memory independent of its length
 WHISPER_WINDOW_S = 30.0  # Whisper's encoder sees 30 s; longer audio goes through sequential long-form decoding
 
 
@@ -43,13 +44,30 @@ def normalizer(name: str):
     raise EvalkitError(f"normalizer={name} is not allowed; allowed: {', '.join(NORMALIZERS)}")
 
 
-def read_audio(audio, rate: int) -> np.ndarray:
-    """Mono float32 samples at `rate`: a file read with soundfile (channels averaged) and resampled with soxr, or a
-    hub record {"array", "sampling_rate"}."""
+def audio_duration(audio) -> float:
+    """Seconds of audio in a file (from its header: nothing decoded) or a hub record."""
     if isinstance(audio, Mapping):
-        samples, source_rate = np.asarray(audio["array"], dtype=np.float32), int(audio["sampling_rate"])
+        frames, rate = len(audio["array"]), int(audio["sampling_rate"])
     else:
-        samples, source_rate = soundfile.read(str(audio), dtype="float32", always_2d=True)
+        info = soundfile.info(str(audio))
+        frames, rate = info.frames, info.samplerate
+    if frames <= 0:
+        raise ValueError("zero-length audio")
+    return frames / rate
+
+
+def read_audio(audio, rate: int, start_s: float = 0.0, stop_s: float | None = None) -> np.ndarray:
+    """Mono float32 samples at `rate` (of [start_s, stop_s) only, when given): a file read with soundfile (channels
+    averaged) and resampled with soxr, or a hub record {"array", "sampling_rate"}."""
+    if isinstance(audio, Mapping):
+        source_rate = int(audio["sampling_rate"])
+        stop = None if stop_s is None else round(stop_s * source_rate)
+        samples = np.asarray(audio["array"], dtype=np.float32)[round(start_s * source_rate):stop]
+    else:
+        source_rate = soundfile.info(str(audio)).samplerate
+        stop = None if stop_s is None else round(stop_s * source_rate)
+        samples, source_rate = soundfile.read(str(audio), dtype="float32", always_2d=True,
+                                              start=round(start_s * source_rate), stop=stop)
         samples = samples.mean(axis=1)
     if samples.ndim != 1 or len(samples) == 0:
         raise ValueError("zero-length audio")
@@ -59,24 +77,27 @@ def read_audio(audio, rate: int) -> np.ndarray:
 @dataclass
 class Prepared:
     utterance: Utterance
-    samples: np.ndarray
+    duration: float  # seconds; the audio itself is read when its batch is transcribed
     reference: str  # normalised
 
 
-def prepare(utterances: list[Utterance], rate: int, normalize, on_error: str) -> tuple[list[Prepared], list[dict]]:
-    """Read and check every utterance; a bad one raises (on_error=raise) or is skipped with its reason."""
+def prepare(utterances: list[Utterance], normalize, on_error: str) -> tuple[list[Prepared], list[dict]]:
+    """Check every utterance (its audio's header, not its samples: memory stays independent of the audio's length);
+    a bad one raises (on_error=raise) or is skipped with its reason."""
     prepared, skipped = [], []
     for utterance in tqdm(utterances, desc="reading audio", unit="utt", dynamic_ncols=True):
         try:
             if utterance.audio is None:
                 raise ValueError("no audio given")
+            if utterance.text is not None and not isinstance(utterance.text, str):
+                raise ValueError(f"reference is not a text ({type(utterance.text).__name__})")
             if not (utterance.text or "").strip() or not normalize(utterance.text).strip():
                 raise ValueError("empty reference")
             try:
-                samples = read_audio(utterance.audio, rate)
-            except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
+                duration = audio_duration(utterance.audio)
+            except (OSError, RuntimeError, TypeError, KeyError, soundfile.LibsndfileError) as error:
                 raise ValueError(f"unreadable audio {utterance.audio} ({error})") from None
-            prepared.append(Prepared(utterance, samples, normalize(utterance.text)))
+            prepared.append(Prepared(utterance, duration, normalize(utterance.text)))
         except ValueError as error:
             if on_error == "raise":
                 raise EvalkitError(f"utterance {utterance.id}: {error} (on_error=skip skips such utterances)") from None

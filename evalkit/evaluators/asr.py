@@ -4,6 +4,7 @@ RTFx (audio seconds / transcription seconds, after a warm-up). References and hy
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -11,7 +12,8 @@ import jiwer
 
 from evalkit.data import load_utterances, utterances_fingerprint
 from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, setting
-from evalkit.speech import NORMALIZERS, WHISPER_WINDOW_S, Prepared, Transcriber, normalizer, prepare, wer_metrics
+from evalkit.speech import (NORMALIZERS, SEGMENT_S, WHISPER_WINDOW_S, Prepared, Transcriber, normalizer, prepare,
+                            read_audio, wer_metrics)
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Asr(Evaluator):
     Settings = Settings
     throughput = "audio_seconds"
     progress_unit = "s"
+    unit_name = "utterance"
     cpu_auto_batch = cuda_auto_batch = 8  # utterances sorted by duration: little padding
     metrics = (
         Metric("wer", "word error rate over the corpus: (substitutions + deletions + insertions) / reference words",
@@ -68,33 +71,46 @@ class Asr(Evaluator):
         transcribe = Transcriber(loaded.model, loaded.tokenizer, loaded.head == "speech-seq2seq", settings.language,
                                  settings.asr_task, settings.chunk_length_s, settings.num_beams)
         normalize = normalizer(settings.normalizer)
-        prepared, skipped = prepare(data.content, transcribe.rate, normalize, settings.on_error)
-        durations = [len(p.samples) / transcribe.rate for p in prepared]
+        prepared, skipped = prepare(data.content, normalize, settings.on_error)
+        durations = [p.duration for p in prepared]
         order = sorted(range(len(prepared)), key=lambda i: -durations[i])  # batches of similar length
         return State(transcribe, prepared, skipped, normalize, settings, data.origin), \
             Units(len(prepared), durations, order=order)
 
     def warm_up(self, state: State, todo: list[int]) -> None:
-        if todo:  # the shortest utterance, at most one Whisper window of it
-            shortest = min((state.prepared[i] for i in todo), key=lambda p: len(p.samples))
-            state.transcribe([shortest.samples[: int(WHISPER_WINDOW_S * state.transcribe.rate)]])
+        if todo:  # the shortest utterance, at most one Whisper window (and one segment) of it
+            shortest = min((state.prepared[i] for i in todo), key=lambda p: p.duration)
+            stop = min(WHISPER_WINDOW_S, SEGMENT_S)
+            state.transcribe([read_audio(shortest.utterance.audio, state.transcribe.rate, 0.0, stop)])
 
     def score(self, state: State, batch: list[int]) -> list[dict]:
-        return [{"text": text} for text in state.transcribe([state.prepared[i].samples for i in batch])]
+        """A batch of utterances read now; one longer than SEGMENT_S alone, a segment at a time."""
+        rate, prepared = state.transcribe.rate, state.prepared
+        short = [i for i in batch if prepared[i].duration <= SEGMENT_S]
+        texts = dict(zip(short, state.transcribe([read_audio(prepared[i].utterance.audio, rate) for i in short])
+                         if short else []))
+        for i in (i for i in batch if i not in texts):
+            starts = [k * SEGMENT_S for k in range(math.ceil(prepared[i].duration / SEGMENT_S))]
+            texts[i] = " ".join(state.transcribe([read_audio(prepared[i].utterance.audio, rate, start,
+                                                             start + SEGMENT_S)])[0] for start in starts).strip()
+        return [{"text": texts[i]} for i in batch]
+
+    def check_record(self, state: State, index: int, record: dict) -> bool:
+        return set(record) == {"text"} and isinstance(record["text"], str)
 
     def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
-        prepared, rate = state.prepared, state.transcribe.rate
+        prepared = state.prepared
         raw = [record["text"] for record in records]
         references = [p.reference for p in prepared]
         hypotheses = [state.normalize(text) for text in raw]
         metrics = wer_metrics(references, hypotheses)
         metrics.update(utterances=len(prepared), skipped=len(state.skipped), skipped_utterances=state.skipped,
-                       audio_seconds=sum(len(p.samples) for p in prepared) / rate, rtfx=throughput,
+                       audio_seconds=sum(p.duration for p in prepared), rtfx=throughput,
                        normalizer=state.settings.normalizer)
         samples = [
             {"id": p.utterance.id,
              "audio": str(p.utterance.audio) if not isinstance(p.utterance.audio, Mapping) else None,
-             "duration_s": len(p.samples) / rate, "reference": p.utterance.text, "hypothesis": text,
+             "duration_s": p.duration, "reference": p.utterance.text, "hypothesis": text,
              "reference_normalized": ref, "hypothesis_normalized": hyp, "wer": jiwer.wer(ref, hyp)}
             for p, text, ref, hyp in zip(prepared, raw, references, hypotheses)
         ]

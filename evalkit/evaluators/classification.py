@@ -13,7 +13,7 @@ import numpy as np
 
 from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
-from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, setting
+from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, is_number, setting
 from evalkit.loading import ensure_causal
 from evalkit.metrics import classification_metrics, count_bytes
 from evalkit.results import sha256_text
@@ -50,6 +50,7 @@ class Classification(Evaluator):
     Settings = Settings
     throughput = "examples"
     progress_unit = "ex"
+    unit_name = "example"
     metrics = (
         Metric("accuracy", "share of examples whose top-scored label is the true one", True, "", headline=True,
                interval="accuracy_ci95"),
@@ -66,7 +67,11 @@ class Classification(Evaluator):
         return replace(settings, method=method)
 
     def check(self, settings: Settings, run, task: Mapping) -> None:
-        check_labels([str(label) for label in task.get("labels") or []])
+        labels = task.get("labels")
+        if labels is not None and not isinstance(labels, list):
+            raise EvalkitError(f"task.labels={labels} is not a list; give the candidate labels, e.g. "
+                               "task.labels=[negative,positive]")
+        check_labels([str(label) for label in labels or []])
         templates = task.get(settings.method) or {}
         for key in TEMPLATES[settings.method]:
             check_template(templates.get(key, ""), f"task.{settings.method}.{key}")
@@ -118,6 +123,11 @@ class Classification(Evaluator):
     def score(self, state: State, batch: list[int]) -> list[dict]:
         scores = state.score_texts([state.inputs[i] for i in batch], batch_size=len(batch) * state.rows_per_example)
         return [{"scores": [float(value) for value in row]} for row in scores]
+
+    def check_record(self, state: State, index: int, record: dict) -> bool:
+        scores = record.get("scores")
+        return (set(record) == {"scores"} and isinstance(scores, list) and len(scores) == len(state.labels)
+                and all(is_number(value) for value in scores))
 
     def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
         scores = np.array([record["scores"] for record in records], dtype=float)

@@ -16,7 +16,7 @@ import torch
 from evalkit import nll
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
-from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, setting
+from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, is_number, setting
 from evalkit.loading import context_length, ensure_causal
 from evalkit.metrics import count_bytes, count_words, divergence_metrics, perplexity_metrics
 from evalkit.presets import model_spec
@@ -85,6 +85,7 @@ class Perplexity(Evaluator):
     Settings = Settings
     throughput = "tokens"
     progress_unit = "tok"
+    unit_name = "window"
     cpu_auto_batch, cuda_auto_batch = nll.CPU_AUTO_BATCH, nll.CUDA_AUTO_BATCH
     metrics = (
         Metric("perplexity", "exp(summed NLL / scored tokens) over the whole stream", False, "", headline=True),
@@ -154,6 +155,16 @@ class Perplexity(Evaluator):
                 record["token_kl"] = row
         state.clock["tokens"] += sum(state.windows[i].num_targets for i in batch)
         return records
+
+    def check_record(self, state: State, index: int, record: dict) -> bool:
+        names = ("nll",) if state.reference is None else ("nll", "reference_nll", "kl_sum", "kl_max", "top1_agree")
+        if set(record) != set(names) | ({"token_kl"} if state.reference is not None else set()):
+            return False
+        if not all(is_number(record[name]) for name in names):
+            return False
+        token_kl = record.get("token_kl", [])
+        return state.reference is None or (isinstance(token_kl, list) and len(token_kl) == state.windows[index]
+                                           .num_targets and all(is_number(value) for value in token_kl))
 
     def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
         windows = state.windows

@@ -37,9 +37,12 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     if QUANTIZATIONS[options.quantization][0] == "torchao":
         torchao_quantize(model, options.quantization)
     tokenizer_at = tokenizer_location(spec)
-    tokenizer = getattr(transformers, HEADS[head][1]).from_pretrained(
-        tokenizer_at.path, trust_remote_code=options.trust_remote_code, **tokenizer_at.from_pretrained_kwargs()
-    )
+    try:
+        tokenizer = getattr(transformers, HEADS[head][1]).from_pretrained(
+            tokenizer_at.path, trust_remote_code=options.trust_remote_code, **tokenizer_at.from_pretrained_kwargs()
+        )
+    except Exception as error:  # as for the weights: many kinds
+        raise EvalkitError(f"could not load the tokenizer of '{tokenizer_at.path}' ({first_line(error)})") from None
     provenance = describe(spec, options, model, config, location, tokenizer_at, dtype)
     speed_up(model, options, provenance)
     return LoadedModel(model=model, tokenizer=tokenizer, device=next(model.parameters()).device, head=head,
@@ -82,8 +85,9 @@ def build_model(spec: Mapping, config: Any, location: Location | None, head: str
         return auto_class.from_config(config, **kwargs)
     try:
         return auto_class.from_pretrained(location.path, **location.from_pretrained_kwargs(), **kwargs)
-    except OSError as error:
-        raise EvalkitError(f"could not load weights of '{location.path}': {str(error).splitlines()[0]}") from None
+    except Exception as error:  # truncated or corrupt files raise many kinds (OSError, ValueError, struct.error, ...)
+        raise EvalkitError(f"could not load the weights of '{location.path}' ({first_line(error)}); the files may be "
+                           "truncated or corrupt") from None
 
 
 def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config: Any, location: Location | None,
@@ -133,15 +137,24 @@ def bitsandbytes_config(quantization: str, compute_dtype: torch.dtype) -> Any:
     )
 
 
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else 'no message'}"
+
+
 @torch.inference_mode()
 def ensure_causal(model: torch.nn.Module, name: str) -> None:
-    """Reject models whose outputs at a position depend on later tokens (e.g. a BERT given a causal-LM head)."""
+    """Reject models whose outputs at a position depend on later tokens (e.g. a BERT given a causal-LM head), and
+    models whose outputs are not finite."""
     vocab = model.get_input_embeddings().num_embeddings
     device = next(model.parameters()).device
     generator = torch.Generator().manual_seed(0)
     probe = torch.randint(0, vocab, (2, 4), generator=generator)
     probe[1, :3] = probe[0, :3]  # same prefix, different last token
     logits = model(input_ids=probe.to(device), use_cache=False).logits.float()
+    if not logits.isfinite().all():
+        raise EvalkitError(f"model '{name}' gives non-finite outputs (NaN or infinity) on a probe input; its weights "
+                           "may be corrupt, or the dtype too narrow for it")
     if not torch.allclose(logits[0, :3], logits[1, :3], rtol=1e-3, atol=1e-3):
         raise EvalkitError(
             f"model '{name}' is not causal (its outputs depend on later tokens); this evaluation needs a causal LM"

@@ -96,6 +96,22 @@ def tokenizer_location(spec: Mapping) -> Location:
     return resolve_location(spec)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def check_tokenizer(spec: Mapping) -> None:
+    """A local model folder without any tokenizer file fails here, by name, rather than later as an empty text."""
+    if is_ctranslate2(spec):
+        return
+    location = tokenizer_location(spec)
+    if location.source == "hub" or location.gguf_file:
+        return
+    if not any((Path(location.path) / name).is_file() for name in TOKENIZER_FILES):
+        raise EvalkitError(f"{location.path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
+                           "tokenizer beside the weights, or set model.tokenizer.name_or_path=...")
+
+
 def load_config(location: Location, trust_remote_code: bool) -> Any:
     try:
         return transformers.AutoConfig.from_pretrained(
@@ -103,10 +119,16 @@ def load_config(location: Location, trust_remote_code: bool) -> Any:
         )
     except OSError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise EvalkitError(
-            f"could not load model '{location.path}' ({first_line}); offline, point at a local copy with "
-            f"model.name_or_path=DIR"
-        ) from None
+        hint = "offline, point at a local copy with model.name_or_path=DIR" if location.source == "hub" else \
+            "is it a model folder?"
+        raise EvalkitError(f"could not load model '{location.path}' ({first_line}); {hint}") from None
+    except Exception as error:  # a corrupt config.json or GGUF header raises many kinds
+        if "custom code" in str(error) and not trust_remote_code:
+            raise EvalkitError(f"model '{location.path}' comes with its own code; trust_remote_code=true runs it "
+                               "(read that code first)") from None
+        text = str(error).strip().splitlines()
+        raise EvalkitError(f"could not read the config of model '{location.path}' ({type(error).__name__}: "
+                           f"{text[0] if text else 'no message'}); the file may be truncated or corrupt") from None
 
 
 def model_config(spec: Mapping, trust_remote_code: bool = False) -> Any:

@@ -1,0 +1,34 @@
+"""Sweeps that finish: a job that fails with a bad input is reported and skipped, the other jobs run, and the sweep
+exits non-zero at the end with the list of failed jobs (Hydra would otherwise stop at the first failing job)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+FAILED_JOBS = "failed_jobs.jsonl"  # in the sweep folder: one line per failed job, appended by the job itself
+
+
+def record_failure(sweep_dir: Path, job_number: int, overrides: list[str], error: str) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    with open(sweep_dir / FAILED_JOBS, "a", encoding="utf-8") as log:
+        log.write(json.dumps({"job": job_number, "overrides": overrides, "error": error}) + "\n")
+
+
+class SweepReport(Callback):
+    """At the end of a multirun, in the process that launched it: name the failed jobs and exit with status 2."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        log = Path(config.hydra.sweep.dir) / FAILED_JOBS
+        if not log.is_file():
+            return
+        failures = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+        print(f"evalkit: error: {len(failures)} sweep job(s) failed; the others finished:", file=sys.stderr)
+        for failure in sorted(failures, key=lambda f: f["job"]):
+            print(f"  job {failure['job']} ({' '.join(failure['overrides'])}): {failure['error']}", file=sys.stderr)
+        sys.exit(2)
