@@ -82,6 +82,11 @@ def discard_failed_run(out_dir: Path, job_name: str) -> None:
 
 
 def main() -> None:
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        from evalkit.manual import manual
+
+        print(manual())
+        return
     try:
         check_command_line(sys.argv[1:])
     except EvalkitError as error:

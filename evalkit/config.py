@@ -76,8 +76,10 @@ def check_command_line(argv: list[str]) -> None:
 
     try:
         parsed = OverridesParser.create().parse_overrides(command_line_overrides(argv))
-    except Exception:  # Hydra reports its own syntax errors
-        return
+    except Exception as error:  # Hydra's override grammar: say which argument, in one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EvalkitError(f"cannot read the command line ({first}); quote values with special characters, e.g. "
+                           "hydra.run.dir='\"runs/a=b\"'") from None
     values = {}
     for override in parsed:
         if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir"):
@@ -99,6 +101,23 @@ def check_command_line(argv: list[str]) -> None:
             if "." in key or "/" in key or override.is_delete():
                 continue
             check_keys({key: None}, evaluator, task)
+    if not any(override.is_sweep_override() for override in parsed):
+        check_composition(command_line_overrides(argv))
+
+
+def check_composition(overrides: list[str]) -> None:
+    """Compose the config as Hydra will: its composition errors (appending a key that exists, a bad group, ...)
+    become one line here."""
+    from hydra import compose, initialize_config_dir
+
+    evaluators.register_defaults()
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose("config", overrides=overrides, return_hydra_config=True)
+    except Exception as error:  # Hydra's composition raises several kinds
+        text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+        raise EvalkitError(f"the command line does not compose: {text or type(error).__name__}") from None
 
 
 def check_output_folder(values: dict, multirun: bool) -> None:

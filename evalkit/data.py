@@ -23,6 +23,30 @@ class TextSource:
     origin: str  # a file path, or hub:<path>/<name>:<split>
 
 
+# the task fields the data readers use, with what each may be (None: null allowed)
+TASK_FIELDS = {
+    "name": (str,), "evaluator": (str,), "path": (str, None), "data_file": (str, None), "hub": (Mapping, None),
+    "text_field": (str, list), "label_field": (str,), "label_offset": (int,), "labels": (list,),
+    "format": (str, None), "line_rows": (bool,), "join": (str,), "method": (str, None),
+}
+KINDS = {str: "a string", list: "a list", Mapping: "a mapping", int: "an integer", bool: "true or false", None: "null"}
+
+
+def check_task(task: Mapping) -> None:
+    """Each field the data readers use has the type they need: one line naming the first that does not."""
+    for key, kinds in TASK_FIELDS.items():
+        if key not in task:
+            continue
+        value = task[key]
+        fits = any(value is None if kind is None else isinstance(value, kind) and not (
+            kind is int and isinstance(value, bool)) for kind in kinds)
+        if fits and key == "text_field" and isinstance(value, list):
+            fits = bool(value) and all(isinstance(item, str) for item in value)
+        if not fits:
+            allowed = " or ".join(KINDS[kind] for kind in kinds) + (" of strings" if key == "text_field" else "")
+            raise EvalkitError(f"task.{key}={value} is not allowed; allowed: {allowed}")
+
+
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON Lines file; a bad line is a clear error."""
     records = []
@@ -48,6 +72,8 @@ def rows_from_file(path: Path, task: Mapping) -> list[str]:
         raise EvalkitError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
     if path.suffix in (".jsonl", ".json"):
         field = task.get("text_field") or "text"
+        if not isinstance(field, str):
+            raise EvalkitError(f"task.text_field={field} is not allowed for a text stream; allowed: one field name")
         rows = []
         for number, record in read_jsonl(path):
             if field not in record:

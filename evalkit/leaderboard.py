@@ -36,7 +36,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from evalkit import evaluators
-from evalkit.evaluator import is_number
+from evalkit.settings import is_number
 from evalkit.leaderboard_page import page, stride_plots
 from evalkit.lm_eval_format import lm_eval_names, lm_eval_results, settings_label
 from evalkit.results import canonical_json, write_atomic, write_json

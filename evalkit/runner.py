@@ -21,9 +21,10 @@ from tqdm.auto import tqdm
 from evalkit import distributed, evaluators
 from evalkit.batching import check_batch_size, score_in_batches
 from evalkit.config import check_keys
-from evalkit.data import read_jsonl
+from evalkit.data import check_task, read_jsonl
 from evalkit.errors import EvalkitError, Interrupted
-from evalkit.evaluator import NOT_SETTINGS, Data, Evaluator, ModelRequest, RunSettings, Units, read_settings
+from evalkit.evaluator import NOT_SETTINGS, Data, Evaluator, ModelRequest, RunSettings, Units
+from evalkit.settings import read_settings
 from evalkit.loading import MODELS, LoadOptions, check_head, load_model, model_config, model_fingerprint
 from evalkit.loading.sources import check_tokenizer
 from evalkit.results import EvalResult, results_record, write_run
@@ -52,6 +53,7 @@ def plan(cfg) -> Plan:
     """Validate the whole config, in seconds: keys, values, and what the models' config files allow."""
     config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     task = config["task"]
+    check_task(task)
     evaluator = evaluators.get(task.get("evaluator"))
     check_keys(config, evaluator.name, task.get("name"))
     run = read_settings(RunSettings, config)

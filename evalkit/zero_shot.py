@@ -38,7 +38,8 @@ def nli_label_ids(config) -> tuple[int, int]:
     if entailment is None or contradiction is None:
         raise EvalkitError(
             f"the NLI model's config.label2id ({dict(config.label2id or {})}) has no entailment or contradiction "
-            "label; method=nli needs an NLI (MNLI-style) model"
+            "label; method=nli needs an NLI (MNLI-style) model such as model=bart-large-mnli (a causal LM: "
+            "method=loglikelihood)"
         )
     return entailment, contradiction
 

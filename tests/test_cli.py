@@ -77,8 +77,11 @@ def test_compile_gives_the_eager_figures(tmp_path, tiny_gpt2_dir):
 
 
 def test_help_and_cfg_job():
-    help_text = run_cli("--help").stdout
-    assert "model: " in help_text and "smollm2-135m" in help_text and "task: " in help_text
+    help_text = run_cli("--help").stdout  # a manual: every key with its default, meaning and allowed values
+    assert "smollm2-135m: " in help_text and "wikitext (perplexity): " in help_text
+    for key in ("limit=null", "dtype=auto", "stride=512", "method=null", "num_beams=1"):
+        assert f"\n  {key}\n" in help_text, key
+    assert "(allowed: auto, float32, bfloat16, float16)" in help_text
     job = run_cli("model=gpt2-large", "task=wikitext", "stride=256", "--cfg", "job")
     assert job.returncode == 0 and "stride: 256" in job.stdout and "openai-community/gpt2-large" in job.stdout
 

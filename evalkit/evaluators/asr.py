@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import jiwer
 
 from evalkit.data import load_utterances, utterances_fingerprint
-from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, setting
+from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.settings import setting
 from evalkit.speech import (NORMALIZERS, SEGMENT_S, WHISPER_WINDOW_S, Prepared, Transcriber, normalizer, prepare,
                             read_audio, wer_metrics)
 

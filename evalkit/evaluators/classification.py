@@ -13,8 +13,9 @@ import numpy as np
 
 from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
-from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, is_number, setting
-from evalkit.loading import ensure_causal
+from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.settings import is_number, setting
+from evalkit.loading import ensure_causal, has_head
 from evalkit.metrics import classification_metrics, count_bytes
 from evalkit.results import sha256_text
 from evalkit.zero_shot import (check_labels, check_template, embedding_scores, loglikelihood_scores, nli_label_ids,
@@ -43,6 +44,14 @@ class State:
     examples: object
     continuations: list[str] | None = None
     prior: np.ndarray | None = None  # calibration: log label probabilities given content-free inputs
+
+
+def is_decoder_only(config) -> bool:
+    """A causal LM with no masked-LM form (GPT-2, LLaMA, ...); BERT-style encoders have both heads."""
+    import transformers
+
+    return (config is not None and has_head(config, "causal-lm") and not config.is_encoder_decoder
+            and type(config) not in transformers.AutoModelForMaskedLM._model_mapping)
 
 
 class Classification(Evaluator):
@@ -82,6 +91,10 @@ class Classification(Evaluator):
     def check_model(self, settings: Settings, role: str, spec: Mapping, config) -> None:
         if settings.method == "nli":
             nli_label_ids(config)
+        if settings.method == "embedding" and is_decoder_only(config):
+            raise EvalkitError(f"method=embedding compares sentence-encoder embeddings, but model '{spec.get('name')}' "
+                               "is a causal LM; use method=loglikelihood with it, or a sentence encoder (e.g. "
+                               "model=minilm-l6-v2)")
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         examples = load_examples(task, run.data_dir, run.limit)

@@ -16,7 +16,8 @@ import torch
 from evalkit import nll
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
-from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units, is_number, setting
+from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.settings import is_number, setting
 from evalkit.loading import context_length, ensure_causal
 from evalkit.metrics import count_bytes, count_words, divergence_metrics, perplexity_metrics
 from evalkit.presets import model_spec

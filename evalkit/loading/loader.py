@@ -82,12 +82,15 @@ def build_model(spec: Mapping, config: Any, location: Location | None, head: str
         if "device_map" in kwargs:
             raise EvalkitError("device_map needs weights on disk; save the random-init model and load it by path")
         torch.manual_seed(options.seed)
-        return auto_class.from_config(config, **kwargs)
+        try:
+            return auto_class.from_config(config, **kwargs)
+        except Exception as error:  # a model.config value of the wrong type or size
+            raise EvalkitError(f"could not build the random-init model of '{spec.get('name')}' from model.config "
+                               f"({first_line(error)})") from None
     try:
         return auto_class.from_pretrained(location.path, **location.from_pretrained_kwargs(), **kwargs)
     except Exception as error:  # truncated or corrupt files raise many kinds (OSError, ValueError, struct.error, ...)
-        raise EvalkitError(f"could not load the weights of '{location.path}' ({first_line(error)}); the files may be "
-                           "truncated or corrupt") from None
+        raise EvalkitError(f"could not load the weights of '{location.path}' ({first_line(error)})") from None
 
 
 def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config: Any, location: Location | None,

@@ -11,6 +11,7 @@ import torch
 
 from evalkit import distributed
 from evalkit.errors import EvalkitError
+from evalkit.settings import setting
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # name -> (backend, what it does): bitsandbytes quantizes while loading (CUDA only); torchao quantizes the loaded
@@ -32,16 +33,27 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 class LoadOptions:
     """The loading keys of the config (top-level keys on the command line: `dtype=bfloat16`)."""
 
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None
-    max_memory: Mapping | None = None
-    attn_implementation: str | None = None
-    quantization: str = "none"
-    trust_remote_code: bool = False
-    cpu_linear: str = "auto"
-    compile: bool | str = False
-    seed: int = 0
+    device: str = setting("auto", "where the model runs; auto: a GPU when there is one (under torchrun, this "
+                          "process's), else the CPU", allowed="auto, cpu, cuda, cuda:N, mps")
+    dtype: str = setting("auto", "the weights' dtype; auto: the checkpoint's (never float16 on a CPU)",
+                         choices=tuple(DTYPES))
+    device_map: str | None = setting(None, "spread a model too large for one device over several, through "
+                                     "accelerate (e.g. auto)")
+    max_memory: Mapping | None = setting(None, "with device_map: per-device caps, e.g. {0: 10GiB, cpu: 60GiB}",
+                                         allowed="a mapping of GPU index, cpu, disk or mps to a size, or null")
+    attn_implementation: str | None = setting(None, "the attention kernel; null: transformers' default",
+                                              allowed="eager, sdpa, flash_attention_2, flex_attention, ..., a hub "
+                                              "kernel (org/repo), or null")
+    quantization: str = setting("none", "int8 / int4: bitsandbytes while loading (CUDA); torchao-int8 (CPU too) / "
+                                "torchao-int4 (CUDA): the loaded model quantized in place", choices=tuple(QUANTIZATIONS))
+    trust_remote_code: bool = setting(False, "run the model's own code from its folder or hub repository (read it "
+                                      "first)")
+    cpu_linear: str = setting("auto", "CPU float32 linear layers through oneDNN with prepacked weights (auto, "
+                              "onednn) or PyTorch's default (native)", choices=CPU_LINEAR)
+    compile: bool | str = setting(False, "torch.compile each block, the output layer and the NLL (true, "
+                                  "max-autotune-no-cudagraphs); the CUDA-graph modes compile the whole forward",
+                                  allowed="true, false, " + ", ".join(COMPILE_MODES))
+    seed: int = setting(0, "random-init models are built from this seed")
 
     @classmethod
     def from_config(cls, cfg: Mapping) -> LoadOptions:
@@ -82,6 +94,16 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def check_attention(name: str) -> None:
+    """transformers' attention kernels by name, or a hub kernel (`org/repo`)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    allowed = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if name not in allowed and "/" not in name:
+        raise EvalkitError(f"attn_implementation={name} is not allowed; allowed: {', '.join(allowed)}, a hub kernel "
+                           "(org/repo), or null")
+
+
 def check_options(options: LoadOptions, device: torch.device) -> None:
     """Reject impossible combinations before any weights are read."""
     if options.dtype not in DTYPES:
@@ -97,6 +119,8 @@ def check_options(options: LoadOptions, device: torch.device) -> None:
     if options.compile and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
+    if options.attn_implementation is not None:
+        check_attention(str(options.attn_implementation))
     if not isinstance(options.trust_remote_code, bool):
         raise EvalkitError(f"trust_remote_code={options.trust_remote_code} is not allowed; allowed: true, false")
     if isinstance(options.seed, bool) or not isinstance(options.seed, int):
