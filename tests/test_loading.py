@@ -8,7 +8,8 @@ import transformers
 
 from evalkit.loading.compiling import GeluEpilogue, compile_regions
 from evalkit.loading.kernels import align_output_layer, fuse_tanh_gelu
-from evalkit.loading import LoadOptions, load_model
+from evalkit.loading import LoadOptions, load_fresh, load_model
+from evalkit.presets import model_spec
 from evalkit.nll import score_windows
 from evalkit.windows import window_schedule
 
@@ -133,3 +134,22 @@ def test_hub_model_fingerprint_is_its_pinned_commit(tmp_path, monkeypatch):
     assert model_fingerprint(spec) == f"hub:openai-community/gpt2@{commit}"
     pinned = {**spec, "revision": "b" * 40}
     assert model_fingerprint(pinned) == f"hub:openai-community/gpt2@{'b' * 40}"
+
+
+def test_gguf_is_dequantized_once_and_its_copy_gives_the_same_figures(tmp_path, monkeypatch):
+    """The first float32 load of a GGUF keeps a plain copy (keyed by the file's sha256); the next load reads it."""
+    monkeypatch.setenv("EVALKIT_WEIGHTS_CACHE", str(tmp_path))
+    spec = model_spec("smollm2-135m")
+    first = load_fresh(spec, LoadOptions(device="cpu"), "causal-lm")
+    (copy,) = tmp_path.iterdir()
+    assert copy.name == first.provenance["weights_sha256"] and "loaded_from" not in first.provenance
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in copy.iterdir()}
+    again = load_fresh(spec, LoadOptions(device="cpu"), "causal-lm")
+    assert again.provenance["loaded_from"].startswith(str(copy))
+    assert again.provenance["gguf_file"] == first.provenance["gguf_file"]  # provenance names the GGUF file
+    text = "The tower is 324 metres tall, about the same height as an 81-storey building."
+    tokens = torch.tensor(first.tokenizer(text * 4)["input_ids"])
+    assert tokens.tolist() == again.tokenizer(text * 4)["input_ids"]
+    windows = window_schedule(len(tokens), 64, 32)
+    assert torch.equal(score_windows(first.model, tokens, windows, 2)[0]["nll"],
+                       score_windows(again.model, tokens, windows, 2)[0]["nll"])

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from evalkit.errors import EvalkitError
-from evalkit.loading import ctranslate2
+from evalkit.loading import ctranslate2, gguf_cache
 from evalkit.loading.fingerprints import random_init_recipe, tensors_fingerprint, weights_fingerprint
 from evalkit.loading.kernels import speed_up
 from evalkit.loading.loaded import LoadedModel, weight_devices
@@ -28,25 +28,34 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     config = config if config is not None else model_config(spec, options.trust_remote_code)
     check_head(spec, config, head)
     location = None if is_random_init(spec) else resolve_location(spec)
+    copy = location and gguf_cache.dequantized(location)  # a GGUF dequantized before: a plain folder
     dtype = model_dtype(options, config, device)
     kwargs = load_kwargs(options, dtype, device)
-    model = build_model(spec, config, location, head, options, kwargs)
+    model = build_model(spec, config, copy or location, head, options, kwargs)
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()
+    tokenizer_at = tokenizer_location(spec)
+    tokenizer = load_tokenizer(copy if copy and tokenizer_at == location else tokenizer_at, head, options)
+    if location and location.gguf_file and not copy and not {"quantization_config", "device_map"} & set(kwargs):
+        gguf_cache.keep(location, model, tokenizer)
     if QUANTIZATIONS[options.quantization][0] == "torchao":
         torchao_quantize(model, options.quantization)
-    tokenizer_at = tokenizer_location(spec)
-    try:
-        tokenizer = getattr(transformers, HEADS[head][1]).from_pretrained(
-            tokenizer_at.path, trust_remote_code=options.trust_remote_code, **tokenizer_at.from_pretrained_kwargs()
-        )
-    except Exception as error:  # as for the weights: many kinds
-        raise EvalkitError(f"could not load the tokenizer of '{tokenizer_at.path}' ({first_line(error)})") from None
     provenance = describe(spec, options, model, config, location, tokenizer_at, dtype)
+    if copy:
+        provenance["loaded_from"] = f"{copy.path} (the GGUF's dequantized copy)"
     speed_up(model, options, provenance)
     return LoadedModel(model=model, tokenizer=tokenizer, device=next(model.parameters()).device, head=head,
                        context_length=context_length(config), provenance=provenance)
+
+
+def load_tokenizer(location: Location, head: str, options: LoadOptions) -> Any:
+    try:
+        return getattr(transformers, HEADS[head][1]).from_pretrained(
+            location.path, trust_remote_code=options.trust_remote_code, **location.from_pretrained_kwargs()
+        )
+    except Exception as error:  # as for the weights: many kinds
+        raise EvalkitError(f"could not load the tokenizer of '{location.path}' ({first_line(error)})") from None
 
 
 def model_dtype(options: LoadOptions, config: Any, device: torch.device) -> torch.dtype:

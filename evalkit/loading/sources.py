@@ -138,7 +138,10 @@ def model_config(spec: Mapping, trust_remote_code: bool = False) -> Any:
         return None
     if is_random_init(spec):
         return transformers.AutoConfig.for_model(spec["architecture"], **dict(spec.get("config") or {}))
-    return load_config(resolve_location(spec), trust_remote_code)
+    from evalkit.loading.gguf_cache import dequantized  # it reads Location from here
+
+    location = resolve_location(spec)
+    return load_config(dequantized(location) or location, trust_remote_code)
 
 
 def context_length(config: Any) -> int | None:

@@ -1,0 +1,81 @@
+"""GGUF files dequantized once. transformers parses and dequantizes a GGUF file on every load (most of a run's start);
+the first float32 load keeps the dequantized weights, config and tokenizer as a plain model folder, keyed by the
+file's sha256, and later loads read that folder instead. The cache only saves time: when it cannot be written, the
+load goes on from the GGUF file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from evalkit.loading.fingerprints import sha256_files
+from evalkit.loading.sources import Location
+
+
+def cache_root() -> Path | None:
+    """EVALKIT_WEIGHTS_CACHE (empty: off), else ~/.cache/evalkit/weights."""
+    value = os.environ.get("EVALKIT_WEIGHTS_CACHE", "~/.cache/evalkit/weights")
+    return Path(value).expanduser() if value else None
+
+
+def copy_folder(location: Location) -> Path | None:
+    """Where the dequantized copy of a GGUF location is (or would be); None for other locations or cache off."""
+    root = cache_root()
+    if not location.gguf_file or location.source == "hub" or root is None:
+        return None
+    return root / sha256_files([Path(location.path) / location.gguf_file])
+
+
+def dequantized(location: Location) -> Location | None:
+    """The dequantized copy of a GGUF location as a plain folder location, when it exists."""
+    folder = copy_folder(location)
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    return Location(location.source, str(folder))
+
+
+def keep(location: Location, model: torch.nn.Module, tokenizer) -> None:
+    """Save a freshly dequantized float32 model and its tokenizer as the GGUF's copy (written aside, then renamed
+    into place: a copy is whole or absent)."""
+    folder = copy_folder(location)
+    if folder is None or folder.exists() or any(p.dtype != torch.float32 for p in model.parameters()):
+        return
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
+    except OSError as error:
+        warn(location, error)
+        return
+    try:
+        save_plain(model, staging)
+        tokenizer.save_pretrained(staging)
+        os.rename(staging, folder)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not folder.exists():  # else another process kept the same copy first
+            warn(location, error)
+
+
+def save_plain(model: torch.nn.Module, folder: Path) -> None:
+    """The weights as model.safetensors and the config without the GGUF origin (transformers refuses to save a model
+    it loaded from a GGUF file: it counts it as quantized)."""
+    import copy
+
+    from safetensors.torch import save_model
+
+    save_model(model, str(folder / "model.safetensors"))
+    config = copy.deepcopy(model.config)
+    for name in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, name):
+            delattr(config, name)
+    config.save_pretrained(folder)
+
+
+def warn(location: Location, error: OSError) -> None:
+    print(f"evalkit: warning: the dequantized copy of {location.gguf_file} could not be kept ({error.strerror}); "
+          "the next load parses the GGUF again", file=sys.stderr)
