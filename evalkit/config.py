@@ -140,6 +140,8 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
 
     evaluators.register_defaults()
     register_resolvers()
+    if task is not None:
+        task_evaluator(task)  # an unknown task is one clear error, not Hydra's
     overrides = [f"task={task}"] if task else []
     if isinstance(model, str) and model in choices("model"):
         overrides.append(f"model={model}")
