@@ -74,8 +74,9 @@ def check_command_line(argv: list[str]) -> None:
     does not read (Hydra would reject it in several lines, or a later job of a sweep would), is one clear error."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    overrides = command_line_overrides(argv)
     try:
-        parsed = OverridesParser.create().parse_overrides(command_line_overrides(argv))
+        parsed = OverridesParser.create().parse_overrides(overrides)
     except Exception as error:  # Hydra's override grammar: say which argument, in one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise EvalkitError(f"cannot read the command line ({first}); quote values with special characters, e.g. "
@@ -102,7 +103,7 @@ def check_command_line(argv: list[str]) -> None:
                 continue
             check_keys({key: None}, evaluator, task)
     if not any(override.is_sweep_override() for override in parsed):
-        check_composition(command_line_overrides(argv))
+        check_composition(overrides)
 
 
 def check_composition(overrides: list[str]) -> None:
