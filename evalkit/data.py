@@ -6,6 +6,7 @@ A text task is one stream: its rows joined with the task's `join` string, exactl
 from __future__ import annotations
 
 import csv
+import io
 import hashlib
 import json
 from collections.abc import Mapping
@@ -47,10 +48,22 @@ def check_task(task: Mapping) -> None:
             raise EvalkitError(f"task.{key}={value} is not allowed; allowed: {allowed}")
 
 
+def read_text(path: Path, newline: str | None = None) -> str:
+    """A data file's text (`newline` as open() takes it); one that is not UTF-8 text, or cannot be read, is a clear
+    error."""
+    try:
+        with open(path, encoding="utf-8", newline=newline) as handle:
+            return handle.read()
+    except UnicodeDecodeError as error:
+        raise EvalkitError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise EvalkitError(f"{path} cannot be read ({error.strerror})") from None
+
+
 def read_jsonl(path: Path) -> list[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSON Lines file; a bad line is a clear error."""
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if line.strip():
             try:
                 record = json.loads(line)
@@ -66,10 +79,7 @@ def rows_from_file(path: Path, task: Mapping) -> list[str]:
     """A local file's rows. JSON Lines: the `text_field` of each record. Plain text with `line_rows`: each line is a
     row (newline kept, as the hub's wikitext builder yields it) and a whitespace-only line is an empty row; otherwise
     the whole file is one row."""
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise EvalkitError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    raw = read_text(path)
     if path.suffix in (".jsonl", ".json"):
         field = task.get("text_field") or "text"
         if not isinstance(field, str):
@@ -154,14 +164,17 @@ def records_from_file(path: Path, task: Mapping) -> list[dict]:
     """A local file's records. `label_first`: "LABEL TEXT" per line (the Kim 2014 SST-2 files); `csv`: a header row;
     `jsonl`: one JSON object per line."""
     file_format = task.get("format") or {".csv": "csv", ".jsonl": "jsonl"}.get(path.suffix, "label_first")
-    with open(path, encoding="utf-8", newline="") as handle:
-        if file_format == "csv":
-            return list(csv.DictReader(handle))
-        if file_format == "jsonl":
-            return [record for _, record in read_jsonl(path)]
-        if file_format == "label_first":
-            label_field, text_field = task.get("label_field") or "label", task.get("text_field") or "text"
-            return [dict(zip((label_field, text_field), line.rstrip("\n").split(" ", 1))) for line in handle if line.strip()]
+    if file_format == "jsonl":
+        return [record for _, record in read_jsonl(path)]
+    handle = io.StringIO(read_text(path, newline=""), newline="")  # lines as csv and the Kim 2014 files expect
+    if file_format == "csv":
+        return list(csv.DictReader(handle))
+    if file_format == "label_first":
+        label_field, text_field = task.get("label_field") or "label", task.get("text_field") or "text"
+        if not isinstance(text_field, str):
+            raise EvalkitError(f"task.text_field={text_field} is not allowed for task.format=label_first; allowed: "
+                               "one field name")
+        return [dict(zip((label_field, text_field), line.rstrip("\n").split(" ", 1))) for line in handle if line.strip()]
     raise EvalkitError(f"task.format={file_format} is not allowed; allowed: label_first, csv, jsonl")
 
 

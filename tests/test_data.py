@@ -50,3 +50,12 @@ def test_classification_falls_back_to_the_hub_split(monkeypatch):
     assert asked == [("glue", "sst2", "validation")]
     assert examples.texts == rows["sentence"] and examples.labels == [1, 0]
     assert examples.origin == "hub:glue/sst2:validation"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".txt"])
+def test_a_data_file_that_is_not_text_is_one_clear_error(tmp_path, suffix):
+    path = tmp_path / f"data{suffix}"
+    path.write_bytes(bytes(range(128, 256)) * 8)
+    task = {"name": "any", "path": str(path), "labels": ["a", "b"]}
+    with pytest.raises(EvalkitError, match="is not UTF-8 text"):
+        load_examples(task, None)
