@@ -6,6 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from evalkit import noise
+
+noise.quiet(sys.argv[1:])  # before torch and transformers are imported: some of their noise comes at import
+
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig

@@ -30,11 +30,12 @@ class RunSettings:
     data_dir: str | None = setting(None, "folder holding local copies of task data (e.g. ../shared/data)")
     cache_dir: str | None = setting(None, "result cache and progress of interrupted jobs; null: off")
     force: bool = setting(False, "recompute even when an identical job's result is cached")
+    verbose: bool = setting(False, "show every library's warnings (known-harmless ones are hidden otherwise)")
 
 
-# RunSettings keys that say where files are and whether to recompute, not what is computed: left out of a job's
-# identity (result cache key) and of its settings (leaderboard rows)
-NOT_SETTINGS = ("force", "cache_dir", "data_dir")
+# RunSettings keys that say where files are, whether to recompute and what to show, not what is computed: left out
+# of a job's identity (result cache key) and of its settings (leaderboard rows)
+NOT_SETTINGS = ("force", "cache_dir", "data_dir", "verbose")
 
 
 @dataclass(frozen=True)
