@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from dataclasses import asdict
@@ -10,7 +11,9 @@ from evalkit.errors import EvalkitError
 from evalkit.evaluator import Evaluator
 
 
+@functools.cache
 def names() -> list[str]:
+    """The evaluator modules, listed once per process (the leaderboard asks for every results.json it reads)."""
     return sorted(module.name for module in pkgutil.iter_modules(__path__))
 
 
