@@ -15,14 +15,11 @@ from evalkit import evaluators
 from evalkit.errors import EvalkitError
 from evalkit.evaluator import RunSettings
 from evalkit.loading import LoadOptions
+from evalkit.startup import CONF_DIR, command_line_overrides, default_choice
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 GROUPS = ("model", "task")
 RUN_KEYS = tuple(f.name for f in fields(RunSettings))
 LOADING_KEYS = tuple(f.name for f in fields(LoadOptions))
-# flags of Hydra's command line that take the next argument as their value
-VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
-               "-cd", "--experimental-rerun", "--info", "-i"}
 
 
 def run_id() -> str:
@@ -60,15 +57,6 @@ def check_keys(config: Mapping, evaluator_name: str, task: str) -> None:
                                f"{', '.join(sorted(allowed))}")
 
 
-def command_line_overrides(argv: list[str]) -> list[str]:
-    overrides, previous = [], ""
-    for argument in argv:
-        if "=" in argument and not argument.startswith("-") and previous not in VALUE_FLAGS:
-            overrides.append(argument)
-        previous = argument
-    return overrides
-
-
 def check_command_line(argv: list[str]) -> None:
     """Before Hydra composes: an unknown model or task preset, or a top-level key that the chosen task's evaluator
     does not read (Hydra would reject it in several lines, or a later job of a sweep would), is one clear error."""
@@ -93,9 +81,7 @@ def check_command_line(argv: list[str]) -> None:
             raise EvalkitError(f"model={preset} is not a preset; allowed: {', '.join(choices('model'))} (or "
                                "model.name_or_path=HUB_ID_OR_PATH)")
     check_output_folder(values, multirun="-m" in argv or "--multirun" in argv)
-    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
-    default_task = next(entry.task for entry in defaults if isinstance(entry, Mapping) and "task" in entry)
-    for task in values.get("task", [default_task]):
+    for task in values.get("task", [default_choice("task")]):
         evaluator = task_evaluator(task)
         for override in parsed:
             key = override.key_or_group

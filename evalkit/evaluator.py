@@ -40,7 +40,7 @@ NOT_SETTINGS = ("force", "cache_dir", "data_dir", "verbose")
 
 @dataclass(frozen=True)
 class Metric:
-    """One entry of an evaluator's metric catalogue."""
+    """One entry of an evaluator's metric catalogue, which names every key of results.json's `metrics`."""
 
     name: str
     meaning: str
@@ -48,6 +48,7 @@ class Metric:
     unit: str = ""
     headline: bool = False  # the one figure a leaderboard ranks by
     interval: str | None = None  # the metrics key of its 95% interval
+    count: bool = False  # how much was evaluated: shown in the summary's title line
 
 
 @dataclass(frozen=True)
@@ -147,3 +148,8 @@ class Evaluator:
 
     def headline(self) -> Metric:
         return next(metric for metric in self.metrics if metric.headline)
+
+    def metric_keys(self) -> set[str]:
+        """Every key results.json's `metrics` may hold: the catalogue's metrics and their intervals."""
+        return {metric.name for metric in self.metrics} | {metric.interval for metric in self.metrics
+                                                           if metric.interval}

@@ -46,6 +46,12 @@ def bootstrap_ratio_interval(
     return float(low), float(high)
 
 
+def perplexity_interval(window_nll, window_tokens) -> list[float]:
+    """95% bootstrap interval of the corpus perplexity, resampling windows (their scored tokens are disjoint)."""
+    low, high = bootstrap_ratio_interval(window_nll, window_tokens)
+    return [math.exp(low), math.exp(high)]
+
+
 def divergence_metrics(
     token_kl: np.ndarray, window_kl: np.ndarray, window_tokens: np.ndarray, top1_agree: float, reference_nll: float,
     nll: float,
@@ -90,4 +96,5 @@ def classification_metrics(truth: np.ndarray, predictions: np.ndarray, labels: l
         "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
+        "confusion_labels": list(labels),
     }

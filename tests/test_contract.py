@@ -11,6 +11,7 @@ import subprocess
 import sys
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +22,7 @@ from evalkit import evaluators, runner
 from evalkit.config import compose_config
 from evalkit.evaluator import RunSettings
 from evalkit.results import canonical_json
+from evalkit.summary import summary
 
 EVALUATORS = evaluators.names()
 
@@ -146,6 +148,22 @@ def same_figures(first: dict, second: dict) -> bool:
     timing_derived = {"rtfx"}
     return {k: v for k, v in first.items() if k not in timing_derived} == \
         {k: v for k, v in second.items() if k not in timing_derived}
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_catalogue_names_every_metric_and_the_summary_shows_it(reference_runs, name):
+    evaluator = evaluators.get(name)
+    record = reference_runs[name][0]
+    assert set(record["metrics"]) <= evaluator.metric_keys(), set(record["metrics"]) - evaluator.metric_keys()
+    assert sum(metric.headline for metric in evaluator.metrics) == 1
+    headline = evaluator.headline()
+    low, high = record["metrics"][headline.interval]
+    assert low <= record["metrics"][headline.name] <= high
+    lines = summary(record, Path("/runs/x")).splitlines()
+    (row,) = [line.split() for line in lines if line.split()[:1] == [headline.name]]
+    better = "higher" if headline.higher_is_better else "lower"
+    assert row[1:5] == [f"{record['metrics'][headline.name]:.4f}", f"[{low:.4f},", f"{high:.4f}]", better]
+    assert lines[-2].startswith("model: ") and lines[-1].endswith("results in /runs/x/results.json")
 
 
 @pytest.mark.parametrize("name", EVALUATORS)

@@ -8,6 +8,7 @@ import torch
 import transformers
 
 from conftest import WIKITEXT, run_cli, run_results
+from evalkit import evaluators
 from evalkit.loading import LoadOptions, load_model
 from evalkit.nll import score_windows
 from evalkit.windows import window_schedule
@@ -49,6 +50,7 @@ def test_self_comparison_is_zero_kl_and_full_agreement(tmp_path, tiny_llama_dir)
                           "task=text", f"task.path={WIKITEXT}", "limit=600", "max_length=128", "stride=64")["metrics"]
     assert metrics["kl_mean"] == 0.0 and metrics["kl_max"] == 0.0 and metrics["top1_agreement"] == 1.0
     assert metrics["delta_ppl"] == 0.0 and metrics["kl_mean_ci95"] == [0.0, 0.0]
+    assert set(metrics) <= evaluators.get("perplexity").metric_keys()  # the catalogue names the reference's figures
 
 
 def test_mismatched_tokenizer_is_rejected(tmp_path, tiny_llama_dir):

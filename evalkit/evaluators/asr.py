@@ -55,8 +55,16 @@ class Asr(Evaluator):
         Metric("cer", "character error rate over the corpus", False),
         Metric("mean_utterance_wer", "mean of per-utterance WERs, for contrast only (not the WER)", False),
         Metric("rtfx", "audio seconds transcribed per second of compute", True, "x"),
-        Metric("utterances", "utterances evaluated", None),
-        Metric("skipped", "utterances skipped (on_error=skip)", None),
+        Metric("utterances", "utterances evaluated", None, count=True),
+        Metric("skipped", "utterances skipped (on_error=skip)", None, count=True),
+        Metric("skipped_utterances", "the skipped utterances with their reasons", None),
+        Metric("substitutions", "reference words replaced by another word", None, "words"),
+        Metric("deletions", "reference words missing from the hypothesis", None, "words"),
+        Metric("insertions", "hypothesis words with no reference word", None, "words"),
+        Metric("hits", "reference words transcribed correctly", None, "words"),
+        Metric("reference_words", "words of the normalised references", None, "words"),
+        Metric("audio_seconds", "seconds of audio transcribed", None, "s"),
+        Metric("normalizer", "the text normaliser applied to references and hypotheses", None),
     )
 
     def models(self, settings: Settings, model: Mapping, config) -> dict[str, ModelRequest]:

@@ -66,7 +66,13 @@ class Classification(Evaluator):
         Metric("macro_f1", "F1 per label, averaged over labels", True),
         Metric("accuracy_norm", "loglikelihood: accuracy with scores divided by continuation bytes", True),
         Metric("accuracy_uncalibrated", "loglikelihood with calibrate=true: accuracy before calibration", True),
-        Metric("examples", "examples evaluated", None),
+        Metric("examples", "examples evaluated", None, count=True),
+        Metric("per_class", "per label: precision, recall, F1 and support (examples of that label)", None),
+        Metric("confusion_matrix", "counts: rows the true label, columns the predicted, in confusion_labels' order",
+               None),
+        Metric("confusion_labels", "the labels in the confusion matrix's row and column order", None),
+        Metric("method", "how labels were scored: nli | loglikelihood | embedding", None),
+        Metric("calibrated", "whether scores were calibrated by the content-free prior", None),
     )
 
     def resolve(self, settings: Settings, task: Mapping) -> Settings:

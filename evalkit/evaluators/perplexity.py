@@ -19,7 +19,8 @@ from evalkit.errors import EvalkitError
 from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units
 from evalkit.settings import is_number, setting
 from evalkit.loading import context_length, ensure_causal
-from evalkit.metrics import count_bytes, count_words, divergence_metrics, perplexity_metrics
+from evalkit.metrics import (count_bytes, count_words, divergence_metrics, perplexity_interval,
+                             perplexity_metrics)
 from evalkit.presets import model_spec
 from evalkit.results import sha256_text
 from evalkit.windows import Window, check_window_args, window_schedule
@@ -89,16 +90,28 @@ class Perplexity(Evaluator):
     unit_name = "window"
     cpu_auto_batch, cuda_auto_batch = nll.CPU_AUTO_BATCH, nll.CUDA_AUTO_BATCH
     metrics = (
-        Metric("perplexity", "exp(summed NLL / scored tokens) over the whole stream", False, "", headline=True),
+        Metric("perplexity", "exp(summed NLL / scored tokens) over the whole stream", False, "", headline=True,
+               interval="perplexity_ci95"),
         Metric("nll_per_token", "mean negative log-likelihood per scored token", False, "nats"),
         Metric("bits_per_byte", "summed NLL in bits / UTF-8 bytes of the text", False, "bits"),
         Metric("byte_perplexity", "exp(summed NLL / bytes)", False),
         Metric("word_perplexity", "exp(summed NLL / whitespace-separated words)", False),
-        Metric("tokens_scored", "tokens scored (every token after the first)", None, "tokens"),
-        Metric("windows", "windows evaluated", None),
+        Metric("nll_sum", "negative log-likelihood summed in float64 over every scored token", None, "nats"),
+        Metric("tokens_scored", "tokens scored (every token after the first)", None, "tokens", count=True),
+        Metric("windows", "windows evaluated", None, count=True),
+        Metric("bytes", "UTF-8 bytes of the evaluated text", None, "bytes"),
+        Metric("words", "whitespace-separated words of the evaluated text", None, "words"),
+        Metric("max_length", "tokens per window (resolved)", None, "tokens"),
+        Metric("stride", "tokens between window starts", None, "tokens"),
         Metric("kl_mean", "KL(reference || model) per scored token", False, "nats", interval="kl_mean_ci95"),
-        Metric("delta_ppl", "perplexity minus the reference's", False),
+        Metric("kl_median", "median of the per-token KL(reference || model)", False, "nats"),
+        Metric("kl_p99", "99th percentile of the per-token KL", False, "nats"),
+        Metric("kl_max", "largest per-token KL", False, "nats"),
         Metric("top1_agreement", "share of tokens where both models' most likely next token agree", True),
+        Metric("delta_ppl", "perplexity minus the reference's", False),
+        Metric("ppl_ratio", "perplexity / the reference's", False),
+        Metric("reference_perplexity", "the reference model's perplexity on the same windows", False),
+        Metric("reference_nll_sum", "the reference model's summed NLL", None, "nats"),
     )
 
     def check(self, settings: Settings, run, task: Mapping) -> None:
@@ -174,6 +187,7 @@ class Perplexity(Evaluator):
         nll_sum = float(column["nll"].sum())
         total = sum(w.num_targets for w in windows)
         metrics = perplexity_metrics(nll_sum, total, count_bytes(state.text), count_words(state.text))
+        metrics["perplexity_ci95"] = perplexity_interval(column["nll"].numpy(), [w.num_targets for w in windows])
         metrics.update(windows=len(windows), max_length=state.max_length, stride=state.stride)
         samples = [{"window": i, "begin": w.begin, "end": w.end, "tokens_scored": w.num_targets,
                     "nll": float(column["nll"][i])} for i, w in enumerate(windows)]

@@ -3,6 +3,7 @@ dtype, quantized, spread by a device map, with its tokenizer or processor and a 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,7 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     copy = location and gguf_cache.dequantized(location)  # a GGUF dequantized before: a plain folder
     dtype = model_dtype(options, config, device)
     kwargs = load_kwargs(options, dtype, device)
+    print(f"evalkit: loading {spec.get('name')} from {loading_from(location, copy)}", file=sys.stderr, flush=True)
     model = build_model(spec, config, copy or location, head, options, kwargs)
     if "device_map" not in kwargs:
         model.to(device)
@@ -47,6 +49,16 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     speed_up(model, options, provenance)
     return LoadedModel(model=model, tokenizer=tokenizer, device=next(model.parameters()).device, head=head,
                        context_length=context_length(config), provenance=provenance)
+
+
+def loading_from(location: Location | None, copy: Location | None) -> str:
+    if location is None:
+        return "its config (random init)"
+    if copy:
+        return f"{copy.path} (the dequantized copy of {location.gguf_file}, kept by an earlier load)"
+    if location.gguf_file:
+        return f"{location.path}/{location.gguf_file} (GGUF: parsed and dequantized by transformers)"
+    return f"{location.path} ({location.source}" + (f", revision {location.revision})" if location.revision else ")")
 
 
 def load_tokenizer(location: Location, head: str, options: LoadOptions) -> Any:
