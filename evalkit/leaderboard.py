@@ -1,21 +1,26 @@
-"""Collect every results.json below a folder into leaderboard tables, lm-evaluation-harness results, plots and one
-static HTML page.
+"""Collect every results.json below a folder into a leaderboard: tables, lm-evaluation-harness results, charts and
+one static HTML page.
 
     python -m evalkit.leaderboard outputs/ [-o outputs/leaderboard]     (also: evalkit-leaderboard)
 
 Writes into the output folder:
-- leaderboard.json: {"schema": "evalkit-leaderboard", "schema_version": 1, "generated_at", "source",
-  "rows": [...], "skipped": [{"path", "reason"}], "superseded": [{"path", "kept"}]}. A row is one (model, task,
-  settings): "model", "task", "evaluator", "settings" (every evaluation setting of the run, flattened with dots),
-  "varying" (those settings that differ between rows, as shown in the tables), "metric" (the headline one),
-  "value", "interval" ([low, high] 95% bootstrap, or null), "higher_is_better", "metrics" (every scalar metric),
-  "timing", "started_at", "run_dir", "results_path", and "provenance" (model, data, versions, git commit, hardware).
+- leaderboard.json: {"schema": "evalkit-leaderboard", "schema_version": 1, "generated_at", "source", "summary",
+  "rows": [...], "skipped": [{"path", "reason"}], "superseded": [{"path", "kept"}], "grid"}. A row is one (model,
+  task, settings): "model", "label" (the model with its variant: quantization, dtype), "task", "evaluator",
+  "settings" (every evaluation setting of the run, flattened with dots), "partial" (run with a `limit`), "compared"
+  (the settings that change its numbers), "varying" (the settings that differ between the rows of its task),
+  "metric" (the headline one), "value", "interval" ([low, high] 95% bootstrap, or null), "higher_is_better",
+  "metrics" (every scalar metric), "timing", "rate" and "rate_unit", "started_at", "run_dir", "results_path", and
+  "provenance" (model, data, versions, git commit, hardware). "grid": the models x tasks view of full runs
+  ("models", "tasks", "cells" label -> task -> {"row", "value", "interval", "partial", "same_settings"},
+  "compared" task -> the settings its cells share).
 - leaderboard.md and leaderboard.csv: the rows as tables;
-- lm_eval/<model>.json: the rows of one model in lm-evaluation-harness's results layout ("results", "configs",
-  "versions", "n-shot", "higher_is_better", "n-samples", "config");
-- plots/<model>__<task>.png: perplexity and tokens/s against stride, where a model was run at several strides;
-- index.html: one self-contained page (no server, no network) with the table, sortable by any column, filterable by
-  task, and the plots embedded.
+- lm_eval/<model>.json: the rows of one model (variant) in lm-evaluation-harness's results layout ("results",
+  "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config");
+- plots/compare__<task>.png: the models' headline values with intervals; plots/<model>__<task>.png: perplexity and
+  tokens/s against stride, where a model was run at several strides;
+- index.html: one self-contained page (no server, no network): the models x tasks grid, then per task its charts
+  and a sortable table of its runs linking to their folders; filters by task, model and partial runs.
 
 Unreadable or foreign JSON is skipped with a warning and counted; when one (model, task, settings) was run more
 than once, the newest run is kept and the others are listed as superseded.
@@ -24,7 +29,6 @@ than once, the newest run is kept and the others are listed as superseded.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import math
@@ -37,8 +41,11 @@ from pathlib import Path
 
 from evalkit import evaluators
 from evalkit.settings import is_number
-from evalkit.leaderboard_page import page, stride_plots
-from evalkit.lm_eval_format import lm_eval_names, lm_eval_results, settings_label
+from evalkit.leaderboard_grid import grid, task_views, variant_label, varying_settings
+from evalkit.leaderboard_page import page
+from evalkit.leaderboard_plots import comparison_charts, stride_plots
+from evalkit.leaderboard_tables import markdown, table_rows, write_csv
+from evalkit.lm_eval_format import lm_eval_names, lm_eval_results
 from evalkit.results import canonical_json, write_atomic, write_json
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
@@ -104,11 +111,16 @@ def make_row(record: dict, path: Path) -> dict:
     if not (isinstance(interval, list) and len(interval) == 2 and all(map(is_number, interval))):
         interval = None
     model = record["model"]
+    name = model.get("name") or model.get("location")
+    scopes = record["settings"]
     return {
-        "model": model.get("name") or model.get("location"),
+        "model": name,
+        "label": variant_label(name, scopes.get("loading") or {}),
         "task": record["task"],
         "evaluator": record["evaluator"],
         "settings": settings,
+        "partial": (scopes.get("run") or {}).get("limit") is not None,
+        "compared": {"limit": (scopes.get("run") or {}).get("limit"), **(scopes.get(record["evaluator"]) or {})},
         "identity": canonical_json([record["config"].get("model"), record["config"].get("task"), settings]),
         "metric": metric,
         "value": metrics.get(metric),
@@ -117,6 +129,7 @@ def make_row(record: dict, path: Path) -> dict:
         "metrics": {k: v for k, v in metrics.items() if is_number(v)},
         "timing": {k: v for k, v in (record.get("timing") or {}).items() if is_number(v)},
         "rate": (record.get("timing") or {}).get(f"{evaluator.throughput}_per_second"),
+        "rate_unit": f"{evaluator.throughput}/s",
         "started_at": record.get("started_at"),
         "run_dir": str(path.parent),
         "results_path": str(path),
@@ -158,46 +171,15 @@ def collect(source: Path, skip: Path | None = None) -> dict:
         if len(runs) > 1:
             warn(f"{len(runs)} runs of {runs[0]['model']} on {runs[0]['task']} with the same settings: kept the "
                  f"newest, {runs[0]['results_path']}")
-    varying = sorted({key for key in {k for row in rows for k in row["settings"]}
-                      if len({canonical_json(row["settings"].get(key)) for row in rows}) > 1})
+    by_task = defaultdict(list)
     for row in rows:
-        row["varying"] = {key: row["settings"].get(key) for key in varying}
+        by_task[row["task"]].append(row)
+    for task_rows in by_task.values():
+        varying = varying_settings(task_rows)
+        for row in task_rows:
+            row["varying"] = {key: row["settings"].get(key) for key in varying}
     rows.sort(key=lambda r: (r["task"], r["model"], canonical_json(r["varying"])))
     return {"rows": rows, "skipped": skipped, "superseded": superseded}
-
-
-def table_rows(rows: list[dict]) -> list[dict]:
-    """The flat view shown in the .md/.csv/.html tables."""
-    return [{
-        "model": row["model"], "task": row["task"], "settings": settings_label(row), "metric": row["metric"],
-        "value": row["value"],
-        "ci95_low": row["interval"][0] if row["interval"] else None,
-        "ci95_high": row["interval"][1] if row["interval"] else None,
-        "per_second": row["rate"], "eval_seconds": row["timing"].get("eval_seconds"),
-        "started_at": row["started_at"], "run_dir": row["run_dir"],
-    } for row in rows]
-
-
-def cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1e5 else f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def markdown(flat: list[dict]) -> str:
-    columns = list(flat[0]) if flat else ["model", "task", "metric", "value"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r[c]).replace("|", "\\|") for c in columns) + " |" for r in flat]
-    return "\n".join(lines) + "\n"
-
-
-def write_csv(path: Path, flat: list[dict]) -> None:
-    def write(stream):
-        writer = csv.DictWriter(stream, fieldnames=list(flat[0]) if flat else ["model", "task"])
-        writer.writeheader()
-        writer.writerows(flat)
-
-    write_atomic(path, write)
 
 
 def build(source: Path, out: Path) -> dict:
@@ -214,7 +196,7 @@ def build(source: Path, out: Path) -> dict:
     except OSError as error:
         fail(f"cannot write into {out.parent} ({error.strerror})")
     try:
-        board = export(source, staging, collected)
+        board = export(source, staging, collected, final=out)
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(old)
@@ -247,31 +229,39 @@ def finite(value):
     return value
 
 
-def export(source: Path, out: Path, collected: dict) -> dict:
+def export(source: Path, out: Path, collected: dict, final: Path) -> dict:
+    """Every export into `out`; the page's links to the runs are relative to `final`, where `out` will be."""
     collected = finite(collected)
     rows = collected["rows"]
     summary = (f"{len(rows)} rows from {source}; {len(collected['skipped'])} files skipped, "
                f"{len(collected['superseded'])} older duplicate runs left out")
+    views = task_views(rows)
+    grids = {"full": grid(rows, include_partial=False), "all": grid(rows, include_partial=True)}
     board = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION,
              "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "source": str(source), "summary": summary, **collected}
+             "source": str(source), "summary": summary, **collected, "grid": grids["full"]}
     flat = table_rows(rows)
     write_json(out / "leaderboard.json", board)
     write_atomic(out / "leaderboard.md", lambda stream: stream.write(markdown(flat)))
     write_csv(out / "leaderboard.csv", flat)
     by_model = defaultdict(list)
     for row in rows:
-        by_model[row["model"]].append(row)
+        by_model[row["label"]].append(row)
     names = lm_eval_names(list(by_model))
     for model, model_rows in by_model.items():
         write_json(out / "lm_eval" / f"{names[model]}.json", lm_eval_results(model_rows))
-    plots = stride_plots(rows, out / "plots")
-    write_atomic(out / "index.html", lambda stream: stream.write(page(flat, plots, summary)))
+    pictures = defaultdict(list)
+    for task, chart in comparison_charts(grids["full"], views, out / "plots").items():
+        pictures[task].append((f"{task}: models compared", chart))
+    for task, title, plot in stride_plots(rows, out / "plots"):
+        pictures[task].append((title, plot))
+    text = page(rows, views, grids, pictures, summary, final)
+    write_atomic(out / "index.html", lambda stream: stream.write(text))
     return board
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="evalkit-leaderboard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="evalkit-leaderboard", description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("outputs", type=Path, help="folder searched for results.json files (e.g. outputs/)")
     parser.add_argument("-o", "--out", type=Path, help="where the exports go (default: OUTPUTS/leaderboard)")
     args = parser.parse_args(argv)

@@ -45,7 +45,9 @@ def lm_eval_results(rows: list[dict]) -> dict:
         out["n-samples"][alias] = {"original": count, "effective": count}
     first = rows[0]
     location = first["provenance"]["model"]["location"] or first["model"]
-    out["config"] = {"model": "evalkit", "model_args": f"pretrained={location}", "model_name": first["model"]}
+    variant = "".join(f",{key}={first['settings'][key]}" for key in ("dtype", "quantization")
+                      if first["settings"].get(key) not in (None, "auto", "none"))
+    out["config"] = {"model": "evalkit", "model_args": f"pretrained={location}{variant}", "model_name": first["model"]}
     out["model_name"] = first["model"]
     out["git_hash"] = first["provenance"]["git_commit"]
     out["date"] = datetime.datetime.now(datetime.timezone.utc).timestamp()

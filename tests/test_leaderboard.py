@@ -6,25 +6,32 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conftest import SHARED_DATA, run_cli
+from conftest import SHARED_DATA, WIKITEXT, run_cli
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory, tiny_gpt2_dir) -> Path:
-    """A tree of real runs: a 2-stride sweep of a tiny GPT-2 run twice (the second, forced, is newer), a zero-shot
-    classification run, a corrupt results.json and a foreign one; the result cache inside it too (not runs)."""
+    """A tree of real runs: full runs of a tiny GPT-2 on a small text, a 2-stride sweep run twice (the second, forced,
+    is newer) and a torchao-int8 variant against it as reference; a partial (limit=30) zero-shot classification run;
+    a corrupt results.json and a foreign one; the result cache inside it too (not runs)."""
     root = tmp_path_factory.mktemp("outputs")
-    tiny = [f"model.name_or_path={tiny_gpt2_dir}", "model.name=tiny-gpt2", f"data_dir={SHARED_DATA}", "limit=300",
+    text = root / "small.txt"
+    text.write_text(WIKITEXT.read_text(encoding="utf-8")[:2500], encoding="utf-8")
+    tiny = [f"model.name_or_path={tiny_gpt2_dir}", "model.name=tiny-gpt2", "task=text", f"task.path={text}",
             "max_length=64"]
     env = {"EVALKIT_CACHE_DIR": str(root / "cache")}
     for sweep, extra in (("sweep-old", []), ("sweep-new", ["force=true"])):
         done = run_cli("-m", *tiny, "stride=16,32", *extra, f"hydra.sweep.dir={root / sweep}", env=env)
         assert done.returncode == 0, done.stderr
+    done = run_cli(*tiny, "stride=32", "quantization=torchao-int8", f"reference_model={tiny_gpt2_dir}",
+                   f"hydra.run.dir={root / 'int8'}", env=env)
+    assert done.returncode == 0, done.stderr
     done = run_cli("task=sst2", "method=embedding", "model=minilm-l6-v2", f"data_dir={SHARED_DATA}", "limit=30",
                    f"hydra.run.dir={root / 'sst2'}")
     assert done.returncode == 0, done.stderr
@@ -49,23 +56,40 @@ def test_rows_dedup_and_skips(board, outputs):
     data = json.loads((board / "leaderboard.json").read_text())
     assert data["schema"] == "evalkit-leaderboard" and data["schema_version"] == 1
     rows = data["rows"]
-    assert sorted((r["task"], r["model"], r["settings"].get("stride")) for r in rows) == [
-        ("sst2", "minilm-l6-v2", None), ("wikitext", "tiny-gpt2", 16), ("wikitext", "tiny-gpt2", 32)]
+    assert sorted((r["task"], r["label"], r["settings"].get("stride"), r["partial"]) for r in rows) == [
+        ("sst2", "minilm-l6-v2", None, True), ("text", "tiny-gpt2", 16, False), ("text", "tiny-gpt2", 32, False),
+        ("text", "tiny-gpt2 (torchao-int8)", 32, False)]
     assert sorted(Path(s["path"]).parent.name for s in data["skipped"]) == ["corrupt", "foreign"]
     assert len(data["superseded"]) == 2  # the older sweep's two runs; cache entries are no runs
     assert list((outputs / "cache").glob("*/results.json"))
     listed = [r["results_path"] for r in rows] + [s["path"] for s in data["superseded"]]
     assert not any("/cache/" in path for path in listed)
     assert all("sweep-old" in s["path"] and "sweep-new" in s["kept"] for s in data["superseded"])
-    assert all("sweep-new" in r["run_dir"] for r in rows if r["model"] == "tiny-gpt2")
+    assert all("sweep-new" in r["run_dir"] for r in rows if r["label"] == "tiny-gpt2")
     accuracy = next(r for r in rows if r["task"] == "sst2")
     assert accuracy["metric"] == "accuracy" and accuracy["higher_is_better"]
-    low, high = accuracy["interval"]
-    assert low <= accuracy["value"] <= high
+    for row in rows:
+        low, high = row["interval"]
+        assert low <= row["value"] <= high
     assert accuracy["provenance"]["model"]["weights_sha256"] and accuracy["provenance"]["data"]["sha256"]
-    perplexity = next(r for r in rows if r["task"] == "wikitext")
+    perplexity = next(r for r in rows if r["task"] == "text")
     assert perplexity["metric"] == "perplexity" and perplexity["value"] == perplexity["metrics"]["perplexity"]
     assert perplexity["varying"]["stride"] == perplexity["settings"]["stride"]
+
+
+def test_grid_compares_like_with_like_and_leaves_partial_runs_out(board):
+    data = json.loads((board / "leaderboard.json").read_text())
+    rows, grid = data["rows"], data["grid"]
+    assert grid["tasks"] == ["text"] and grid["models"] == ["tiny-gpt2", "tiny-gpt2 (torchao-int8)"]
+    assert grid["compared"]["text"]["stride"] == 32  # run by both models (reference_model adds figures only)
+    for label, cell in ((label, grid["cells"][label]["text"]) for label in grid["models"]):
+        row = rows[cell["row"]]
+        assert row["label"] == label and row["settings"]["stride"] == 32 and cell["same_settings"]
+        assert cell["value"] == row["value"] and cell["interval"] == row["interval"]
+    from evalkit.leaderboard_grid import grid as make_grid
+
+    everything = make_grid(rows, include_partial=True)
+    assert everything["tasks"] == ["sst2", "text"] and everything["cells"]["minilm-l6-v2"]["sst2"]["partial"]
 
 
 def test_tables(board):
@@ -73,6 +97,7 @@ def test_tables(board):
     with open(board / "leaderboard.csv", newline="") as stream:
         table = list(csv.DictReader(stream))
     assert [float(r["value"]) for r in table] == pytest.approx([r["value"] for r in rows])
+    assert {(r["throughput_unit"], r["partial"]) for r in table} == {("tokens/s", "False"), ("examples/s", "True")}
     markdown = (board / "leaderboard.md").read_text().splitlines()
     assert markdown[0].startswith("| model | task |") and len(markdown) == 2 + len(rows)
 
@@ -85,17 +110,20 @@ def test_lm_eval_harness_layout(board):
     for alias, result in tiny["results"].items():
         assert result["alias"] == alias and "word_perplexity,none" in result and "bits_per_byte,none" in result
         assert tiny["higher_is_better"][alias] == {"perplexity": False}
+    (int8_file,) = (board / "lm_eval").glob("tiny-gpt2_torchao-int8*.json")  # a variant is its own model file
+    assert json.loads(int8_file.read_text())["config"]["model_args"].endswith(",quantization=torchao-int8")
     sst2 = json.loads((board / "lm_eval" / "minilm-l6-v2.json").read_text())
     result = sst2["results"]["sst2"]
     assert 0 <= result["acc,none"] <= 1 and result["acc_stderr,none"] > 0
     assert sst2["n-samples"]["sst2"] == {"original": 30, "effective": 30}
 
 
-def test_stride_plot_and_self_contained_page(board):
-    (plot,) = (board / "plots").glob("*.png")
-    assert plot.name == "tiny-gpt2__wikitext.png" and plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_plots_and_self_contained_page(board):
+    plots = sorted(plot.name for plot in (board / "plots").glob("*.png"))
+    assert plots == ["compare__text.png", "tiny-gpt2__text.png"]  # the comparison chart; the one stride sweep
+    assert all((board / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in plots)
     page = (board / "index.html").read_text()
-    assert "data:image/png;base64," in page
+    assert page.count("data:image/png;base64,") == 2
     assert "http://" not in page and "https://" not in page and "<link" not in page  # nothing fetched
 
 
@@ -104,7 +132,7 @@ def test_console_script(outputs, tmp_path):
     assert script, "the evalkit-leaderboard console script is not installed (pip install -e .)"
     done = subprocess.run([script, str(outputs), "-o", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert len(json.loads((tmp_path / "leaderboard.json").read_text())["rows"]) == 3
+    assert len(json.loads((tmp_path / "leaderboard.json").read_text())["rows"]) == 4
 
 
 def browser():
@@ -120,33 +148,63 @@ def browser():
     return webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
 
 
-def test_page_in_headless_chromium_sorts_and_filters(board):
+def test_page_in_headless_chromium(board, tmp_path):
+    """The grid (partial runs out until asked for, best cell marked, values linking to their runs), the per-task
+    tables (units and directions in the headers, the quantized run's KL columns, sorting both ways), the filters, and
+    links that reach each run's folder and results.json. A screenshot is kept as leaderboard.png for a person."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    rows = json.loads((board / "leaderboard.json").read_text())["rows"]
+    data = json.loads((board / "leaderboard.json").read_text())
+    rows = data["rows"]
     driver = browser()
     try:
+        driver.set_window_size(1400, 1800)
         driver.get((board / "index.html").as_uri())
+        texts = lambda selector: [e.text for e in driver.find_elements(By.CSS_SELECTOR, selector)]
 
-        def column(name):
-            headers = [th.get_attribute("data-column") for th in driver.find_elements(By.CSS_SELECTOR, "#board th")]
-            index = headers.index(name)
-            return [tr.find_elements(By.TAG_NAME, "td")[index].text
-                    for tr in driver.find_elements(By.CSS_SELECTOR, "#board tbody tr")]
+        assert texts("#grid thead th")[0] == "model" and texts("#grid thead th a") == ["text"]
+        assert texts("#grid tbody tr td:first-child") == ["tiny-gpt2", "tiny-gpt2 (torchao-int8)"]
+        best = min(data["grid"]["cells"][m]["text"]["value"] for m in data["grid"]["models"])
+        (marked,) = driver.find_elements(By.CSS_SELECTOR, "#grid td.best")
+        assert marked.find_element(By.TAG_NAME, "a").text == f"{best:.4f}" and "[" in marked.text
+        driver.find_element(By.ID, "show-partial").click()
+        assert texts("#grid thead th a") == ["sst2", "text"] and "partial" in texts("#grid td.cell")[0]
+        driver.find_element(By.ID, "show-partial").click()
 
-        assert len(column("model")) == len(rows)
-        header = driver.find_element(By.CSS_SELECTOR, 'th[data-column="value"]')
-        header.click()
-        ascending = [float(v) for v in column("value")]
-        assert ascending == sorted(ascending) and len(ascending) == len(rows)
-        header.click()
-        assert [float(v) for v in column("value")] == sorted(ascending, reverse=True)
-        driver.find_element(By.CSS_SELECTOR, 'th[data-column="model"]').click()
-        assert column("model") == sorted(column("model"))
-        Select(driver.find_element(By.ID, "task-filter")).select_by_value("wikitext")
-        assert column("task") == ["wikitext", "wikitext"]
-        assert len(driver.find_elements(By.CSS_SELECTOR, "img")) == 1
+        table = "section[data-task=text] table.runs"
+        headers = texts(f"{table} th")
+        assert headers[:3] == ["model", "quantization", "reference_model"] and "perplexity \u2193" in headers
+        assert {"bits_per_byte (bits) \u2193", "kl_mean (nats) \u2193", "top1_agreement \u2191",
+                "delta_ppl \u2193", "tokens/s"} <= set(headers)
+        column = lambda header: [tr.find_elements(By.TAG_NAME, "td")[headers.index(header)].text
+                                 for tr in driver.find_elements(By.CSS_SELECTOR, f"{table} tbody tr")]
+        perplexity = driver.find_element(By.CSS_SELECTOR, f'{table} th[data-key="value"]')
+        perplexity.click()
+        ascending = [float(v) for v in column("perplexity \u2193")]
+        assert len(ascending) == 3 and ascending == sorted(ascending)
+        perplexity.click()
+        assert [float(v) for v in column("perplexity \u2193")] == sorted(ascending, reverse=True)
+
+        driver.find_element(By.ID, "model-filter").send_keys("int8")
+        assert column("model") == ["tiny-gpt2 (torchao-int8)"]
+        assert texts("#grid tbody tr td:first-child") == ["tiny-gpt2 (torchao-int8)"]
+        driver.find_element(By.ID, "model-filter").clear()
+        Select(driver.find_element(By.ID, "task-filter")).select_by_value("sst2")
+        assert not driver.find_element(By.CSS_SELECTOR, "section[data-task=text]").is_displayed()
+        assert "partial" in texts("section[data-task=sst2] tbody td")[0]
+        Select(driver.find_element(By.ID, "task-filter")).select_by_value("")
+
+        for row_id, row in enumerate(rows):
+            links = driver.find_elements(By.CSS_SELECTOR, f"#run-{row_id} a")
+            targets = [Path(unquote(urlparse(a.get_attribute("href")).path)) for a in links]
+            assert targets == [Path(row["run_dir"]), Path(row["results_path"])]
+        cell_link = driver.find_element(By.CSS_SELECTOR, "#grid td.best a")
+        cell_link.click()
+        target = driver.execute_script("return document.querySelector(':target').id")
+        assert rows[int(target.removeprefix("run-"))]["value"] == best
+        driver.execute_script("window.scrollTo(0, 0)")
+        driver.save_screenshot(str(board / "leaderboard.png"))
     finally:
         driver.quit()
 
