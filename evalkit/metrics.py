@@ -35,21 +35,24 @@ def perplexity_metrics(nll_sum: float, tokens: int, num_bytes: int, num_words: i
 
 def bootstrap_ratio_interval(
     numerators: np.ndarray, denominators: np.ndarray, confidence: float = 0.95, resamples: int = 1000, seed: int = 0
-) -> tuple[float, float]:
+) -> list[float] | None:
     """Percentile bootstrap interval of sum(numerators) / sum(denominators), resampling the units (windows,
-    examples, utterances) with replacement: the interval of a corpus-level ratio, not of a mean of unit ratios."""
+    examples, utterances) with replacement: the interval of a corpus-level ratio, not of a mean of unit ratios.
+    None for fewer than two units, where resampling can say nothing."""
     numerators, denominators = np.asarray(numerators, float), np.asarray(denominators, float)
+    if len(numerators) < 2:
+        return None
     picks = np.random.default_rng(seed).integers(0, len(numerators), size=(resamples, len(numerators)))
     ratios = numerators[picks].sum(1) / denominators[picks].sum(1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high)
+    return [float(low), float(high)]
 
 
-def perplexity_interval(window_nll, window_tokens) -> list[float]:
+def perplexity_interval(window_nll, window_tokens) -> list[float] | None:
     """95% bootstrap interval of the corpus perplexity, resampling windows (their scored tokens are disjoint)."""
-    low, high = bootstrap_ratio_interval(window_nll, window_tokens)
-    return [math.exp(low), math.exp(high)]
+    interval = bootstrap_ratio_interval(window_nll, window_tokens)
+    return interval and [math.exp(bound) for bound in interval]
 
 
 def divergence_metrics(
@@ -60,13 +63,12 @@ def divergence_metrics(
     agreement, and the perplexity change."""
     tokens = len(token_kl)
     perplexity, reference_perplexity = math.exp(nll / tokens), math.exp(reference_nll / tokens)
-    low, high = bootstrap_ratio_interval(window_kl, window_tokens)
     return {
         "reference_perplexity": reference_perplexity,
         "delta_ppl": perplexity - reference_perplexity,
         "ppl_ratio": perplexity / reference_perplexity,
         "kl_mean": float(window_kl.sum() / tokens),
-        "kl_mean_ci95": [low, high],
+        "kl_mean_ci95": bootstrap_ratio_interval(window_kl, window_tokens),
         "kl_median": float(np.median(token_kl)),
         "kl_p99": float(np.percentile(token_kl, 99)),
         "kl_max": float(token_kl.max()),
@@ -92,7 +94,7 @@ def classification_metrics(truth: np.ndarray, predictions: np.ndarray, labels: l
     correct = (truth == predictions).astype(float)
     return {
         "accuracy": float(correct.mean()),
-        "accuracy_ci95": list(bootstrap_ratio_interval(correct, np.ones_like(correct))),
+        "accuracy_ci95": bootstrap_ratio_interval(correct, np.ones_like(correct)),
         "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),

@@ -167,7 +167,7 @@ def wer_metrics(references: list[str], hypotheses: list[str]) -> dict:
     ], dtype=float)
     return {
         "wer": words.wer,
-        "wer_ci95": list(bootstrap_ratio_interval(errors, reference_words)),
+        "wer_ci95": bootstrap_ratio_interval(errors, reference_words),
         "substitutions": words.substitutions, "deletions": words.deletions, "insertions": words.insertions,
         "hits": words.hits, "reference_words": int(reference_words.sum()),
         "cer": jiwer.cer(references, hypotheses),

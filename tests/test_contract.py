@@ -164,6 +164,9 @@ def test_catalogue_names_every_metric_and_the_summary_shows_it(reference_runs, n
     better = "higher" if headline.higher_is_better else "lower"
     assert row[1:5] == [f"{record['metrics'][headline.name]:.4f}", f"[{low:.4f},", f"{high:.4f}]", better]
     assert lines[-2].startswith("model: ") and lines[-1].endswith("results in /runs/x/results.json")
+    readme = (ROOT / "README.md").read_text()
+    reading = readme[readme.index("## Reading the results"):readme.index("## Offline use")]
+    assert f"`{headline.name}`" in reading  # the README explains every headline metric
 
 
 @pytest.mark.parametrize("name", EVALUATORS)

@@ -41,9 +41,9 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     tokenizer = load_tokenizer(copy if copy and tokenizer_at == location else tokenizer_at, head, options)
     if location and location.gguf_file and not copy and not {"quantization_config", "device_map"} & set(kwargs):
         gguf_cache.keep(location, model, tokenizer)
+    provenance = describe(spec, options, model, config, location, tokenizer_at, dtype)  # the model as built
     if QUANTIZATIONS[options.quantization][0] == "torchao":
         torchao_quantize(model, options.quantization)
-    provenance = describe(spec, options, model, config, location, tokenizer_at, dtype)
     if copy:
         provenance["loaded_from"] = f"{copy.path} (the GGUF's dequantized copy)"
     speed_up(model, options, provenance)
