@@ -140,3 +140,28 @@ def test_bad_classification_input_fails_clearly(tmp_path, nli_models, tiny_bert_
     errors = [line for line in result.stderr.splitlines() if line.startswith("evalkit: error:")]
     assert len(errors) == 1 and expected in errors[0], result.stderr
     assert not (run_dir / "results.json").exists()
+
+
+def test_classification_metrics_equal_scikit_learn():
+    """Per-class precision/recall/F1, macro-F1, accuracy and the confusion matrix against scikit-learn, with a label
+    never predicted and one never true (where precision or recall divide by zero: 0, as scikit-learn reports)."""
+    metrics_module = pytest.importorskip("sklearn.metrics", reason="LOUD SKIP: scikit-learn (test extra) is absent")
+    from evalkit.metrics import classification_metrics
+
+    rng = np.random.default_rng(0)
+    labels = ["a", "b", "c", "d", "e"]
+    truth = rng.choice([0, 1, 2, 4], size=200)  # "d" is never true
+    predictions = np.where(rng.random(200) < 0.6, truth, rng.choice([0, 1, 3], size=200))  # "e" predicted only if right
+    predictions[truth == 4] = 0  # ... and never: "e" is never predicted
+    ours = classification_metrics(truth, predictions, labels)
+    everything = list(range(len(labels)))
+    precision, recall, f1, support = metrics_module.precision_recall_fscore_support(
+        truth, predictions, labels=everything, zero_division=0)
+    for k, label in enumerate(labels):
+        assert ours["per_class"][label] == pytest.approx(
+            {"precision": precision[k], "recall": recall[k], "f1": f1[k], "support": support[k]}, abs=1e-12)
+    assert ours["macro_f1"] == pytest.approx(metrics_module.f1_score(truth, predictions, labels=everything,
+                                                                     average="macro", zero_division=0), abs=1e-12)
+    assert ours["accuracy"] == metrics_module.accuracy_score(truth, predictions)
+    assert ours["confusion_matrix"] == metrics_module.confusion_matrix(truth, predictions, labels=everything).tolist()
+    assert ours["confusion_labels"] == labels

@@ -302,8 +302,9 @@ def test_leaderboard_skips_bad_rows_and_its_page_survives_hostile_names(tmp_path
         ["model-not-a-string", "metrics-a-list", "value-a-string", "nan-metric"])
     assert len(data["rows"]) == 5 and len(list((board / "lm_eval").glob("*.json"))) == 5
     page = (board / "index.html").read_text()
-    script = page.split('<script id="rows" type="application/json">')[1].split("</script>")[0]
-    assert "<" not in script and len(json.loads(script)) == 5  # nothing in the data can end or comment out it
+    script = page.split('<script id="board-data" type="application/json">')[1].split("</script>")[0]
+    assert "<" not in script and len(json.loads(script)["rows"]) == 5  # nothing in the data can end or comment it out
+    assert "<script>alert(1)" not in page
 
 
 # --- sweeps -------------------------------------------------------------------------------------------------------
