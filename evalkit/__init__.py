@@ -16,8 +16,13 @@ def evaluate(model=None, task: str | None = None, out_dir=None, **settings) -> d
 
     `model` is a preset, a hub id or local path, or a model spec mapping; `task` a task name; every other keyword is
     a top-level key as on the command line. Bad input raises EvalkitError."""
+    import sys
     from pathlib import Path
 
+    from evalkit import startup
+
+    if "huggingface_hub" not in sys.modules and (offline := startup.go_offline_if_unreachable()):
+        print(offline, file=sys.stderr)  # probed once per process, before the Hub's client reads the setting
     from evalkit import runner
     from evalkit.config import compose_config
 
