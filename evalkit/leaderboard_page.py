@@ -104,6 +104,15 @@ function renderGrid() {
     const values = models.map(m => grid.cells[m][task]).filter(c => c && c.same_settings).map(c => c.value);
     if (values.length) best[task] = views[task].higher_is_better ? Math.max(...values) : Math.min(...values);
   }
+  if (!models.length) {
+    const note = element("td", showPartial.checked ? "No runs match the filters." :
+      "No full runs to show; runs made with limit=N (partial) appear when the box above is ticked.");
+    note.colSpan = tasks.length + 1;
+    const tr = element("tr");
+    tr.appendChild(note);
+    document.querySelector("#grid tbody").replaceChildren(tr);
+    return;
+  }
   document.querySelector("#grid tbody").replaceChildren(...models.map(model => {
     const tr = element("tr");
     tr.appendChild(element("td", model));
