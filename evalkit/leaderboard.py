@@ -41,7 +41,7 @@ from pathlib import Path
 
 from evalkit import evaluators
 from evalkit.settings import is_number
-from evalkit.leaderboard_grid import grid, task_views, variant_label, varying_settings
+from evalkit.leaderboard_grid import grid, rows_by_task, task_views, variant_label, varying_settings
 from evalkit.leaderboard_page import page
 from evalkit.leaderboard_plots import comparison_charts, stride_plots
 from evalkit.leaderboard_tables import markdown, table_rows, write_csv
@@ -171,10 +171,7 @@ def collect(source: Path, skip: Path | None = None) -> dict:
         if len(runs) > 1:
             warn(f"{len(runs)} runs of {runs[0]['model']} on {runs[0]['task']} with the same settings: kept the "
                  f"newest, {runs[0]['results_path']}")
-    by_task = defaultdict(list)
-    for row in rows:
-        by_task[row["task"]].append(row)
-    for task_rows in by_task.values():
+    for task_rows in rows_by_task(rows).values():
         varying = varying_settings(task_rows)
         for row in task_rows:
             row["varying"] = {key: row["settings"].get(key) for key in varying}

@@ -33,13 +33,17 @@ def arrow(higher_is_better: bool | None) -> str:
     return {True: "\u2191", False: "\u2193"}.get(higher_is_better, "")
 
 
-def task_views(rows: list[dict]) -> list[dict]:
-    """Per task: its evaluator's headline, and the table's columns (key into a row's `cells`, header, numeric)."""
+def rows_by_task(rows: list[dict]) -> dict[str, list[dict]]:
     by_task = defaultdict(list)
     for row in rows:
         by_task[row["task"]].append(row)
+    return by_task
+
+
+def task_views(rows: list[dict]) -> list[dict]:
+    """Per task: its evaluator's headline, and the table's columns (key into a row's `cells`, header, numeric)."""
     views = []
-    for task, task_rows in sorted(by_task.items()):
+    for task, task_rows in sorted(rows_by_task(rows).items()):
         evaluator = evaluators.get(task_rows[0]["evaluator"])
         headline = evaluator.headline()
         varying = sorted({key for row in task_rows for key in row["varying"]})

@@ -7,6 +7,8 @@ import hashlib
 import re
 from collections import defaultdict
 
+from evalkit.leaderboard_grid import VARIANT_DEFAULTS, VARIANT_KEYS
+
 LM_EVAL_NAMES = {"accuracy": "acc", "accuracy_norm": "acc_norm"}  # evalkit metric -> lm-evaluation-harness metric
 TASK_VERSION = 1
 
@@ -45,8 +47,8 @@ def lm_eval_results(rows: list[dict]) -> dict:
         out["n-samples"][alias] = {"original": count, "effective": count}
     first = rows[0]
     location = first["provenance"]["model"]["location"] or first["model"]
-    variant = "".join(f",{key}={first['settings'][key]}" for key in ("dtype", "quantization")
-                      if first["settings"].get(key) not in (None, "auto", "none"))
+    variant = "".join(f",{key}={first['settings'][key]}" for key in VARIANT_KEYS
+                      if first["settings"].get(key, VARIANT_DEFAULTS[key]) != VARIANT_DEFAULTS[key])
     out["config"] = {"model": "evalkit", "model_args": f"pretrained={location}{variant}", "model_name": first["model"]}
     out["model_name"] = first["model"]
     out["git_hash"] = first["provenance"]["git_commit"]

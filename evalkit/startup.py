@@ -4,6 +4,7 @@ Nothing here may import torch, transformers or huggingface_hub."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import threading
@@ -34,8 +35,14 @@ def command_line_overrides(argv: list[str]) -> list[str]:
     return overrides
 
 
+@functools.cache
+def config_defaults():
+    """config.yaml's defaults list, read once per process (the announcement and the key check both ask)."""
+    return OmegaConf.load(CONF_DIR / "config.yaml").defaults
+
+
 def default_choice(group: str) -> str:
-    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+    defaults = config_defaults()
     return next(entry[group] for entry in defaults if isinstance(entry, Mapping) and group in entry)
 
 
