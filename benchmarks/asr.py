@@ -12,7 +12,8 @@ from pathlib import Path
 
 import transformers
 
-from evalkit.speech import Transcriber, normalizer, read_audio, wer_metrics
+from evalkit.speech import normalizer, read_audio, wer_metrics
+from evalkit.transcriber import Transcriber
 from evalkit.data import load_utterances
 from evalkit.loading import LoadOptions, load_model
 from evalkit.presets import model_spec

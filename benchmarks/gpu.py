@@ -27,7 +27,7 @@ import torch
 import transformers
 
 from classification import compare  # benchmarks/classification.py
-from evalkit.speech import Transcriber
+from evalkit.transcriber import Transcriber
 from evalkit.zero_shot import nli_scores
 from evalkit.loading import LoadOptions, load_model
 from evalkit.nll import score_windows
@@ -78,12 +78,14 @@ def matmul_tflops(n: int = 8192, repeats: int = 20) -> float:
 def forward_flops(model, windows) -> float:
     """Matrix FLOPs of evalkit's work: 2 x non-embedding params per token forwarded, causal attention (QK^T and AV,
     half the square), and the output layer at scored positions only."""
-    config = model.config
-    embedding = sum(p.numel() for n, p in model.named_parameters() if n.endswith(("wte.weight", "wpe.weight")))
-    non_embedding = sum(p.numel() for p in model.parameters()) - embedding
+    config = model.config  # hidden_size and num_hidden_layers: GPT-2's config maps them to n_embd and n_layer
+    tables = [*model.get_input_embeddings().parameters(), *model.get_output_embeddings().parameters(),
+              *(p for n, p in model.named_parameters() if n.endswith("wpe.weight"))]  # looked up, not multiplied
+    looked_up = sum(p.numel() for p in {id(p): p for p in tables}.values())  # a tied table counted once
+    non_embedding = sum(p.numel() for p in model.parameters()) - looked_up
     forwarded = sum(w.length for w in windows)
-    attention = sum(2 * config.n_layer * w.length**2 * config.n_embd for w in windows)
-    output_layer = 2 * config.vocab_size * config.n_embd * sum(w.num_targets for w in windows)
+    attention = sum(2 * config.num_hidden_layers * w.length**2 * config.hidden_size for w in windows)
+    output_layer = 2 * config.vocab_size * config.hidden_size * sum(w.num_targets for w in windows)
     return 2 * non_embedding * forwarded + attention + output_layer
 
 
@@ -163,13 +165,19 @@ def shape_matmul_seconds(config, windows, rows: int = 64 * 1024) -> float:
     return seconds + s / 10 / (rows // 2) * sum(w.num_targets for w in windows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def stream_parser(description: str, max_length: int, stride: int) -> argparse.ArgumentParser:
+    """The arguments of a perplexity benchmark over a token-id stream (WikiText-2's ids by default)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--tokens-file", required=True)
     parser.add_argument("--tokenizer", required=True)
     parser.add_argument("--tokens", type=int, default=287_644)
-    parser.add_argument("--stride", type=int, default=512)
-    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--max-length", type=int, default=max_length)
+    parser.add_argument("--stride", type=int, default=stride)
+    return parser
+
+
+def main() -> None:
+    parser = stream_parser(__doc__.splitlines()[0], 1024, 512)
     parser.add_argument("--skip-slow", action="store_true", help="leave out the float32 docs loop")
     parser.add_argument("--variants", default="evalkit_bfloat16_auto,evalkit_bfloat16_compile_b32")
     parser.add_argument("--texts", help="NLI premises, one per line (leave out to skip NLI)")

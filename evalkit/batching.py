@@ -8,19 +8,12 @@ from collections.abc import Callable, Hashable
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from evalkit.errors import EvalkitError
+from evalkit.evaluator import check_batch_size
 
 # Attention kernels for batches whose sequence length changes from batch to batch (padded text, token-by-token
 # decoding). cuDNN's is left out: it plans anew for every new shape, which measured 4.8 ms of CPU per attention call
 # on an H200 and made zero-shot NLI CPU-bound (2.8 s of 3.3 s); fixed-shape perplexity windows keep it.
 VARIABLE_SHAPE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-
-
-def check_batch_size(batch_size) -> None:
-    if batch_size == "auto":
-        return
-    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size >= 1):
-        raise EvalkitError(f"batch_size={batch_size} is not allowed; allowed: a positive integer or auto")
 
 
 def resolve_batch_size(batch_size: int | str, auto: int) -> int:

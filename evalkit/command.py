@@ -8,29 +8,24 @@ import sys
 from pathlib import Path
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from evalkit import distributed, evaluators, runner
-from evalkit.config import CONF_DIR, check_command_line, register_resolvers
+from evalkit import evaluators
+from evalkit.config import CONF_DIR, check_command_line, name_overridden_model, register_resolvers
 from evalkit.errors import EvalkitError, Interrupted
 from evalkit.summary import summary
 from evalkit.sweeps import record_failure
 
 
-def name_overridden_model(cfg: DictConfig, overrides: list[str]) -> None:
-    """A model given by `model.name_or_path=` on the command line is labelled by that path in results, not by the
-    preset whose other keys it reuses, unless `model.name=` is given too."""
-    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
-    if "model.name_or_path" in keys and "model.name" not in keys:
-        cfg.model.name = cfg.model.name_or_path
-
-
 # config_path as a file path: the same from a checkout, an editable install or the installed wheel
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    import torch  # here, not at the top: the command line's checks run before it is imported (seconds)
+
+    from evalkit import distributed, runner
+
     hydra_config = HydraConfig.get()
     out_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)

@@ -1,25 +1,19 @@
-"""The configuration: Hydra composition of evalkit/conf (also for the Python API), the scoping of top-level keys
-(run, loading, the task's evaluator), and the command-line check that rejects a key the chosen evaluator does not
-read before Hydra composes anything."""
+"""The configuration: Hydra composition of evalkit/conf (also for the Python API) and the command-line check, which
+rejects a key the chosen evaluator does not read before Hydra composes anything, then runs checks.py on the composed
+config: every bad value or config-file pairing is one line before torch is imported."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from evalkit import evaluators
+from evalkit.checks import GROUPS, check_config, check_config_files, check_keys
 from evalkit.errors import EvalkitError
-from evalkit.evaluator import RunSettings
-from evalkit.loading import LoadOptions
 from evalkit.startup import CONF_DIR, command_line_overrides, default_choice
-
-GROUPS = ("model", "task")
-RUN_KEYS = tuple(f.name for f in fields(RunSettings))
-LOADING_KEYS = tuple(f.name for f in fields(LoadOptions))
 
 
 def run_id() -> str:
@@ -43,23 +37,18 @@ def task_evaluator(task: str) -> str:
     return str(OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").get("evaluator"))
 
 
-def allowed_keys(evaluator_name: str) -> tuple[str, ...]:
-    own = tuple(f.name for f in fields(evaluators.get(evaluator_name).Settings))
-    return (*GROUPS, *RUN_KEYS, *LOADING_KEYS, *own)
-
-
-def check_keys(config: Mapping, evaluator_name: str, task: str) -> None:
-    """Every top-level key must be one the run, the loading layer or the task's evaluator reads."""
-    allowed = allowed_keys(evaluator_name)
-    for key in config:
-        if key not in allowed:
-            raise EvalkitError(f"key '{key}' is not read by the {evaluator_name} evaluator (task {task}); allowed: "
-                               f"{', '.join(sorted(allowed))}")
+def name_overridden_model(cfg: DictConfig, overrides: list[str]) -> None:
+    """A model given by `model.name_or_path=` on the command line is labelled by that path in results, not by the
+    preset whose other keys it reuses, unless `model.name=` is given too."""
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    if "model.name_or_path" in keys and "model.name" not in keys:
+        cfg.model.name = cfg.model.name_or_path
 
 
 def check_command_line(argv: list[str]) -> None:
     """Before Hydra composes: an unknown model or task preset, or a top-level key that the chosen task's evaluator
-    does not read (Hydra would reject it in several lines, or a later job of a sweep would), is one clear error."""
+    does not read (Hydra would reject it in several lines, or a later job of a sweep would), is one clear error.
+    A single run's composed config then goes through checks.py (a sweep's jobs are checked as each starts)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = command_line_overrides(argv)
@@ -89,22 +78,27 @@ def check_command_line(argv: list[str]) -> None:
                 continue
             check_keys({key: None}, evaluator, task)
     if not any(override.is_sweep_override() for override in parsed):
-        check_composition(overrides)
+        cfg = check_composition(overrides)
+        name_overridden_model(cfg, overrides)
+        check_config_files(check_config(cfg))
 
 
-def check_composition(overrides: list[str]) -> None:
-    """Compose the config as Hydra will: its composition errors (appending a key that exists, a bad group, ...)
-    become one line here."""
+def check_composition(overrides: list[str]) -> DictConfig:
+    """Compose the config as Hydra will (without its own `hydra` node): its composition errors (appending a key
+    that exists, a bad group, ...) become one line here."""
     from hydra import compose, initialize_config_dir
 
     evaluators.register_defaults()
     register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            compose("config", overrides=overrides, return_hydra_config=True)
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
     except Exception as error:  # Hydra's composition raises several kinds
         text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
         raise EvalkitError(f"the command line does not compose: {text or type(error).__name__}") from None
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
 
 
 def check_output_folder(values: dict, multirun: bool) -> None:

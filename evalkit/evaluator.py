@@ -11,11 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-
+from evalkit.errors import EvalkitError
 from evalkit.settings import setting
+
+if TYPE_CHECKING:  # torch is imported after the command line's checks, which read this module
+    import torch
+
+    from evalkit.loading.facts import ModelFacts
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,13 @@ class RunSettings:
     cache_dir: str | None = setting(None, "result cache and progress of interrupted jobs; null: off")
     force: bool = setting(False, "recompute even when an identical job's result is cached")
     verbose: bool = setting(False, "show every library's warnings (known-harmless ones are hidden otherwise)")
+
+
+def check_batch_size(batch_size) -> None:
+    if batch_size == "auto":
+        return
+    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size >= 1):
+        raise EvalkitError(f"batch_size={batch_size} is not allowed; allowed: a positive integer or auto")
 
 
 # RunSettings keys that say where files are, whether to recompute and what to show, not what is computed: left out
@@ -111,13 +122,14 @@ class Evaluator:
     def check(self, settings, run, task: Mapping) -> None:
         """Checks across settings and the task (each value's own type is checked already); before any data."""
 
-    def models(self, settings, model: Mapping, config) -> dict[str, ModelRequest]:
-        """The models to load by role ("model" first), given the model spec and its transformers config (None for a
-        CTranslate2 checkpoint)."""
+    def models(self, settings, model: Mapping, facts: ModelFacts) -> dict[str, ModelRequest]:
+        """The models to load by role ("model" first), given the model spec and what its config says."""
         raise NotImplementedError
 
-    def check_model(self, settings, role: str, spec: Mapping, config) -> None:
-        """Checks against a model's config file, before its weights are read (e.g. the context length)."""
+    def check_model(self, settings, role: str, spec: Mapping, facts: ModelFacts) -> None:
+        """Checks against what a model's config says (loading/facts.py), before its weights are read (e.g. the
+        context length). Runs twice: on config.json alone before torch is imported, then on the transformers
+        config."""
 
     def read_data(self, task: Mapping, settings, run) -> Data:
         raise NotImplementedError

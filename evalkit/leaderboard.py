@@ -46,7 +46,8 @@ from evalkit.leaderboard_page import page
 from evalkit.leaderboard_plots import comparison_charts, stride_plots
 from evalkit.leaderboard_tables import markdown, table_rows, write_csv
 from evalkit.lm_eval_format import lm_eval_names, lm_eval_results
-from evalkit.results import canonical_json, write_atomic, write_json
+from evalkit.hashing import canonical_json
+from evalkit.results import write_atomic, write_json
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
 REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config", "settings"}

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from evalkit import evaluators
-from evalkit.results import canonical_json
+from evalkit.hashing import canonical_json
 
 # loading settings that change the numbers: a model run with another of these is another row of the grid
 VARIANT_KEYS = ("quantization", "dtype")

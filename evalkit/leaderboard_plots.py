@@ -10,7 +10,8 @@ from pathlib import Path
 
 from evalkit.leaderboard_grid import NOT_COMPARED, VARIANT_KEYS
 from evalkit.lm_eval_format import slug
-from evalkit.results import canonical_json, write_atomic
+from evalkit.hashing import canonical_json
+from evalkit.results import write_atomic
 
 
 def pyplot():

@@ -1,7 +1,9 @@
 """The batched core of perplexity: summed negative log-likelihood of a causal LM over windows of one token stream.
 
 Windows of equal shape are batched with no padding (so batching never changes a number), the output layer runs only
-at scored positions, cross-entropy is computed in float32 and summed per window in float64. With a reference model,
+at scored positions, cross-entropy is computed in float32 and summed per window in float64. When a batch's logits
+would be large (128k vocabularies), the output layer and the NLL run over chunks of scored positions, so that the
+batch size is limited by activations, not by logits. With a reference model,
 the same batches also give KL(reference || model) per token, top-1 agreement and the reference's NLL.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -21,6 +24,9 @@ from evalkit.windows import Window
 
 CPU_AUTO_BATCH = 1  # on 2 CPU cores larger batches measured slower (cache); OOM there kills rather than raises
 CUDA_AUTO_BATCH = 128  # first try on accelerators, halved on out-of-memory until a batch fits
+# scored rows x vocabulary above which the output layer runs in chunks: 1 GiB of float32 log-probabilities at once
+LOGIT_BUDGET = 1 << 28
+OUTPUT_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (body, output layer) or None
 
 
 @functools.cache
@@ -29,11 +35,58 @@ def keeps_logits(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
+def output_index(model, positions: torch.Tensor) -> torch.Tensor:
+    """`positions` as the model's forward indexes its last hidden states with them: a model spread by a device map
+    over several devices holds those states on its last device while the inputs are on its first, and only a CPU
+    index is valid for a tensor on any device ("indices should be either on cpu or on the same device")."""
+    placement = getattr(model, "hf_device_map", None)
+    return positions.cpu() if placement and len(set(placement.values())) > 1 else positions
+
+
 def scored_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Logits at `positions` only: the output layer never runs on context positions when the model supports it."""
     if keeps_logits(type(model)):
-        return model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
+        return model(input_ids=input_ids, logits_to_keep=output_index(model, positions), use_cache=False).logits
     return model(input_ids=input_ids, use_cache=False).logits[:, positions]
+
+
+def output_split(model) -> tuple | None:
+    """(body, output layer) when the model's logits are exactly its output layer applied to its body's last hidden
+    states, checked once per model on a probe (a model that scales or caps its logits is not split), else None."""
+    if model not in OUTPUT_SPLITS:
+        body = getattr(model, "base_model", model)
+        head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        split = None
+        if body is not model and head is not None:
+            device = next(model.parameters()).device
+            probe = torch.arange(8, device=device)[None] % model.config.vocab_size
+            whole = model(input_ids=probe, use_cache=False).logits.float()
+            parts = head(body(input_ids=probe, use_cache=False).last_hidden_state).float()
+            split = (body, head) if whole.shape == parts.shape and torch.allclose(whole, parts, 1e-4, 1e-4) else None
+        OUTPUT_SPLITS[model] = split
+    return OUTPUT_SPLITS[model]
+
+
+def chunked_token_nll(model, input_ids: torch.Tensor, positions: torch.Tensor, targets: torch.Tensor,
+                      compile_nll: bool) -> torch.Tensor | None:
+    """Each target's NLL ([batch, targets], float32) with the output layer run over chunks of scored positions, when
+    the batch's logits exceed LOGIT_BUDGET and the model splits into body and output layer; else None."""
+    vocab = model.config.vocab_size
+    if input_ids.shape[0] * len(positions) * vocab <= LOGIT_BUDGET or (split := output_split(model)) is None:
+        return None
+    body, head = split
+    hidden = body(input_ids=input_ids, use_cache=False).last_hidden_state
+    index, targets = positions.to(hidden.device), targets.to(hidden.device)
+    step = max(1, LOGIT_BUDGET // (vocab * input_ids.shape[0]))
+    nll = torch.empty(targets.shape[:2], dtype=torch.float32, device=hidden.device)
+    for start in range(0, len(index), step):
+        chunk = slice(start, start + step)
+        logits = head(hidden[:, index[chunk]])
+        if compile_nll:
+            nll[:, chunk] = compiled_token_nll()(logits, targets[:, chunk])
+        else:
+            nll[:, chunk] = -logits.log_softmax(-1, dtype=torch.float32).gather(-1, targets[:, chunk]).squeeze(-1)
+    return nll.to(input_ids.device)
 
 
 def timed(clock: dict | None, key: str, device: torch.device, work: Callable):
@@ -68,6 +121,8 @@ def score_batch(model, input_ids, positions, reference=None, clock=None, compile
     """Per-window figures for one batch: summed NLL; with a reference model also its NLL, the summed and largest
     per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets])."""
     targets = input_ids[:, positions + 1, None]
+    if reference is None and (chunked := chunked_token_nll(model, input_ids, positions, targets, compile_nll)) is not None:
+        return {"nll": chunked.double().sum(1)}
     if reference is None and compile_nll:
         return {"nll": compiled_token_nll()(scored_logits(model, input_ids, positions), targets).double().sum(1)}
     # float32 log-softmax straight from the (bfloat16) logits: one kernel, no float32 copy of the logits first

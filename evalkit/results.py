@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
 import json
 import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonlines
-import torch
 
 PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers",
             "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr")
@@ -29,24 +26,6 @@ class EvalResult:
     model: dict  # the loading layer's provenance record
     data: dict  # origin and fingerprint of the evaluated data
     timing: dict = field(default_factory=dict)
-
-
-def canonical_json(value) -> str:
-    """`value` as JSON with sorted keys, every mapping key made a string first (as JSON writes them): an identity to
-    hash or compare. Sorting raw keys fails on mixed ones, such as max_memory={0: 10GiB, cpu: 60GiB}."""
-
-    def with_string_keys(item):
-        if isinstance(item, Mapping):
-            return {str(key): with_string_keys(inner) for key, inner in item.items()}
-        if isinstance(item, Sequence) and not isinstance(item, (str, bytes)):
-            return [with_string_keys(inner) for inner in item]
-        return item
-
-    return json.dumps(with_string_keys(value), sort_keys=True, default=str)
-
-
-def sha256_text(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def library_versions() -> dict:
@@ -75,6 +54,8 @@ def git_commit() -> str | None:
 
 
 def hardware() -> dict:
+    import torch  # here: the command line's checks import this module before torch
+
     info = {
         "platform": platform.platform(),
         "machine": platform.machine(),

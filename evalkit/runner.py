@@ -10,67 +10,48 @@ import json
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from evalkit import distributed, evaluators
-from evalkit.batching import check_batch_size, score_in_batches
-from evalkit.config import check_keys
-from evalkit.data import check_task, read_jsonl
+from evalkit import distributed
+from evalkit.batching import score_in_batches
+from evalkit.checks import CheckedConfig, check_config, check_pairing
+from evalkit.data import read_jsonl
 from evalkit.errors import EvalkitError, Interrupted
-from evalkit.evaluator import NOT_SETTINGS, Data, Evaluator, ModelRequest, RunSettings, Units
-from evalkit.settings import read_settings
-from evalkit.loading import MODELS, LoadOptions, check_head, load_model, model_config, model_fingerprint
-from evalkit.loading.sources import check_tokenizer
+from evalkit.evaluator import Data, Evaluator, ModelRequest, Units
+from evalkit.loading import MODELS, check_head, load_model, model_config, model_facts, model_fingerprint
+from evalkit.loading.locations import check_tokenizer
 from evalkit.results import EvalResult, results_record, write_run
 from evalkit.runs import Job, Progress
 
 
 @dataclass
-class Plan:
+class Plan(CheckedConfig):
     """A validated job: everything knowable from the config and the models' config files."""
 
-    evaluator: Evaluator
-    config: dict  # the whole resolved config, as written into results.json
-    run: RunSettings
-    loading: LoadOptions
-    settings: Any  # the evaluator's Settings
-    requests: dict[str, ModelRequest]
-    model_configs: dict[str, Any]  # role -> the model's transformers config, read once
-
-    def scoped_settings(self) -> dict:
-        """The settings by scope: what the cache key and the leaderboard hold (not where files are)."""
-        run = {k: v for k, v in asdict(self.run).items() if k not in NOT_SETTINGS}
-        return {"run": run, "loading": asdict(self.loading), self.evaluator.name: asdict(self.settings)}
+    requests: dict[str, ModelRequest] = field(default_factory=dict)
+    model_configs: dict[str, Any] = field(default_factory=dict)  # role -> the model's transformers config, read once
+    device: Any = None  # the torch.device the options mean here
 
 
 def plan(cfg) -> Plan:
-    """Validate the whole config, in seconds: keys, values, and what the models' config files allow."""
-    config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    task = config["task"]
-    check_task(task)
-    evaluator = evaluators.get(task.get("evaluator"))
-    check_keys(config, evaluator.name, task.get("name"))
-    run = read_settings(RunSettings, config)
-    check_batch_size(run.batch_size)
-    loading = LoadOptions.from_config(config)
-    loading.check()
-    settings = evaluator.resolve(read_settings(evaluator.Settings, config), task)
-    evaluator.check(settings, run, task)
-    main_config = model_config(config["model"], loading.trust_remote_code)
-    requests = evaluator.models(settings, config["model"], main_config)
-    configs = {role: main_config if role == "model" else model_config(request.spec, loading.trust_remote_code)
+    """Validate the whole config, in seconds: keys, values, the device, and what the models' configs allow."""
+    checked = check_config(cfg)
+    device = checked.loading.check()
+    evaluator, settings, trust = checked.evaluator, checked.settings, checked.loading.trust_remote_code
+    main_config = model_config(checked.config["model"], trust)
+    requests = evaluator.models(settings, checked.config["model"], model_facts(main_config))
+    configs = {role: main_config if role == "model" else model_config(request.spec, trust)
                for role, request in requests.items()}
     for role, request in requests.items():
+        check_pairing(checked, role, request, model_facts(configs[role]))
         check_head(request.spec, configs[role], request.head)
         check_tokenizer(request.spec)
-        evaluator.check_model(settings, role, request.spec, configs[role])
-    return Plan(evaluator, config, run, loading, settings, requests, configs)
+    return Plan(**vars(checked), requests=requests, model_configs=configs, device=device)
 
 
 def run(cfg, out_dir: Path | None = None) -> dict:
@@ -84,7 +65,8 @@ def run(cfg, out_dir: Path | None = None) -> dict:
     MODELS.start_job()
     data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
     cache = Job(job.run.cache_dir, job.run.force)
-    fingerprints = [model_fingerprint(request.spec, job.loading.seed) for request in job.requests.values()]
+    fingerprints = [model_fingerprint(request.spec, job.loading.seed, job.device.type)
+                    for request in job.requests.values()]
     hit = cache.lookup(identity(job, data), fingerprints)
     if hit is not None:
         return reuse_cached(hit, out_dir)

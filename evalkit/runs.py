@@ -20,7 +20,8 @@ from pathlib import Path
 
 import evalkit
 from evalkit import distributed
-from evalkit.results import canonical_json, library_versions, strict_json, write_json, write_run
+from evalkit.hashing import canonical_json
+from evalkit.results import library_versions, strict_json, write_json, write_run
 
 COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
 

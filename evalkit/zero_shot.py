@@ -15,45 +15,14 @@ import torch
 
 from evalkit.batching import batches, variable_shape_attention
 from evalkit.errors import EvalkitError
-
-
-def check_labels(labels: list) -> None:
-    if not labels:
-        raise EvalkitError("task.labels is empty; give the candidate labels, e.g. task.labels=[negative,positive]")
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise EvalkitError(f"task.labels has duplicates: {', '.join(map(str, duplicates))}; each label once")
-
-
-def check_template(template: str, key: str) -> None:
-    if "{}" not in str(template):
-        raise EvalkitError(f"{key}={template!r} has no '{{}}' where the text or label goes")
-
-
-def nli_label_ids(config) -> tuple[int, int]:
-    """(entailment id, contradiction id) from the model's label2id, matched by name as the pipeline does."""
-    label2id = {str(k).lower(): v for k, v in (getattr(config, "label2id", None) or {}).items()}
-    entailment = next((v for k, v in label2id.items() if k.startswith("entail")), None)
-    contradiction = next((v for k, v in label2id.items() if k.startswith("contra")), None)
-    if entailment is None or contradiction is None:
-        raise EvalkitError(
-            f"the NLI model's config.label2id ({dict(config.label2id or {})}) has no entailment or contradiction "
-            "label; method=nli needs an NLI (MNLI-style) model such as model=bart-large-mnli (a causal LM: "
-            "method=loglikelihood)"
-        )
-    return entailment, contradiction
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+from evalkit.zero_shot_labels import nli_label_ids, softmax
 
 
 @torch.inference_mode()
 @variable_shape_attention()
 def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size) -> np.ndarray:
     """[examples, labels] scores with the zero-shot-classification pipeline's postprocessing."""
-    entailment, contradiction = nli_label_ids(model.config)
+    entailment, contradiction = nli_label_ids(model.config.label2id)
     device = next(model.parameters()).device
     premises = [text for text in texts for _ in hypotheses]
     encoded = tokenizer(premises, list(hypotheses) * len(texts), truncation="only_first")

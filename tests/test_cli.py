@@ -80,12 +80,15 @@ def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
 
 
 def test_compile_gives_the_eager_figures(tmp_path, tiny_gpt2_dir):
-    """compile=true through the CLI: compiled blocks, output layer and NLL; the same figures as eager."""
+    """compile=true through the CLI: compiled blocks, output layer and NLL; the same figures as eager; the compiled
+    graphs kept in EVALKIT_COMPILE_CACHE for the next process."""
     common = [f"model.name_or_path={tiny_gpt2_dir}", "task=text", f"task.path={WIKITEXT}", "limit=2000",
               "max_length=64", "stride=32", "batch_size=8"]
     eager = run_results(tmp_path / "eager", *common)
-    compiled = run_results(tmp_path / "compiled", *common, "compile=true")
+    compiled = run_results(tmp_path / "compiled", *common, "compile=true",
+                           env={"EVALKIT_COMPILE_CACHE": str(tmp_path / "graphs")})
     assert "GPT2Block blocks + output layer" in compiled["model"]["compile"]
+    assert any((tmp_path / "graphs").rglob("*")), "no compiled artifacts kept"
     assert compiled["metrics"]["tokens_scored"] == eager["metrics"]["tokens_scored"]
     assert math.isclose(compiled["metrics"]["nll_sum"], eager["metrics"]["nll_sum"], rel_tol=1e-5)
 
@@ -172,3 +175,53 @@ print(startup.go_offline_if_unreachable(), os.environ.get("HF_HUB_OFFLINE"))
     assert announced == "evalkit: /m/x on sst2; starting" and nothing == "None"
     assert online == "None None" and decided == "None 0"
     assert offline.startswith("evalkit: offline (127.0.0.1 cannot be reached)") and offline.endswith(" 1")
+
+
+CONFIG_FILES = {  # config.json alone: the command-line check reads nothing else
+    "lm": {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_positions": 512},
+    "encoder": {"model_type": "bert", "architectures": ["BertModel"], "max_position_embeddings": 512},
+    "nli": {"model_type": "bart", "architectures": ["BartForSequenceClassification"],
+            "label2id": {"contradiction": 0, "neutral": 1, "entailment": 2}},
+}
+EARLY_CASES = [  # (model, arguments, the error's words; None: the check passes)
+    ("lm", ["stride=0"], "stride=0 is not allowed"),
+    ("lm", ["dtype=float64"], "dtype=float64 is not allowed"),
+    ("lm", ["device=xpu"], "device=xpu is not a device"),
+    ("lm", ["batch_size=0"], "batch_size=0 is not allowed"),
+    ("lm", ["max_length=513", "stride=8"], "exceeds the model's context length (512)"),
+    ("lm", ["task=agnews"], "use method=loglikelihood with it"),
+    ("lm", ["task=sst2", "method=nli"], "has no entailment or contradiction label"),
+    ("encoder", ["task=sst2", "method=loglikelihood"], "use method=embedding with it"),
+    ("nli", ["task=sst2", "method=loglikelihood"], "use method=nli (for an NLI model) with it"),
+    ("nli", [], "without a language-model head"),
+    ("lm", ["task=sst2", "method=loglikelihood"], None),
+    ("nli", ["task=sst2", "method=nli"], None),
+    ("encoder", ["task=agnews"], None),
+]
+
+
+def test_settings_and_pairings_fail_before_torch_is_imported(tmp_path):
+    """Bad values and the pairings a config.json decides (method vs saved head, window vs context, NLI labels) are
+    one error from the command-line check, which runs before torch is imported; good pairings pass it."""
+    for name, config in CONFIG_FILES.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(config))
+    cases = [[f"model.name_or_path={tmp_path / name}", f"task.path={WIKITEXT}", *arguments]
+             for name, arguments, _ in EARLY_CASES]
+    script = f"""
+import json, sys
+from evalkit.config import check_command_line
+from evalkit.errors import EvalkitError
+for argv in {cases!r}:
+    try:
+        check_command_line(argv)
+        print("passed")
+    except EvalkitError as error:
+        print(error)
+assert not {{"torch", "transformers"}} & set(sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    for (name, arguments, expected), line in zip(EARLY_CASES, done.stdout.splitlines(), strict=True):
+        assert (line == "passed") if expected is None else (expected in line), (name, arguments, line)

@@ -21,7 +21,7 @@ from conftest import ROOT, SHARED_DATA, read_samples, run_cli
 from evalkit import evaluators, runner
 from evalkit.config import compose_config
 from evalkit.evaluator import RunSettings
-from evalkit.results import canonical_json
+from evalkit.hashing import canonical_json
 from evalkit.summary import summary
 
 EVALUATORS = evaluators.names()

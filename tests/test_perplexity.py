@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from evalkit.loading import LoadOptions, load_model
-from evalkit.nll import score_windows
+from evalkit.nll import output_index, output_split, score_windows
 from evalkit.reference import docs_loop_nll, docs_loop_perplexity
 from evalkit.windows import window_schedule
 
@@ -93,3 +93,50 @@ def test_explicit_batch_size_does_not_hide_out_of_memory(models, tokens):
     ours, _ = models
     with pytest.raises(torch.OutOfMemoryError):
         score_windows(OutOfMemoryOnce(ours, fits=2), tokens, window_schedule(NUM_TOKENS, MAX_LENGTH, 32), 3)
+
+
+def test_a_model_spread_by_a_device_map_scores_the_one_device_nll(tiny_gpt2_dir, tokens, tmp_path):
+    """Under a device map over several devices the last hidden states sit on another device than the inputs, so the
+    index of scored positions goes to the CPU (valid for a tensor on any device; a GPU index on another GPU fails).
+    Here accelerate runs the model's second block and final norm from the disk: its hooks and the CPU index give the
+    one-device figures, bit for bit."""
+    layout = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu", "transformer.h.0": "cpu",
+              "transformer.h.1": "disk", "transformer.ln_f": "disk", "lm_head": "cpu"}  # lm_head is tied to wte
+    plain = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).eval()
+    spread = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir, device_map=layout,
+                                                               offload_folder=str(tmp_path)).eval()
+    windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 128)
+    assert output_index(spread, torch.arange(3)).device.type == "cpu"
+    assert torch.equal(score_windows(spread, tokens, windows, 2)[0]["nll"], score_windows(plain, tokens, windows, 2)[0]["nll"])
+
+
+def test_large_logits_run_in_chunks_of_scored_positions_with_the_same_nll(models, tokens, monkeypatch):
+    """Past LOGIT_BUDGET (scored rows x vocabulary) the output layer runs over chunks of scored positions: the same
+    per-token NLL, with the output layer called once per chunk."""
+    ours, plain = models
+    windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 7)
+    whole = score_windows(ours, tokens, windows, 3)[0]["nll"]
+    calls = []
+    hook = ours.get_output_embeddings().register_forward_hook(lambda module, args, out: calls.append(out.shape[:-1]))
+    monkeypatch.setattr("evalkit.nll.LOGIT_BUDGET", 3 * 50 * ours.config.vocab_size)  # 50 positions of 3 windows
+    try:
+        chunked = score_windows(ours, tokens, windows, 3)[0]["nll"]
+    finally:
+        hook.remove()
+    rows = [shape.numel() for shape in calls]  # the output layer's rows per call: 3 windows x 50 positions at most
+    assert output_split(ours) is not None and max(rows) == 150 and len(rows) > len(windows) / 3
+    assert torch.allclose(chunked, whole, rtol=1e-6)
+
+
+def test_a_model_that_caps_its_logits_is_not_split(tokens, monkeypatch):
+    """The output layer alone would give other logits than the model (here Gemma-2's final soft-capping): no chunks."""
+    config = transformers.Gemma2Config(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                                       num_key_value_heads=1, head_dim=16, vocab_size=49152,
+                                       final_logit_softcapping=5.0)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 256)
+    monkeypatch.setattr("evalkit.nll.LOGIT_BUDGET", 1)
+    assert output_split(model) is None
+    nll = score_windows(model, tokens, windows, 2)[0]["nll"]
+    assert math.isclose(float(nll.sum()), math.fsum(docs_loop_nll(model, tokens, windows)), rel_tol=1e-6)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, SHARED_DATA, read_samples, run_cli
-from evalkit.results import canonical_json
+from evalkit.hashing import canonical_json
 
 
 def tiny_on_wikitext(path: Path) -> list[str]:

@@ -7,14 +7,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import jiwer
 
 from evalkit.data import load_utterances, utterances_fingerprint
 from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units
 from evalkit.settings import setting
-from evalkit.speech import (NORMALIZERS, SEGMENT_S, WHISPER_WINDOW_S, Prepared, Transcriber, normalizer, prepare,
-                            read_audio, wer_metrics)
+from evalkit.speech import (NORMALIZERS, SEGMENT_S, WHISPER_WINDOW_S, Prepared, normalizer, prepare, read_audio,
+                            wer_metrics)
+
+if TYPE_CHECKING:
+    from evalkit.transcriber import Transcriber
 
 
 @dataclass(frozen=True)
@@ -67,8 +71,8 @@ class Asr(Evaluator):
         Metric("normalizer", "the text normaliser applied to references and hypotheses", None),
     )
 
-    def models(self, settings: Settings, model: Mapping, config) -> dict[str, ModelRequest]:
-        seq2seq = config is None or bool(config.is_encoder_decoder)  # None: a CTranslate2 Whisper checkpoint
+    def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
+        seq2seq = facts.is_encoder_decoder
         return {"model": ModelRequest(model, "speech-seq2seq" if seq2seq else "ctc")}
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
@@ -76,6 +80,8 @@ class Asr(Evaluator):
         return Data(utterances, utterances_fingerprint(utterances), origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+        from evalkit.transcriber import Transcriber  # torch: imported after the command line's checks
+
         loaded = models["model"]
         transcribe = Transcriber(loaded.model, loaded.tokenizer, loaded.head == "speech-seq2seq", settings.language,
                                  settings.asr_task, settings.chunk_length_s, settings.num_beams)

@@ -1,7 +1,8 @@
 """Zero-shot classification accuracy (units: examples), by one of three methods (zero_shot.py): nli (the HF
 zero-shot-classification pipeline's scores), loglikelihood (a causal LM scores each label's continuation; optional
 contextual calibration) or embedding (cosine similarity to label descriptions). Labels, templates and the default
-method live in the task YAML."""
+method live in the task YAML. zero_shot.py (torch) is imported when scoring starts: the command line reads this
+module (settings, checks) before torch is imported."""
 
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
 from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units
 from evalkit.settings import is_number, setting
-from evalkit.loading import ensure_causal, has_head
+from evalkit import loading
 from evalkit.metrics import classification_metrics, count_bytes
-from evalkit.results import sha256_text
-from evalkit.zero_shot import (check_labels, check_template, embedding_scores, loglikelihood_scores, nli_label_ids,
-                               nli_scores, softmax)
+from evalkit.hashing import sha256_text
+from evalkit.zero_shot_labels import check_labels, check_template, nli_label_ids, softmax
 
 METHODS = {"nli": "sequence-classification", "loglikelihood": "causal-lm", "embedding": "encoder"}
 TEMPLATES = {"nli": ("hypothesis_template",), "loglikelihood": ("prompt", "continuation"), "embedding": ("description",)}
@@ -44,14 +44,6 @@ class State:
     examples: object
     continuations: list[str] | None = None
     prior: np.ndarray | None = None  # calibration: log label probabilities given content-free inputs
-
-
-def is_decoder_only(config) -> bool:
-    """A causal LM with no masked-LM form (GPT-2, LLaMA, ...); BERT-style encoders have both heads."""
-    import transformers
-
-    return (config is not None and has_head(config, "causal-lm") and not config.is_encoder_decoder
-            and type(config) not in transformers.AutoModelForMaskedLM._model_mapping)
 
 
 class Classification(Evaluator):
@@ -91,13 +83,17 @@ class Classification(Evaluator):
         for key in TEMPLATES[settings.method]:
             check_template(templates.get(key, ""), f"task.{settings.method}.{key}")
 
-    def models(self, settings: Settings, model: Mapping, config) -> dict[str, ModelRequest]:
+    def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         return {"model": ModelRequest(model, METHODS[settings.method])}
 
-    def check_model(self, settings: Settings, role: str, spec: Mapping, config) -> None:
+    def check_model(self, settings: Settings, role: str, spec: Mapping, facts) -> None:
         if settings.method == "nli":
-            nli_label_ids(config)
-        if settings.method == "embedding" and is_decoder_only(config):
+            nli_label_ids(facts.label2id)
+        if settings.method == "loglikelihood" and facts.without_lm_head:
+            instead = "method=nli (for an NLI model)" if facts.classifier_only else "method=embedding"
+            raise EvalkitError(f"method=loglikelihood needs a causal LM, but model '{spec.get('name')}' was saved as "
+                               f"{', '.join(facts.architectures)}; use {instead} with it, or a causal LM")
+        if settings.method == "embedding" and facts.decoder_only:
             raise EvalkitError(f"method=embedding compares sentence-encoder embeddings, but model '{spec.get('name')}' "
                                "is a causal LM; use method=loglikelihood with it, or a sentence encoder (e.g. "
                                "model=minilm-l6-v2)")
@@ -108,6 +104,8 @@ class Classification(Evaluator):
         return Data(examples, fingerprint, examples.origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+        from evalkit.zero_shot import embedding_scores, loglikelihood_scores, nli_scores
+
         loaded, examples = models["model"], data.content
         model, tokenizer = loaded.model, loaded.tokenizer
         labels = [str(label) for label in task["labels"]]
@@ -122,7 +120,7 @@ class Classification(Evaluator):
             descriptions = [templates["description"].format(label) for label in labels]
             state.score_texts = functools.partial(embedding_scores, model, tokenizer, descriptions=descriptions)
         else:
-            ensure_causal(model, loaded.provenance.get("name"))
+            loading.ensure_causal(model, loaded.provenance.get("name"))
             state.continuations = [templates["continuation"].format(label) for label in labels]
             state.score_texts = functools.partial(loglikelihood_scores, model, tokenizer,
                                                   continuations=state.continuations)

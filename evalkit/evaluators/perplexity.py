@@ -3,6 +3,9 @@
 Every token after the first is scored exactly once (windows.py); the NLL is summed in float64 over the scored tokens
 of the whole corpus, never averaged over windows. With reference_model, the same windows also give KL(reference ||
 model), top-1 agreement and the perplexity change (quantization cost).
+
+torch and nll.py are imported by the methods that score: the command line reads this module (settings, checks)
+before torch is imported.
 """
 
 from __future__ import annotations
@@ -10,20 +13,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from evalkit import nll
+from evalkit import loading
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
 from evalkit.evaluator import Data, Evaluator, Metric, ModelRequest, Outcome, Units
 from evalkit.settings import is_number, setting
-from evalkit.loading import context_length, ensure_causal
 from evalkit.metrics import (count_bytes, count_words, divergence_metrics, perplexity_interval,
                              perplexity_metrics)
 from evalkit.presets import model_spec
-from evalkit.results import sha256_text
+from evalkit.hashing import sha256_text
 from evalkit.windows import Window, check_window_args, window_schedule
+
+if TYPE_CHECKING:
+    import torch
+
+    from evalkit import nll
 
 BOS_MODES = ("auto", "stream", "window")
 DEFAULT_MAX_LENGTH = 1024  # cap on the default window: cost grows with it, and GPT-2-era figures use 1024
@@ -65,6 +71,8 @@ def same_tokenizer(first, second) -> bool:
 
 def tokenize_stream(tokenizer, text: str, bos: str, limit: int | None) -> tuple[torch.Tensor, str]:
     """Token ids of the stream and the text they cover (the whole text, or the prefix kept by `limit`)."""
+    import torch
+
     encoding = tokenizer(
         text, add_special_tokens=bos == "auto", return_offsets_mapping=tokenizer.is_fast, verbose=False
     )
@@ -88,7 +96,6 @@ class Perplexity(Evaluator):
     throughput = "tokens"
     progress_unit = "tok"
     unit_name = "window"
-    cpu_auto_batch, cuda_auto_batch = nll.CPU_AUTO_BATCH, nll.CUDA_AUTO_BATCH
     metrics = (
         Metric("perplexity", "exp(summed NLL / scored tokens) over the whole stream", False, "", headline=True,
                interval="perplexity_ci95"),
@@ -118,14 +125,14 @@ class Perplexity(Evaluator):
         if settings.max_length is not None:
             check_window_args(settings.max_length, settings.stride)
 
-    def models(self, settings: Settings, model: Mapping, config) -> dict[str, ModelRequest]:
+    def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         requests = {"model": ModelRequest(model, "causal-lm")}
         if settings.reference_model:
             requests["reference"] = ModelRequest(model_spec(settings.reference_model), "causal-lm", unquantized=True)
         return requests
 
-    def check_model(self, settings: Settings, role: str, spec: Mapping, config) -> None:
-        context = context_length(config)
+    def check_model(self, settings: Settings, role: str, spec: Mapping, facts) -> None:
+        context = facts.context_length
         max_length = window_length(settings, context)
         if context and max_length > context:
             raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
@@ -137,14 +144,16 @@ class Perplexity(Evaluator):
         return Data(source.text, sha256_text(source.text), source.origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+        from evalkit import nll
+
         loaded, reference = models["model"], models.get("reference")
         tokenizer = loaded.tokenizer
-        ensure_causal(loaded.model, loaded.provenance.get("name"))
+        loading.ensure_causal(loaded.model, loaded.provenance.get("name"))
         if reference:
             if not same_tokenizer(tokenizer, reference.tokenizer):
                 raise EvalkitError(f"reference_model={settings.reference_model} has another tokenizer than the "
                                    "model; KL and agreement need both models to score the same tokens")
-            ensure_causal(reference.model, settings.reference_model)
+            loading.ensure_causal(reference.model, settings.reference_model)
         if settings.bos != "auto" and tokenizer.bos_token_id is None:
             raise EvalkitError(f"bos={settings.bos} needs a BOS token, but the tokenizer has none; use bos=auto")
         max_length = window_length(settings, loaded.context_length)
@@ -158,7 +167,14 @@ class Perplexity(Evaluator):
         units = Units(len(windows), [w.num_targets for w in windows], [inputs.shape(i) for i in range(len(windows))])
         return state, units
 
+    def auto_batch_size(self, state: State, device: torch.device) -> int:
+        from evalkit import nll
+
+        return nll.CPU_AUTO_BATCH if device.type == "cpu" else nll.CUDA_AUTO_BATCH
+
     def score(self, state: State, batch: list[int]) -> list[dict]:
+        from evalkit import nll
+
         clock = state.clock if state.reference is not None else None
         figures = nll.score_batch(state.model, *state.inputs(batch), state.reference, clock, state.compile_nll)
         token_kl = figures.pop("token_kl", None)
@@ -181,6 +197,8 @@ class Perplexity(Evaluator):
                                            .num_targets and all(is_number(value) for value in token_kl))
 
     def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
+        import torch
+
         windows = state.windows
         column = {name: torch.tensor([r[name] for r in records], dtype=torch.float64)
                   for name in records[0] if name != "token_kl"}

@@ -1,13 +1,22 @@
 """The shared model-loading layer: sources (hub, local, GGUF, packaged, CTranslate2, random init), option checks,
 fingerprints, the pool that keeps a sweep's model loaded, and kernel swaps. It knows nothing about tasks: a caller
-names the head it needs ("causal-lm", "speech-seq2seq", "ctc", "sequence-classification", "encoder")."""
+names the head it needs ("causal-lm", "speech-seq2seq", "ctc", "sequence-classification", "encoder").
 
-from evalkit.loading.fingerprints import model_fingerprint
-from evalkit.loading.loaded import LoadedModel
-from evalkit.loading.loader import ensure_causal, load_fresh
-from evalkit.loading.options import LoadOptions
-from evalkit.loading.pool import MODELS, load_model
-from evalkit.loading.sources import check_head, context_length, has_head, model_config, resolve_location
+Names are imported on first use (PEP 562): the command line checks options, locations and config files before torch
+and transformers are imported, which takes seconds."""
 
-__all__ = ["MODELS", "LoadOptions", "LoadedModel", "check_head", "context_length", "ensure_causal", "has_head",
-           "load_fresh", "load_model", "model_config", "model_fingerprint", "resolve_location"]
+import importlib
+
+WHERE = {
+    "model_fingerprint": "fingerprints", "LoadedModel": "loaded", "ensure_causal": "loader", "load_fresh": "loader",
+    "LoadOptions": "options", "MODELS": "pool", "load_model": "pool", "check_head": "sources",
+    "model_config": "sources", "model_facts": "sources", "context_length": "facts", "file_facts": "facts",
+    "ModelFacts": "facts", "check_trained_head": "facts", "resolve_location": "locations",
+}
+__all__ = sorted(WHERE)
+
+
+def __getattr__(name: str):
+    if name not in WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{WHERE[name]}"), name)

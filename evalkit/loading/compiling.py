@@ -6,6 +6,9 @@ layer does so only when asked to compile.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
@@ -50,6 +53,19 @@ class GeluEpilogue(CustomGraphPass):
         return get_hash_for_files((__file__,))
 
 
+def keep_compiled_artifacts() -> None:
+    """Inductor's and AOTAutograd's caches (compiled graphs and tuned kernels, keyed by graph, options and versions)
+    in evalkit's cache folder, so that a second process (the next job of a sweep, a Slurm array on a shared
+    filesystem) skips most of the compiling: EVALKIT_COMPILE_CACHE (empty: torch's own folder in /tmp), else
+    ~/.cache/evalkit/compiled. A TORCHINDUCTOR_CACHE_DIR the user set wins (importing Inductor sets torch's
+    default there: that one is replaced)."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    folder = os.environ.get("EVALKIT_COMPILE_CACHE", "~/.cache/evalkit/compiled")
+    if folder and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder).expanduser())
+
+
 def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     """torch.compile each repeated block (the classes transformers keeps whole on one device, `_no_split_modules`) and
     the output layer; the model's own forward stays eager. Why not the whole forward: traced, transformers cannot
@@ -60,6 +76,7 @@ def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     Beyond the mode's own options, Inductor tunes its elementwise and reduction kernels (coordinate descent: on an
     H200 the default LayerNorm kernel of gpt2-large's block ran at a quarter of memory bandwidth, 0.66 ms against
     0.18 ms tuned) and runs `GeluEpilogue`."""
+    keep_compiled_artifacts()
     options = {**torch._inductor.list_mode_options(mode or "default"), "coordinate_descent_tuning": True,
                "pre_grad_custom_pass": GeluEpilogue()}
     # one graph per input shape; a sweep reusing the loaded model (other strides, window lengths, batch sizes) needs

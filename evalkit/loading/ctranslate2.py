@@ -20,9 +20,10 @@ import torch
 import transformers
 
 from evalkit.errors import EvalkitError
+from evalkit.hashing import sha256_files
 from evalkit.loading.loaded import LoadedModel
-from evalkit.loading.options import DTYPES, LoadOptions
-from evalkit.loading.sources import Location, local_path, resolve_location
+from evalkit.loading.options import LoadOptions, torch_dtype
+from evalkit.loading.locations import Location, local_path, resolve_location
 
 NUMPY_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # 5: bfloat16 bits
 
@@ -186,15 +187,13 @@ def weight_files(spec: Mapping, location: Location) -> list[Path]:
 
 def load_checkpoint(spec: Mapping, options: LoadOptions, device: torch.device, head: str) -> LoadedModel:
     """A CTranslate2 Whisper checkpoint as a transformers model on `device`, with its provenance."""
-    from evalkit.loading.fingerprints import sha256_files  # fingerprints reads this module's weight_files
-
     if head != "speech-seq2seq":
         raise EvalkitError(f"model '{spec.get('name')}' is a CTranslate2 Whisper checkpoint; this evaluation needs a {head}")
     if options.quantization != "none" or options.device_map:
         raise EvalkitError("CTranslate2 checkpoints load on one device, unquantized (quantization=none, no device_map)")
     location = resolve_location(spec)
     parts = weight_files(spec, location)
-    dtype = DTYPES[options.dtype] or torch.float32  # auto: CTranslate2 stores float16; evaluate in float32
+    dtype = torch_dtype(options.dtype) or torch.float32  # auto: CTranslate2 stores float16; evaluate in float32
     model, processor = load(Path(location.path), parts, dtype)
     model.to(device)
     provenance = {

@@ -13,30 +13,7 @@ from pathlib import Path
 
 import torch
 
-from evalkit.loading.fingerprints import sha256_files
-from evalkit.loading.sources import Location
-
-
-def cache_root() -> Path | None:
-    """EVALKIT_WEIGHTS_CACHE (empty: off), else ~/.cache/evalkit/weights."""
-    value = os.environ.get("EVALKIT_WEIGHTS_CACHE", "~/.cache/evalkit/weights")
-    return Path(value).expanduser() if value else None
-
-
-def copy_folder(location: Location) -> Path | None:
-    """Where the dequantized copy of a GGUF location is (or would be); None for other locations or cache off."""
-    root = cache_root()
-    if not location.gguf_file or location.source == "hub" or root is None:
-        return None
-    return root / sha256_files([Path(location.path) / location.gguf_file])
-
-
-def dequantized(location: Location) -> Location | None:
-    """The dequantized copy of a GGUF location as a plain folder location, when it exists."""
-    folder = copy_folder(location)
-    if folder is None or not (folder / "config.json").is_file():
-        return None
-    return Location(location.source, str(folder))
+from evalkit.loading.locations import Location, copy_folder
 
 
 def keep(location: Location, model: torch.nn.Module, tokenizer) -> None:
@@ -63,7 +40,7 @@ def keep(location: Location, model: torch.nn.Module, tokenizer) -> None:
 
 def save_plain(model: torch.nn.Module, folder: Path) -> None:
     """The weights as model.safetensors and the config without the GGUF origin (transformers refuses to save a model
-    it loaded from a GGUF file: it counts it as quantized)."""
+    it loaded from a GGUF file: it counts it as quantized), naming the model class as a saved checkpoint does."""
     import copy
 
     from safetensors.torch import save_model
@@ -73,6 +50,7 @@ def save_plain(model: torch.nn.Module, folder: Path) -> None:
     for name in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, name):
             delattr(config, name)
+    config.architectures = [type(model).__name__]  # as save_pretrained records it: the command line's checks read it
     config.save_pretrained(folder)
 
 

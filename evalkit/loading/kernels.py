@@ -77,7 +77,7 @@ class OneDNNLinear(torch.nn.Module):
 def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
     if options.cpu_linear == "native" or options.quantization != "none":
         return False
-    if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_options rejects onednn)
+    if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_values rejects onednn)
         return False
     on_cpu_float32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
     if options.cpu_linear == "onednn" and not (on_cpu_float32 and torch.backends.mkldnn.is_available()):

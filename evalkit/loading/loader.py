@@ -12,12 +12,14 @@ import transformers
 
 from evalkit.errors import EvalkitError
 from evalkit.loading import ctranslate2, gguf_cache
-from evalkit.loading.fingerprints import random_init_recipe, tensors_fingerprint, weights_fingerprint
+from evalkit.loading.fingerprints import init_generator, random_init_recipe, tensors_fingerprint, weights_fingerprint
 from evalkit.loading.kernels import speed_up
 from evalkit.loading.loaded import LoadedModel, weight_devices
-from evalkit.loading.options import DTYPES, QUANTIZATIONS, LoadOptions
-from evalkit.loading.sources import (HEADS, Location, check_head, context_length, is_ctranslate2, is_random_init,
-                                     model_class, model_config, resolve_location, tokenizer_location)
+from evalkit.loading.options import QUANTIZATIONS, LoadOptions, torch_dtype
+from evalkit.loading.facts import context_length
+from evalkit.loading.locations import (Location, dequantized, is_ctranslate2, is_random_init, resolve_location,
+                                       tokenizer_location)
+from evalkit.loading.sources import HEADS, check_head, model_class, model_config
 
 
 def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = None) -> LoadedModel:
@@ -29,11 +31,11 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     config = config if config is not None else model_config(spec, options.trust_remote_code)
     check_head(spec, config, head)
     location = None if is_random_init(spec) else resolve_location(spec)
-    copy = location and gguf_cache.dequantized(location)  # a GGUF dequantized before: a plain folder
+    copy = location and dequantized(location)  # a GGUF dequantized before: a plain folder
     dtype = model_dtype(options, config, device)
     kwargs = load_kwargs(options, dtype, device)
     print(f"evalkit: loading {spec.get('name')} from {loading_from(location, copy)}", file=sys.stderr, flush=True)
-    model = build_model(spec, config, copy or location, head, options, kwargs)
+    model = build_model(spec, config, copy or location, head, options, kwargs, device)
     if "device_map" not in kwargs:
         model.to(device)
     model.eval()
@@ -41,7 +43,7 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     tokenizer = load_tokenizer(copy if copy and tokenizer_at == location else tokenizer_at, head, options)
     if location and location.gguf_file and not copy and not {"quantization_config", "device_map"} & set(kwargs):
         gguf_cache.keep(location, model, tokenizer)
-    provenance = describe(spec, options, model, config, location, tokenizer_at, dtype)  # the model as built
+    provenance = describe(spec, options, model, config, location, tokenizer_at, dtype, device)  # as built
     if QUANTIZATIONS[options.quantization][0] == "torchao":
         torchao_quantize(model, options.quantization)
     if copy:
@@ -72,7 +74,7 @@ def load_tokenizer(location: Location, head: str, options: LoadOptions) -> Any:
 
 def model_dtype(options: LoadOptions, config: Any, device: torch.device) -> torch.dtype:
     """The asked dtype; auto: the checkpoint's own, but never half precision on CPU."""
-    dtype = DTYPES[options.dtype]
+    dtype = torch_dtype(options.dtype)
     if dtype is not None:
         return dtype
     dtype = getattr(config, "dtype", None) or torch.float32
@@ -96,15 +98,17 @@ def load_kwargs(options: LoadOptions, dtype: torch.dtype, device: torch.device) 
 
 
 def build_model(spec: Mapping, config: Any, location: Location | None, head: str, options: LoadOptions,
-                kwargs: dict) -> torch.nn.Module:
-    """Random weights from the config (seeded), or the weights at `location`."""
+                kwargs: dict, device: torch.device) -> torch.nn.Module:
+    """Random weights from the config (seeded; built on the GPU itself when it runs there), or the weights at
+    `location`."""
     auto_class = model_class(head)
     if location is None:
         if "device_map" in kwargs:
             raise EvalkitError("device_map needs weights on disk; save the random-init model and load it by path")
         torch.manual_seed(options.seed)
         try:
-            return auto_class.from_config(config, **kwargs)
+            with torch.device(device if init_generator(device.type) == "cuda" else "cpu"):
+                return auto_class.from_config(config, **kwargs)
         except Exception as error:  # a model.config value of the wrong type or size
             raise EvalkitError(f"could not build the random-init model of '{spec.get('name')}' from model.config "
                                f"({first_line(error)})") from None
@@ -115,7 +119,7 @@ def build_model(spec: Mapping, config: Any, location: Location | None, head: str
 
 
 def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config: Any, location: Location | None,
-             tokenizer_at: Location, dtype: torch.dtype) -> dict:
+             tokenizer_at: Location, dtype: torch.dtype, device: torch.device) -> dict:
     """The provenance record: where the weights came from and their fingerprint, and how they were loaded."""
     provenance = {
         "name": spec.get("name"),
@@ -140,7 +144,7 @@ def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config
         "tokenizer": tokenizer_at.path + (f"/{tokenizer_at.gguf_file}" if tokenizer_at.gguf_file else ""),
     }
     if location is None:
-        recipe = random_init_recipe(spec, options.seed)
+        recipe = random_init_recipe(spec, options.seed, device.type)
         provenance.update(seed=recipe["seed"], config=config.to_diff_dict(), weights_sha256=tensors_fingerprint(model))
     elif location.source != "hub":
         provenance.update(weights_fingerprint(location))

@@ -4,16 +4,18 @@ impossible combination before any weights are read."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
-import torch
-
-from evalkit import distributed
 from evalkit.errors import EvalkitError
 from evalkit.settings import setting
 
-DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # auto: the checkpoint's
 # name -> (backend, what it does): bitsandbytes quantizes while loading (CUDA only); torchao quantizes the loaded
 # model in place, so it also applies to GGUF files and random-init models, which transformers will not combine with a
 # quantization_config.
@@ -36,7 +38,7 @@ class LoadOptions:
     device: str = setting("auto", "where the model runs; auto: a GPU when there is one (under torchrun, this "
                           "process's), else the CPU", allowed="auto, cpu, cuda, cuda:N, mps")
     dtype: str = setting("auto", "the weights' dtype; auto: the checkpoint's (never float16 on a CPU)",
-                         choices=tuple(DTYPES))
+                         choices=DTYPES)
     device_map: str | None = setting(None, "spread a model too large for one device over several, through "
                                      "accelerate (e.g. auto)")
     max_memory: Mapping | None = setting(None, "with device_map: per-device caps, e.g. {0: 10GiB, cpu: 60GiB}",
@@ -64,33 +66,39 @@ class LoadOptions:
 
     def check(self) -> torch.device:
         """The device these options mean here; raises on anything impossible, before any weights are read."""
+        check_values(self)
         device = resolve_device(self.device)
-        check_options(self, device)
+        check_on_device(self, device)
         return device
 
 
+def torch_dtype(name: str) -> torch.dtype | None:
+    """The torch dtype of a `dtype=` value (None for auto: the checkpoint's)."""
+    import torch
+
+    return None if name == "auto" else getattr(torch, name)
+
+
 def resolve_device(name: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N | mps -> a device that exists here, or a clear error. Under torchrun, auto and
-    cuda mean this process's GPU (cuda:LOCAL_RANK)."""
+    """auto | cpu | cuda | cuda:N | mps (checked by check_values) -> a device that exists here, or a clear error.
+    Under torchrun, auto and cuda mean this process's GPU (cuda:LOCAL_RANK)."""
+    import torch
+
+    from evalkit import distributed
+
     name = str(name)
     if name in ("auto", "cuda") and torch.cuda.is_available():
         return torch.device("cuda", distributed.local_rank()) if distributed.world_size() > 1 else torch.device("cuda")
     if name == "auto":
         return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise EvalkitError(f"device={name} is not a device; allowed: auto, cpu, cuda, cuda:N, mps") from None
+    device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise EvalkitError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise EvalkitError(f"device={name} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise EvalkitError(f"device={name} but MPS is not available here; use device=cpu or device=auto")
-    elif device.type != "cpu":
-        raise EvalkitError(f"device={name} is not supported; allowed: auto, cpu, cuda, cuda:N, mps")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise EvalkitError(f"device={name} but MPS is not available here; use device=cpu or device=auto")
     return device
 
 
@@ -104,39 +112,49 @@ def check_attention(name: str) -> None:
                            "(org/repo), or null")
 
 
-def check_options(options: LoadOptions, device: torch.device) -> None:
-    """Reject impossible combinations before any weights are read."""
-    if options.dtype not in DTYPES:
-        raise EvalkitError(f"dtype={options.dtype} is not allowed; allowed: {', '.join(DTYPES)}")
-    if options.dtype == "float16" and device.type == "cpu":
-        raise EvalkitError("dtype=float16 is not supported on CPU (slow and inexact kernels); use float32 or bfloat16")
-    if options.cpu_linear not in CPU_LINEAR:
-        raise EvalkitError(f"cpu_linear={options.cpu_linear} is not allowed; allowed: {', '.join(CPU_LINEAR)}")
-    if options.quantization not in QUANTIZATIONS:
-        raise EvalkitError(f"quantization={options.quantization} is not allowed; allowed: {', '.join(QUANTIZATIONS)}")
+def check_values(options: LoadOptions) -> None:
+    """What the values alone rule out, before torch is imported (the command line's checks run this)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(options.device)):
+        raise EvalkitError(f"device={options.device} is not a device; allowed: auto, cpu, cuda, cuda:N, mps")
+    for key, allowed in (("dtype", DTYPES), ("cpu_linear", CPU_LINEAR), ("quantization", tuple(QUANTIZATIONS))):
+        if getattr(options, key) not in allowed:
+            raise EvalkitError(f"{key}={getattr(options, key)} is not allowed; allowed: {', '.join(allowed)}")
     if not (isinstance(options.compile, bool) or options.compile in COMPILE_MODES):
         raise EvalkitError(f"compile={options.compile} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
     if options.compile and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
-    if options.attn_implementation is not None:
-        check_attention(str(options.attn_implementation))
     if not isinstance(options.trust_remote_code, bool):
         raise EvalkitError(f"trust_remote_code={options.trust_remote_code} is not allowed; allowed: true, false")
     if isinstance(options.seed, bool) or not isinstance(options.seed, int):
         raise EvalkitError(f"seed={options.seed} is not allowed; allowed: an integer")
-    if options.max_memory:
-        if not options.device_map:
-            raise EvalkitError("max_memory only applies with a device_map (e.g. device_map=auto)")
-        places = [*map(str, range(torch.cuda.device_count())), *MEMORY_PLACES]
-        for key in options.max_memory:
-            if str(key) not in places:
-                allowed = ", ".join(places)
-                raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {allowed}")
+    if options.max_memory and not options.device_map:
+        raise EvalkitError("max_memory only applies with a device_map (e.g. device_map=auto)")
+    if str(options.device).startswith(("cpu", "mps")):
+        check_quantization_device(options, str(options.device))
     backend = QUANTIZATIONS[options.quantization][0]
-    needs_cuda = backend == "bitsandbytes" or options.quantization == "torchao-int4"
-    if needs_cuda and device.type != "cuda":
-        hint = "; on CPU use quantization=torchao-int8" if options.quantization != "torchao-int8" else ""
-        raise EvalkitError(f"quantization={options.quantization} ({backend}) needs a CUDA device, not {device}{hint}")
     if backend and importlib.util.find_spec(backend) is None:
         raise EvalkitError(f"quantization={options.quantization} needs the {backend} package: pip install {backend}")
+
+
+def check_quantization_device(options: LoadOptions, device_type: str) -> None:
+    backend = QUANTIZATIONS[options.quantization][0]
+    if (backend == "bitsandbytes" or options.quantization == "torchao-int4") and device_type != "cuda":
+        hint = "; on CPU use quantization=torchao-int8" if options.quantization != "torchao-int8" else ""
+        raise EvalkitError(f"quantization={options.quantization} ({backend}) needs a CUDA device, not "
+                           f"{device_type}{hint}")
+
+
+def check_on_device(options: LoadOptions, device: torch.device) -> None:
+    """What the device here rules out (and the attention kernels this transformers knows)."""
+    import torch
+
+    if options.dtype == "float16" and device.type == "cpu":
+        raise EvalkitError("dtype=float16 is not supported on CPU (slow and inexact kernels); use float32 or bfloat16")
+    if options.attn_implementation is not None:
+        check_attention(str(options.attn_implementation))
+    places = [*map(str, range(torch.cuda.device_count())), *MEMORY_PLACES]
+    for key in options.max_memory or {}:
+        if str(key) not in places:
+            raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {', '.join(places)}")
+    check_quantization_device(options, device.type)

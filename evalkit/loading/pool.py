@@ -14,7 +14,7 @@ import torch
 from evalkit.loading.loaded import LoadedModel
 from evalkit.loading.loader import load_fresh
 from evalkit.loading.options import LoadOptions
-from evalkit.results import canonical_json
+from evalkit.hashing import canonical_json
 
 
 class ModelPool:

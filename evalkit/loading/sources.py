@@ -1,17 +1,16 @@
-"""Where a model's files are and what its config says, known without reading any weights: a hub id, a local
-directory, a local .gguf file, files shipped inside an installed Python package, or a random init from a config."""
+"""A model's transformers config, read without any weights, and what it allows: the heads transformers can build
+for it, and its facts (facts.py) as the settings checks need them."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import transformers
 
 from evalkit.errors import EvalkitError
+from evalkit.loading.facts import CTRANSLATE2_FACTS, ModelFacts, check_trained_head
+from evalkit.loading.locations import Location, dequantized, is_ctranslate2, is_random_init, resolve_location
 
 # head name -> (model auto class, preprocessor auto class)
 HEADS = {
@@ -21,97 +20,6 @@ HEADS = {
     "sequence-classification": ("AutoModelForSequenceClassification", "AutoTokenizer"),
     "encoder": ("AutoModel", "AutoTokenizer"),
 }
-PACKAGE_SCHEME = "package:"
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where a model's (or tokenizer's) files are: a hub id or a local directory, plus an optional GGUF file in it."""
-
-    source: str  # hub | local | packaged
-    path: str
-    gguf_file: str | None = None
-    revision: str | None = None
-
-    def from_pretrained_kwargs(self) -> dict:
-        kwargs = {}
-        if self.gguf_file:
-            kwargs["gguf_file"] = self.gguf_file
-        if self.revision:
-            kwargs["revision"] = self.revision
-        return kwargs
-
-
-def is_random_init(spec: Mapping) -> bool:
-    return spec.get("architecture") is not None
-
-
-def is_ctranslate2(spec: Mapping) -> bool:
-    return spec.get("format") == "ctranslate2"
-
-
-def local_path(name: str, install_hint: str | None = None) -> tuple[Path, str]:
-    """`package:NAME/INNER` -> (folder of the installed package NAME / INNER, "packaged"); anything else ->
-    (the path as given, "local")."""
-    if not name.startswith(PACKAGE_SCHEME):
-        return Path(name).expanduser(), "local"
-    package, _, inner = name.removeprefix(PACKAGE_SCHEME).partition("/")
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        hint = install_hint or f"install the package that provides '{package}'"
-        raise EvalkitError(f"model package '{package}' is not installed: {hint}")
-    return Path(list(found.submodule_search_locations)[0]) / inner, "packaged"
-
-
-def resolve_location(spec: Mapping) -> Location:
-    """A model spec's `name_or_path` (+ `gguf_file`, `revision`) -> where the files are.
-
-    name_or_path is a hub id, a local directory, a local .gguf file, or `package:NAME/FILE_OR_DIR`: files shipped
-    inside an installed Python package, found without importing it (its import may need heavy dependencies).
-    """
-    name = str(spec.get("name_or_path") or "")
-    if not name:
-        raise EvalkitError("the model has no source: set model.name_or_path=<hub id, local directory or .gguf file>")
-    path, source = local_path(name, spec.get("install"))
-    if path.is_file():
-        if path.suffix != ".gguf":
-            raise EvalkitError(f"model.name_or_path={name} is a file; only .gguf files or directories load")
-        return Location(source, str(path.parent.resolve()), path.name)
-    if path.is_dir():
-        gguf_file = spec.get("gguf_file")
-        if gguf_file and not (path / gguf_file).is_file():
-            raise EvalkitError(f"GGUF file {gguf_file} not found in {path}")
-        return Location(source, str(path.resolve()), gguf_file)
-    if source == "packaged" or name.startswith(("/", ".", "~")) or name.count("/") > 1:
-        raise EvalkitError(f"model.name_or_path={name} does not exist (expected a hub id or a local path)")
-    return Location("hub", name, spec.get("gguf_file"), spec.get("revision"))
-
-
-def tokenizer_location(spec: Mapping) -> Location:
-    """Where the tokenizer is: the spec's own `tokenizer` entry, else beside the weights."""
-    if spec.get("tokenizer"):
-        return resolve_location(spec["tokenizer"])
-    if is_random_init(spec):
-        raise EvalkitError("a random-init model needs a tokenizer: set model.tokenizer.name_or_path=...")
-    return resolve_location(spec)
-
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
-                   "spiece.model", "sentencepiece.bpe.model")
-
-
-def check_tokenizer(spec: Mapping) -> None:
-    """A local model folder without any tokenizer file fails here, by name, rather than later as an empty text."""
-    if is_ctranslate2(spec):
-        return
-    location = tokenizer_location(spec)
-    if location.source == "hub" or location.gguf_file:
-        return
-    if not any((Path(location.path) / name).is_file() for name in TOKENIZER_FILES):
-        raise EvalkitError(f"{location.path} holds no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save the "
-                           "tokenizer beside the weights, or set model.tokenizer.name_or_path=...")
-
-
 def load_config(location: Location, trust_remote_code: bool) -> Any:
     try:
         return transformers.AutoConfig.from_pretrained(
@@ -138,19 +46,8 @@ def model_config(spec: Mapping, trust_remote_code: bool = False) -> Any:
         return None
     if is_random_init(spec):
         return transformers.AutoConfig.for_model(spec["architecture"], **dict(spec.get("config") or {}))
-    from evalkit.loading.gguf_cache import dequantized  # it reads Location from here
-
     location = resolve_location(spec)
     return load_config(dequantized(location) or location, trust_remote_code)
-
-
-def context_length(config: Any) -> int | None:
-    """The longest input the model's positions allow, or None when its config does not say."""
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 def model_class(head: str) -> type:
@@ -173,3 +70,15 @@ def check_head(spec: Mapping, config: Any, head: str) -> None:
             f"model '{spec.get('name')}' (model_type={model_type}) has no {head} head; this evaluation needs a "
             f"{head} model"
         )
+    check_trained_head(spec, model_facts(config), head)
+
+
+def is_decoder_only(config: Any) -> bool:
+    """A causal LM with no masked-LM form (GPT-2, LLaMA, ...); BERT-style encoders have both heads."""
+    return (has_head(config, "causal-lm") and not config.is_encoder_decoder
+            and type(config) not in transformers.AutoModelForMaskedLM._model_mapping)
+
+
+def model_facts(config: Any) -> ModelFacts:
+    """The facts of a transformers config (None: a CTranslate2 Whisper checkpoint)."""
+    return CTRANSLATE2_FACTS if config is None else ModelFacts.of(config, decoder_only=is_decoder_only(config))
