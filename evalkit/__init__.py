@@ -15,7 +15,8 @@ def evaluate(model=None, task: str | None = None, out_dir=None, **settings) -> d
         evalkit.evaluate(model="smollm2-135m", task="wikitext", stride=512, limit=4096)
 
     `model` is a preset, a hub id or local path, or a model spec mapping; `task` a task name; every other keyword is
-    a top-level key as on the command line. Bad input raises EvalkitError."""
+    a key as on the command line (dotted keys reach into a group: `**{"task.path": "notes.txt"}`). Bad input raises
+    EvalkitError."""
     import sys
     from pathlib import Path
 

@@ -136,6 +136,6 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
             cfg.model = dict(model)
         elif isinstance(model, str) and model not in choices("model"):
             cfg.model = model_spec(model)
-        for key, value in settings.items():
-            cfg[key] = value
+        for key, value in settings.items():  # a dotted key (task.path=...) reaches into its group, as on the CLI
+            OmegaConf.update(cfg, key, value, merge=False)
     return cfg

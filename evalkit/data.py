@@ -28,7 +28,9 @@ class TextSource:
 TASK_FIELDS = {
     "name": (str,), "evaluator": (str,), "path": (str, None), "data_file": (str, None), "hub": (Mapping, None),
     "text_field": (str, list), "label_field": (str,), "label_offset": (int,), "labels": (list,),
-    "format": (str, None), "line_rows": (bool,), "join": (str,), "method": (str, None),
+    "format": (str, None), "line_rows": (bool,), "join": (str,), "method": (str, None), "questions": (str, None),
+    "context_field": (str,), "choices_field": (str,), "gold_field": (str,), "documents": (str, None),
+    "detokenize": (str, None),
 }
 KINDS = {str: "a string", list: "a list", Mapping: "a mapping", int: "an integer", bool: "true or false", None: "null"}
 

@@ -43,7 +43,8 @@ def lm_eval_results(rows: list[dict]) -> dict:
         out["versions"][alias] = TASK_VERSION
         out["n-shot"][alias] = 0
         out["higher_is_better"][alias] = {LM_EVAL_NAMES.get(row["metric"], row["metric"]): row["higher_is_better"]}
-        count = int(next((row["metrics"][k] for k in ("examples", "utterances", "windows") if k in row["metrics"]), 0))
+        counts_of = ("examples", "questions", "utterances", "windows")
+        count = int(next((row["metrics"][k] for k in counts_of if k in row["metrics"]), 0))
         out["n-samples"][alias] = {"original": count, "effective": count}
     first = rows[0]
     location = first["provenance"]["model"]["location"] or first["model"]

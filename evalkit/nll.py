@@ -71,8 +71,10 @@ def chunked_token_nll(model, input_ids: torch.Tensor, positions: torch.Tensor, t
                       compile_nll: bool) -> torch.Tensor | None:
     """Each target's NLL ([batch, targets], float32) with the output layer run over chunks of scored positions, when
     the batch's logits exceed LOGIT_BUDGET and the model splits into body and output layer; else None."""
-    vocab = model.config.vocab_size
-    if input_ids.shape[0] * len(positions) * vocab <= LOGIT_BUDGET or (split := output_split(model)) is None:
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)  # None: not a transformers model
+    if vocab is None or input_ids.shape[0] * len(positions) * vocab <= LOGIT_BUDGET:
+        return None
+    if (split := output_split(model)) is None:
         return None
     body, head = split
     hidden = body(input_ids=input_ids, use_cache=False).last_hidden_state
@@ -117,18 +119,28 @@ def compiled_token_nll() -> Callable:
     return torch.compile(token_nll, options={"coordinate_descent_tuning": True})
 
 
-def score_batch(model, input_ids, positions, reference=None, clock=None, compile_nll=False) -> dict[str, torch.Tensor]:
+def window_sums(token_nll: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Each window's NLL: its tokens' float32 NLLs summed in float64 (a mask leaves out positions another window
+    of the batch scores)."""
+    return (token_nll if mask is None else torch.where(mask, token_nll, 0.0)).double().sum(1)
+
+
+def score_batch(model, input_ids, positions, mask=None, reference=None, clock=None,
+                compile_nll=False) -> dict[str, torch.Tensor]:
     """Per-window figures for one batch: summed NLL; with a reference model also its NLL, the summed and largest
-    per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets])."""
+    per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets]). `mask`
+    ([batch, positions], from WindowInputs) marks each window's own scored positions when they differ (no reference
+    model then)."""
     targets = input_ids[:, positions + 1, None]
-    if reference is None and (chunked := chunked_token_nll(model, input_ids, positions, targets, compile_nll)) is not None:
-        return {"nll": chunked.double().sum(1)}
+    chunked = None if reference is not None else chunked_token_nll(model, input_ids, positions, targets, compile_nll)
+    if chunked is not None:
+        return {"nll": window_sums(chunked, mask)}
     if reference is None and compile_nll:
-        return {"nll": compiled_token_nll()(scored_logits(model, input_ids, positions), targets).double().sum(1)}
+        return {"nll": window_sums(compiled_token_nll()(scored_logits(model, input_ids, positions), targets), mask)}
     # float32 log-softmax straight from the (bfloat16) logits: one kernel, no float32 copy of the logits first
     log_probs = timed(clock, "model_seconds", input_ids.device,
                       lambda: scored_logits(model, input_ids, positions).log_softmax(-1, dtype=torch.float32))
-    figures = {"nll": -log_probs.gather(-1, targets).squeeze(-1).double().sum(1)}
+    figures = {"nll": window_sums(-log_probs.gather(-1, targets).squeeze(-1), mask)}
     if reference is None:
         return figures
     ref_device = next(reference.parameters()).device
@@ -147,19 +159,26 @@ def score_batch(model, input_ids, positions, reference=None, clock=None, compile
 
 
 class WindowInputs:
-    """Input ids and scored positions for a batch of windows of one shape (optionally each prefixed by a BOS)."""
+    """Input ids, scored positions and their mask for a batch of windows of one shape (optionally each prefixed by a
+    BOS). With `merge_contexts`, windows of one length but different contexts share a batch (the final windows of
+    many documents, each reaching back to a full context): the positions are their union, and a mask marks each
+    window's own."""
 
-    def __init__(self, tokens: torch.Tensor, windows: list[Window], bos_token_id: int | None, device: torch.device):
+    def __init__(self, tokens: torch.Tensor, windows: list[Window], bos_token_id: int | None, device: torch.device,
+                 merge_contexts: bool = False):
         self.tokens, self.windows, self.bos_token_id, self.device = tokens.to(device), windows, bos_token_id, device
         self.prefix = 0 if bos_token_id is None else 1
+        self.merge_contexts = merge_contexts
         self.ranges: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def shape(self, index: int) -> tuple[int, int]:
+    def shape(self, index: int) -> tuple[int, int | None]:
         window = self.windows[index]
-        return window.length, window.target_begin - window.begin
+        return window.length, None if self.merge_contexts else window.target_begin - window.begin
 
-    def __call__(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        length, offset = self.shape(batch[0])
+    def __call__(self, batch: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        length = self.windows[batch[0]].length
+        offsets = [self.windows[i].target_begin - self.windows[i].begin for i in batch]
+        offset = min(offsets)
         if (length, offset) not in self.ranges:  # input p predicts input p + 1: targets are [prefix + offset, ...)
             self.ranges[length, offset] = (
                 torch.arange(self.prefix + offset - 1, self.prefix + length - 1, device=self.device),
@@ -169,7 +188,11 @@ class WindowInputs:
         input_ids = self.tokens[begins[:, None] + steps]
         if self.prefix:
             input_ids = torch.cat([input_ids.new_full((len(batch), 1), self.bos_token_id), input_ids], dim=1)
-        return input_ids, positions
+        mask = None
+        if max(offsets) != offset:  # a window scores from its own first target on (input p predicts p + 1)
+            first = torch.tensor([self.prefix + o - 1 for o in offsets], device=self.device)
+            mask = positions[None, :] >= first[:, None]
+        return input_ids, positions, mask
 
 
 @torch.inference_mode()

@@ -15,7 +15,7 @@ from pathlib import Path
 import jsonlines
 
 PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers",
-            "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr")
+            "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr", "lm-eval")
 SCHEMA_VERSION = 2  # 2: "settings" holds the settings by scope (run, loading, evaluator)
 
 
@@ -53,6 +53,22 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile")  # what CPU speed
+# depends on (bfloat16 matrix units, VNNI int8): recorded with every figure, as CPUs of one name differ
+
+
+def cpu() -> dict:
+    """The CPU's model name and its matrix-relevant flags (Linux: /proc/cpuinfo; elsewhere the platform's name)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor() or platform.machine(), "flags": None}
+    fields = dict(line.split(":", 1) for line in text.splitlines()[:40] if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name"), "flags": [flag for flag in CPU_FLAGS if flag in flags]}
+
+
 def hardware() -> dict:
     import torch  # here: the command line's checks import this module before torch
 
@@ -61,6 +77,7 @@ def hardware() -> dict:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu": cpu(),
     }
     if torch.cuda.is_available():
         info["cuda"] = torch.version.cuda

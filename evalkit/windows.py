@@ -34,13 +34,16 @@ def check_window_args(max_length: int, stride: int) -> None:
         raise EvalkitError(f"stride={stride} is not allowed; allowed: 1 <= stride <= max_length ({max_length})")
 
 
-def window_schedule(num_tokens: int, max_length: int, stride: int, bos_per_window: bool = False) -> list[Window]:
+def window_schedule(num_tokens: int, max_length: int, stride: int, bos_per_window: bool = False,
+                    full_last: bool = False) -> list[Window]:
     """Windows of at most `max_length` inputs starting every `stride` tokens, together scoring each token once.
 
     Without a per-window BOS, token 0 has no context and is never scored, and every scored token needs at least one
     token of context inside its window: so windows must overlap by one token, and a stride equal to max_length
     advances by max_length - 1 (the one token of context is carried over). With `bos_per_window`, each window is
     prefixed by a BOS token (which counts towards max_length) that serves as context, so every token is scored.
+    `full_last`: the final window reaches back to a full `max_length` of context (lm-evaluation-harness's rolling
+    windows) instead of starting on the stride grid (the HF docs schedule); it scores the same tokens.
     """
     check_window_args(max_length, stride)
     span = max_length - 1 if bos_per_window else max_length  # stream tokens per window
@@ -52,8 +55,23 @@ def window_schedule(num_tokens: int, max_length: int, stride: int, bos_per_windo
     scored_until = first_target
     for begin in range(0, num_tokens, step):
         end = min(begin + span, num_tokens)
+        if end == num_tokens and full_last:
+            begin = max(0, end - span)
         windows.append(Window(begin, end, scored_until))
         scored_until = end
         if end == num_tokens:
             break
     return windows
+
+
+def document_windows(lengths: list[int], max_length: int, stride: int, bos_per_window: bool = False,
+                     full_last: bool = False) -> tuple[list[Window], list[int]]:
+    """Windows over documents laid end to end in one token stream: each document gets its own schedule (no window
+    reads across a boundary), shifted to where the document starts; and the document of each window."""
+    windows, owners, offset = [], [], 0
+    for document, length in enumerate(lengths):
+        for w in window_schedule(length, max_length, stride, bos_per_window, full_last):
+            windows.append(Window(w.begin + offset, w.end + offset, w.target_begin + offset))
+            owners.append(document)
+        offset += length
+    return windows, owners

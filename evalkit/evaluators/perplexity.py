@@ -23,8 +23,9 @@ from evalkit.settings import is_number, setting
 from evalkit.metrics import (count_bytes, count_words, divergence_metrics, perplexity_interval,
                              perplexity_metrics)
 from evalkit.presets import model_spec
-from evalkit.hashing import sha256_text
-from evalkit.windows import Window, check_window_args, window_schedule
+from evalkit.documents import check_documents, detokenizer, load_documents
+from evalkit.hashing import canonical_json, sha256_text
+from evalkit.windows import Window, check_window_args, document_windows
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +45,10 @@ class Settings:
                        "every window (every token scored)", choices=BOS_MODES)
     reference_model: str | None = setting(None, "a preset or path: also report KL(reference || model), top-1 "
                                           "agreement and delta perplexity against it")
+    last_window: str = setting("short", "short: the final window starts on the stride grid (the HF docs schedule) | "
+                               "full: it reaches back to a full max_length of context (lm-evaluation-harness's "
+                               "rolling windows; with max_length=L+1 stride=L bos=stream, its figures)",
+                               choices=("short", "full"))
 
 
 @dataclass
@@ -52,7 +57,8 @@ class State:
     reference: torch.nn.Module | None
     inputs: nll.WindowInputs
     windows: list[Window]
-    text: str
+    texts: list[str]  # what was scored, as read: the stream (cut by limit), or each document before detokenizing
+    owners: list[int] | None  # per-document tasks: each window's document
     tokens: int
     origin: str
     compile_nll: bool
@@ -67,6 +73,20 @@ def window_length(settings: Settings, context: int | None) -> int:
 
 def same_tokenizer(first, second) -> bool:
     return first.get_vocab() == second.get_vocab() and first.all_special_tokens == second.all_special_tokens
+
+
+def token_streams(tokenizer, data: Data, task: Mapping, bos: str, limit: int | None) -> tuple:
+    """(token ids to score, the texts they cover, each document's token count): one stream (cut by `limit`), or the
+    documents of a per-document task laid end to end, each tokenized on its own (with its own BOS under
+    bos=stream)."""
+    import torch
+
+    if isinstance(data.content, str):
+        tokens, text = tokenize_stream(tokenizer, data.content, bos, limit)
+        return tokens, [text], [len(tokens)]
+    clean = detokenizer(task)
+    encoded = [tokenize_stream(tokenizer, clean(document), bos, None)[0] for document in data.content]
+    return torch.cat(encoded), list(data.content), [len(ids) for ids in encoded]
 
 
 def tokenize_stream(tokenizer, text: str, bos: str, limit: int | None) -> tuple[torch.Tensor, str]:
@@ -106,6 +126,7 @@ class Perplexity(Evaluator):
         Metric("nll_sum", "negative log-likelihood summed in float64 over every scored token", None, "nats"),
         Metric("tokens_scored", "tokens scored (every token after the first)", None, "tokens", count=True),
         Metric("windows", "windows evaluated", None, count=True),
+        Metric("documents", "per-document tasks: documents scored, each with its own windows", None, count=True),
         Metric("bytes", "UTF-8 bytes of the evaluated text", None, "bytes"),
         Metric("words", "whitespace-separated words of the evaluated text", None, "words"),
         Metric("max_length", "tokens per window (resolved)", None, "tokens"),
@@ -122,6 +143,7 @@ class Perplexity(Evaluator):
     )
 
     def check(self, settings: Settings, run, task: Mapping) -> None:
+        check_documents(task)
         if settings.max_length is not None:
             check_window_args(settings.max_length, settings.stride)
 
@@ -140,6 +162,9 @@ class Perplexity(Evaluator):
         check_window_args(max_length, settings.stride)
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
+        if task.get("documents"):  # limit: the first N documents
+            documents, origin = load_documents(task, run.data_dir, run.limit)
+            return Data(documents, sha256_text(canonical_json(documents)), origin)
         source = load_text(task, run.data_dir)
         return Data(source.text, sha256_text(source.text), source.origin)
 
@@ -157,11 +182,14 @@ class Perplexity(Evaluator):
         if settings.bos != "auto" and tokenizer.bos_token_id is None:
             raise EvalkitError(f"bos={settings.bos} needs a BOS token, but the tokenizer has none; use bos=auto")
         max_length = window_length(settings, loaded.context_length)
-        tokens, text = tokenize_stream(tokenizer, data.content, settings.bos, run.limit)
-        windows = window_schedule(len(tokens), max_length, settings.stride, bos_per_window=settings.bos == "window")
+        tokens, texts, lengths = token_streams(tokenizer, data, task, settings.bos, run.limit)
+        windows, owners = document_windows(lengths, max_length, settings.stride, settings.bos == "window",
+                                           settings.last_window == "full")
         bos_id = tokenizer.bos_token_id if settings.bos == "window" else None
-        inputs = nll.WindowInputs(tokens, windows, bos_id, loaded.device)
-        state = State(loaded.model, reference and reference.model, inputs, windows, text, len(tokens), data.origin,
+        merge = isinstance(data.content, list) and reference is None  # documents' final windows batched together
+        inputs = nll.WindowInputs(tokens, windows, bos_id, loaded.device, merge_contexts=merge)
+        state = State(loaded.model, reference and reference.model, inputs, windows, texts,
+                      owners if isinstance(data.content, list) else None, len(tokens), data.origin,
                       compile_nll=bool(loaded.provenance.get("compile")), max_length=max_length,
                       stride=settings.stride)
         units = Units(len(windows), [w.num_targets for w in windows], [inputs.shape(i) for i in range(len(windows))])
@@ -204,11 +232,16 @@ class Perplexity(Evaluator):
                   for name in records[0] if name != "token_kl"}
         nll_sum = float(column["nll"].sum())
         total = sum(w.num_targets for w in windows)
-        metrics = perplexity_metrics(nll_sum, total, count_bytes(state.text), count_words(state.text))
+        metrics = perplexity_metrics(nll_sum, total, sum(map(count_bytes, state.texts)),
+                                     sum(map(count_words, state.texts)))
         metrics["perplexity_ci95"] = perplexity_interval(column["nll"].numpy(), [w.num_targets for w in windows])
         metrics.update(windows=len(windows), max_length=state.max_length, stride=state.stride)
         samples = [{"window": i, "begin": w.begin, "end": w.end, "tokens_scored": w.num_targets,
                     "nll": float(column["nll"][i])} for i, w in enumerate(windows)]
+        if state.owners is not None:
+            metrics["documents"] = len(state.texts)
+            for sample, owner in zip(samples, state.owners):
+                sample["document"] = owner
         timing = {}
         if state.reference is not None:
             metrics.update(divergence_metrics(
@@ -222,8 +255,9 @@ class Perplexity(Evaluator):
                               kl_max=float(column["kl_max"][i]), top1_agree=int(column["top1_agree"][i]))
             scored = state.clock["tokens"] or 1
             timing = {f"{key}_per_token": state.clock[key] / scored for key in ("model_seconds", "reference_seconds")}
-        data = {"origin": state.origin, "sha256": sha256_text(state.text), "tokens": state.tokens,
-                "characters": len(state.text)}
+        scored_text = state.texts[0] if state.owners is None else canonical_json(state.texts)
+        data = {"origin": state.origin, "sha256": sha256_text(scored_text), "tokens": state.tokens,
+                "characters": sum(map(len, state.texts))}
         return Outcome(metrics, samples, data, timing)
 
 
