@@ -60,6 +60,67 @@ def load(tokenizer: str, **options):
     return loaded, time.perf_counter() - started
 
 
+class Bench:
+    """One process's measurements over the WikiText-2 ids; each row is written to --out when measured (a time-out
+    leaves what was measured)."""
+
+    def __init__(self, args):
+        self.args = args
+        self.tokens = torch.load(args.tokens_file)[: args.tokens].long()
+        self.windows = window_schedule(len(self.tokens), args.max_length, args.stride)
+        self.scored = sum(w.num_targets for w in self.windows)
+        self.report: dict = {"benchmark": "perplexity-gpu-llama3-8b-shape", "tokens": len(self.tokens),
+                             "tokens_scored": self.scored, "windows": len(self.windows),
+                             "max_length": args.max_length, "stride": args.stride, "hardware": hardware(),
+                             "versions": library_versions(), "variants": {}}
+        self.peak = self.report["matmul_bf16_tflops_measured"] = matmul_tflops()
+        self.flops = None
+
+    def record(self, name, nll_sum, seconds, memory, **extra) -> None:
+        row = {"seconds": seconds, "tokens_per_second": self.scored / seconds, "nll_sum": nll_sum,
+               "peak_memory_gib": memory / 2**30, "tflops": self.flops / seconds / 1e12,
+               "mfu": self.flops / seconds / 1e12 / self.peak, **extra}
+        self.report["variants"][name] = row
+        print(f"{name:34s} {seconds:8.2f} s  mfu={row['mfu']:.3f}  mem={row['peak_memory_gib']:.1f} GiB  "
+              f"nll={nll_sum:.4f}  {extra}", flush=True)
+        write_json(Path(self.args.out), self.report)
+
+    def evalkit_pass(self, name, model, batch_size, compile_nll=False) -> float:
+        (scores, size), seconds, memory = timed(lambda: nll.score_windows(model, self.tokens, self.windows, batch_size,
+                                                                            compile_nll=compile_nll))
+        self.record(name, float(scores["nll"].sum()), seconds, memory, batch_size=size)
+        return float(scores["nll"].sum())
+
+    def eager(self, model) -> float:
+        """evalkit eager (auto batch twice; at --batch with and without chunks), the docs loop on a prefix, the plain
+        loop; returns evalkit eager's NLL."""
+        self.report["load_fingerprint_seconds"] = timed(lambda: tensors_fingerprint(model))[1]  # within load_seconds
+        self.flops = self.report["flops"] = forward_flops(model, self.windows)
+        for run in (1, 2):  # the first pass includes the out-of-memory halving from 128 and the allocator's warm-up
+            reference = self.evalkit_pass(f"evalkit_eager_auto_run{run}", model, "auto")
+        batch = self.args.batch
+        self.evalkit_pass(f"evalkit_eager_b{batch}_chunked", model, batch)
+        budget, nll.LOGIT_BUDGET = nll.LOGIT_BUDGET, 1 << 62  # the whole batch's logits at once
+        self.evalkit_pass(f"evalkit_eager_b{batch}_unchunked", model, batch)
+        nll.LOGIT_BUDGET = budget
+        prefix = self.windows[: self.args.docs_windows]
+        sums, seconds, memory = timed(lambda: docs_loop_nll(model, self.tokens, prefix))
+        share = sum(w.length for w in prefix) / sum(w.length for w in self.windows)
+        ours = float(nll.score_windows(model, self.tokens, prefix, batch)[0]["nll"].sum())
+        self.record("docs_loop_bfloat16_scaled", sum(sums) / share, seconds / share, memory,
+                    measured_windows=len(prefix), measured_seconds=seconds,
+                    prefix_nll_relative_to_evalkit=abs(sum(sums) - ours) / ours)
+        total, seconds, memory = timed(lambda: plain_chunked_nll(model, self.tokens, self.windows, batch))
+        self.record(f"plain_batched_chunked_b{batch}", total, seconds, memory)
+        return reference
+
+    def compiled(self) -> None:
+        loaded, self.report["compile_load_seconds"] = load(self.args.tokenizer, compile=True)
+        self.flops = self.flops or forward_flops(loaded.model, self.windows)
+        for run in (1, 2):
+            self.evalkit_pass(f"evalkit_compile_run{run}", loaded.model, "auto", compile_nll=True)
+
+
 def main() -> None:
     parser = stream_parser(__doc__.splitlines()[0], 4096, 2048)
     parser.add_argument("--batch", type=int, default=8, help="the fixed batch of the plain loop and the memory rows")
@@ -68,75 +129,20 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    tokens = torch.load(args.tokens_file)[: args.tokens].long()
-    windows = window_schedule(len(tokens), args.max_length, args.stride)
-    scored = sum(w.num_targets for w in windows)
-    report: dict = {"benchmark": "perplexity-gpu-llama3-8b-shape", "tokens": len(tokens), "tokens_scored": scored,
-                    "windows": len(windows), "max_length": args.max_length, "stride": args.stride,
-                    "hardware": hardware(), "versions": library_versions(), "variants": {}}
-    peak = report["matmul_bf16_tflops_measured"] = matmul_tflops()
-    flops = None
-
-    def record(name, nll_sum, seconds, memory, **extra):
-        row = {"seconds": seconds, "tokens_per_second": scored / seconds, "nll_sum": nll_sum,
-               "peak_memory_gib": memory / 2**30, "tflops": flops / seconds / 1e12,
-               "mfu": flops / seconds / 1e12 / peak, **extra}
-        report["variants"][name] = row
-        print(f"{name:34s} {seconds:8.2f} s  mfu={row['mfu']:.3f}  mem={row['peak_memory_gib']:.1f} GiB  "
-              f"nll={nll_sum:.4f}  {extra}", flush=True)
-        write_json(Path(args.out), report)  # a time-out leaves what was measured
-
-    def evalkit_pass(model, batch_size, compile_nll=False):
-        (scores, size), seconds, memory = timed(lambda: nll.score_windows(model, tokens, windows, batch_size,
-                                                                            compile_nll=compile_nll))
-        return float(scores["nll"].sum()), seconds, memory, size
-
-    if args.compile_only:
-        loaded, report["load_seconds"] = load(args.tokenizer, compile=True)
-        flops = forward_flops(loaded.model, windows)
-        for run in (1, 2):
-            total, seconds, memory, size = evalkit_pass(loaded.model, "auto", compile_nll=True)
-            record(f"evalkit_compile_run{run}", total, seconds, memory, batch_size=size)
-        return
-
-    loaded, report["load_seconds"] = load(args.tokenizer)
-    model = loaded.model
-    report["load_fingerprint_seconds"] = timed(lambda: tensors_fingerprint(model))[1]  # part of load_seconds
-    flops = report["flops"] = forward_flops(model, windows)
-    print(f"load (random init on the GPU) {report['load_seconds']:.1f} s; {flops / 1e15:.2f} PFLOP", flush=True)
-
-    for run in (1, 2):  # the first pass includes the out-of-memory halving from 128 and the allocator's warm-up
-        total, seconds, memory, size = evalkit_pass(model, "auto")
-        record(f"evalkit_eager_auto_run{run}", total, seconds, memory, batch_size=size)
-    reference = total
-    total, seconds, memory, size = evalkit_pass(model, args.batch)
-    record(f"evalkit_eager_b{args.batch}_chunked", total, seconds, memory, batch_size=size)
-    budget, nll.LOGIT_BUDGET = nll.LOGIT_BUDGET, 1 << 62  # the whole batch's logits at once
-    total, seconds, memory, size = evalkit_pass(model, args.batch)
-    record(f"evalkit_eager_b{args.batch}_unchunked", total, seconds, memory, batch_size=size)
-    nll.LOGIT_BUDGET = budget
-
-    prefix = windows[: args.docs_windows]
-    sums, seconds, memory = timed(lambda: docs_loop_nll(model, tokens, prefix))
-    share = sum(w.length for w in prefix) / sum(w.length for w in windows)
-    (prefix_scores, _), _, _ = timed(lambda: nll.score_windows(model, tokens, prefix, args.batch))
-    record("docs_loop_bfloat16_scaled", sum(sums) / share, seconds / share, memory, measured_windows=len(prefix),
-           measured_seconds=seconds, prefix_nll_relative_to_evalkit=abs(sum(sums) - float(prefix_scores["nll"].sum()))
-           / float(prefix_scores["nll"].sum()))
-    total, seconds, memory = timed(lambda: plain_chunked_nll(model, tokens, windows, args.batch))
-    record(f"plain_batched_chunked_b{args.batch}", total, seconds, memory)
-
-    model = loaded = None  # one 16 GB model on the card at a time
-    gc.collect()
-    torch.cuda.empty_cache()
-    compiled, report["compile_load_seconds"] = load(args.tokenizer, compile=True)
-    for run in (1, 2):
-        total, seconds, memory, size = evalkit_pass(compiled.model, "auto", compile_nll=True)
-        record(f"evalkit_compile_run{run}", total, seconds, memory, batch_size=size)
-    for row in report["variants"].values():
-        if not row.get("measured_windows"):
-            row["nll_relative_to_evalkit_eager"] = abs(row["nll_sum"] - reference) / reference
-    write_json(Path(args.out), report)
+    bench = Bench(args)
+    if not args.compile_only:
+        loaded, bench.report["load_seconds"] = load(args.tokenizer)
+        reference = bench.eager(loaded.model)
+        print(f"load (random init on the GPU) {bench.report['load_seconds']:.1f} s", flush=True)
+        loaded = None  # one 16 GB model on the card at a time
+        gc.collect()
+        torch.cuda.empty_cache()
+    bench.compiled()
+    if not args.compile_only:
+        for row in bench.report["variants"].values():
+            if not row.get("measured_windows"):
+                row["nll_relative_to_evalkit_eager"] = abs(row["nll_sum"] - reference) / reference
+    write_json(Path(args.out), bench.report)
 
 
 if __name__ == "__main__":
