@@ -194,12 +194,20 @@ def test_remote_code_model_evaluates_with_trust_remote_code(tmp_path, tiny_gpt2_
     assert remote["metrics"]["nll_sum"] == plain["metrics"]["nll_sum"]
 
 
+def deliverable_sigint() -> None:
+    """In the child: Ctrl-C handled as in a user's shell. A child inherits an ignored or blocked SIGINT, and after
+    earlier tests' libraries (worker pools, resource trackers) the test process may have one."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_prints_one_line_and_a_rerun_resumes(tmp_path, tiny_gpt2_dir):
     cache = tmp_path / "cache"
     command = [f"model.name_or_path={tiny_gpt2_dir}", f"data_dir={SHARED_DATA}", "limit=3000", "max_length=64",
                "stride=1", "batch_size=1", f"hydra.run.dir={tmp_path / 'run'}"]
     process = subprocess.Popen([sys.executable, "-m", "evalkit", *command], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "EVALKIT_CACHE_DIR": str(cache)})
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "EVALKIT_CACHE_DIR": str(cache)},
+                               preexec_fn=deliverable_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None and \
             sum(len(log.read_bytes().splitlines()) for log in cache.glob("*/progress.rank*.jsonl")) < 50:
