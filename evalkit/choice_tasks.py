@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from evalkit.data import hub_dataset, hub_origin, local_file, records_from_file
+from evalkit.data import task_records
 from evalkit.errors import EvalkitError
 
 
@@ -103,14 +103,7 @@ def question_format(task: Mapping) -> Callable[[Mapping], Question]:
 
 def load_questions(task: Mapping, data_dir: str | None, limit: int | None) -> tuple[list[Question], str]:
     """The task's questions from task.path, data_dir/task.data_file (JSON Lines or CSV), or the hub."""
-    path, looked_in = local_file(task, data_dir)
-    if path:
-        file_format = task.get("format") or ("csv" if path.suffix == ".csv" else "jsonl")
-        records, origin = records_from_file(path, {**task, "format": file_format}), str(path)
-    elif task.get("hub"):
-        records, origin = hub_dataset(task["hub"], looked_in), hub_origin(task["hub"])
-    else:
-        raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
+    records, origin, task = task_records(task, data_dir, fallback="jsonl")
     build = question_format(task)
     questions = []
     for row, record in enumerate(records):

@@ -162,10 +162,10 @@ class Examples:
     origin: str
 
 
-def records_from_file(path: Path, task: Mapping) -> list[dict]:
+def records_from_file(path: Path, task: Mapping, fallback: str = "label_first") -> list[dict]:
     """A local file's records. `label_first`: "LABEL TEXT" per line (the Kim 2014 SST-2 files); `csv`: a header row;
-    `jsonl`: one JSON object per line."""
-    file_format = task.get("format") or {".csv": "csv", ".jsonl": "jsonl"}.get(path.suffix, "label_first")
+    `jsonl`: one JSON object per line. task.format, else the suffix (.csv, .jsonl), else `fallback`, says which."""
+    file_format = task.get("format") or {".csv": "csv", ".jsonl": "jsonl"}.get(path.suffix, fallback)
     if file_format == "jsonl":
         return [record for _, record in read_jsonl(path)]
     handle = io.StringIO(read_text(path, newline=""), newline="")  # lines as csv and the Kim 2014 files expect
@@ -193,17 +193,20 @@ def label_index(value, names: list[str], offset: int, row: int) -> int:
     return index
 
 
-def load_examples(task: Mapping, data_dir: str | None, limit: int | None = None) -> Examples:
-    """A classification task's examples: task.path, then data_dir/task.data_file, then the hub (whose `hub` section
-    may override text_field, label_field and label_offset)."""
+def task_records(task: Mapping, data_dir: str | None, fallback: str = "label_first") -> tuple[list, str, Mapping]:
+    """A task's records, their origin, and the task as they read it: task.path, then data_dir/task.data_file (read
+    by records_from_file), then the hub (whose `hub` section may override the task's field names)."""
     path, looked_in = local_file(task, data_dir)
     if path:
-        records, origin = records_from_file(path, task), str(path.resolve())
-    elif task.get("hub"):
-        records, origin = hub_dataset(task["hub"], looked_in), hub_origin(task["hub"])
-        task = {**task, **task["hub"]}  # the hub copy may name its columns differently
-    else:
-        raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
+        return records_from_file(path, task, fallback), str(path.resolve()), task
+    if task.get("hub"):
+        return hub_dataset(task["hub"], looked_in), hub_origin(task["hub"]), {**task, **task["hub"]}
+    raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
+
+
+def load_examples(task: Mapping, data_dir: str | None, limit: int | None = None) -> Examples:
+    """A classification task's examples (task_records), with text_field, label_field and label_offset."""
+    records, origin, task = task_records(task, data_dir)
     text_fields = task.get("text_field") or "text"
     text_fields = [text_fields] if isinstance(text_fields, str) else list(text_fields)
     label_field = task.get("label_field") or "label"
