@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Everything measured on a 2-GPU machine, in one call. PARTS (default: all three) picks:
+# Everything measured on a 2-GPU machine, in one call. PARTS (default: data-parallel device-map bench) picks:
 #   data-parallel  the CLI on 1 GPU vs 2 GPUs (torchrun) over a 4x-repeated WikiText-2 stream;
+#   dp-8b          the same at Llama-3-8B's shape (random-llama3-8b, max_length 4096, stride 2048, batch_size=auto);
+#   tp-8b          those weights saved, then tensor parallel over both GPUs (tp_plan=auto) vs dp-8b's one GPU;
 #   device-map     device_map=auto split across both GPUs (max_memory forces it; MAX_MEMORY='{0:1GiB,cpu:60GiB}' splits
-#                  GPU 0 and the CPU on a 1-GPU machine) vs one GPU;
+#                  GPU 0 and the CPU on a 1-GPU machine) vs one GPU, in float32 and bfloat16;
 #   bench          benchmarks/gpu.py on GPU 0: perplexity, NLI and ASR against their references (VARIANTS=comma list
 #                  picks evalkit's perplexity variants; see gpu.py).
 # Needs: .bench/{wikitext_ids.pt,tokenizer/,bart-tokenizer/,whisper-base/,wiki4x.txt} (made by
@@ -48,18 +50,42 @@ if [[ $PARTS == *data-parallel* ]]; then
   compare one two
 fi
 
+windows_8b="task=text task.path=.bench/wikitext-2-raw/wiki.test.raw max_length=4096 stride=2048 dtype=bfloat16
+            batch_size=auto"
+if [[ $PARTS == *dp-8b* ]]; then
+  big="model=random-llama3-8b model.tokenizer.name_or_path=.bench/tokenizer $windows_8b"
+  cli one-8b python3 -m evalkit $big device=cuda:0
+  cli two-8b torchrun --nproc_per_node 2 -m evalkit $big
+  compare one-8b two-8b
+fi
+
+if [[ $PARTS == *tp-8b* ]]; then  # the same random weights as dp-8b's (seed 0, built on a GPU), from disk
+  python3 - <<'PY'
+from transformers import AutoTokenizer
+from evalkit.loading import LoadOptions, load_fresh
+from evalkit.presets import model_spec
+spec = {**model_spec("random-llama3-8b"), "tokenizer": {"name_or_path": ".bench/tokenizer"}}
+load_fresh(spec, LoadOptions(device="cuda:0", dtype="bfloat16"), "causal-lm").model.save_pretrained("/tmp/llama3-8b-shape")
+AutoTokenizer.from_pretrained(".bench/tokenizer").save_pretrained("/tmp/llama3-8b-shape")
+PY
+  cli tp-8b torchrun --nproc_per_node 2 -m evalkit model.name_or_path=/tmp/llama3-8b-shape $windows_8b tp_plan=auto
+  compare one-8b tp-8b
+fi
+
 if [[ $PARTS == *device-map* ]]; then
   python3 - <<'PY'
 import torch, transformers
 torch.manual_seed(0)
 config = transformers.GPT2Config(n_layer=36, n_embd=1280, n_head=20, vocab_size=50257, n_positions=1024)
-transformers.GPT2LMHeadModel(config).to(torch.bfloat16).save_pretrained("/tmp/random-gpt2-large")
+transformers.GPT2LMHeadModel(config).save_pretrained("/tmp/random-gpt2-large")
 transformers.AutoTokenizer.from_pretrained(".bench/tokenizer").save_pretrained("/tmp/random-gpt2-large")
 PY
-  split="model.name_or_path=/tmp/random-gpt2-large task=text task.path=.bench/wiki4x.txt limit=100000 dtype=bfloat16"
-  cli whole python3 -m evalkit $split device=cuda:0
-  cli split python3 -m evalkit $split device_map=auto "max_memory=${MAX_MEMORY:-{0:1GiB,1:60GiB\}}"
-  compare whole split
+  for dtype in float32 bfloat16; do
+    split="model.name_or_path=/tmp/random-gpt2-large task=text task.path=.bench/wiki4x.txt limit=100000 dtype=$dtype"
+    cli whole-$dtype python3 -m evalkit $split device=cuda:0
+    cli split-$dtype python3 -m evalkit $split device_map=auto "max_memory=${MAX_MEMORY:-{0:1GiB,1:60GiB\}}"
+    compare whole-$dtype split-$dtype
+  done
 fi
 
 if [[ $PARTS == *bench* ]]; then

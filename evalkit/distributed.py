@@ -34,15 +34,16 @@ def init(device: torch.device) -> None:
     evaluation."""
     if world_size() > 1 and not dist.is_initialized():
         if device.type == "cuda":
+            torch.cuda.set_device(device)  # collectives of Python objects stage them on the current device
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
 
 
-def shard(order: list[int]) -> list[int]:
+def shard(order: list[int], tensor_parallel: bool = False) -> list[int]:
     """This rank's units: a round-robin share of the scoring order, so every rank gets units of every shape and
-    length."""
-    return order[rank()::world_size()]
+    length; under tensor parallelism the ranks are one model, and each runs every unit."""
+    return order if tensor_parallel else order[rank()::world_size()]
 
 
 def gather(value) -> list:
@@ -54,6 +55,9 @@ def gather(value) -> list:
     return gathered
 
 
-def gather_records(records: dict[int, dict]) -> dict[int, dict]:
-    """Every rank's per-unit records (index -> record), merged: each rank holds the records of its own units."""
+def gather_records(records: dict[int, dict], tensor_parallel: bool = False) -> dict[int, dict]:
+    """Every rank's per-unit records (index -> record), merged: each rank holds the records of its own units (under
+    tensor parallelism, of every unit already)."""
+    if tensor_parallel:
+        return records
     return {index: record for part in gather(records) for index, record in part.items()}

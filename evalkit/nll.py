@@ -35,19 +35,26 @@ def keeps_logits(model_class: type) -> bool:
     return "logits_to_keep" in inspect.signature(model_class.forward).parameters
 
 
-def output_index(model, positions: torch.Tensor) -> torch.Tensor:
-    """`positions` as the model's forward indexes its last hidden states with them: a model spread by a device map
-    over several devices holds those states on its last device while the inputs are on its first, and only a CPU
-    index is valid for a tensor on any device ("indices should be either on cpu or on the same device")."""
+def is_spread(model) -> bool:
+    """Whether a device map spread the model over more than one device."""
     placement = getattr(model, "hf_device_map", None)
-    return positions.cpu() if placement and len(set(placement.values())) > 1 else positions
+    return bool(placement) and len(set(placement.values())) > 1
 
 
 def scored_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Logits at `positions` only: the output layer never runs on context positions when the model supports it."""
-    if keeps_logits(type(model)):
-        return model(input_ids=input_ids, logits_to_keep=output_index(model, positions), use_cache=False).logits
-    return model(input_ids=input_ids, use_cache=False).logits[:, positions]
+    """Logits at `positions` only: the output layer never runs on context positions when the model supports it.
+    A model spread over several devices runs as body, then output layer at the positions, indexed on the body's
+    last device: accelerate moves every tensor argument of the whole model's forward (`logits_to_keep` too) to its
+    first device, where it cannot index states on the last ("indices should be either on cpu or on the same
+    device"). Those logits stay on the output layer's device."""
+    if is_spread(model) and (split := output_split(model)) is not None:
+        body, head = split
+        hidden = body(input_ids=input_ids, use_cache=False).last_hidden_state
+        return head(hidden[:, positions.to(hidden.device)])
+    if keeps_logits(type(model)) and not is_spread(model):
+        return model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
+    logits = model(input_ids=input_ids, use_cache=False).logits
+    return logits[:, positions.to(logits.device)]
 
 
 def output_split(model) -> tuple | None:
@@ -78,17 +85,18 @@ def chunked_token_nll(model, input_ids: torch.Tensor, positions: torch.Tensor, t
         return None
     body, head = split
     hidden = body(input_ids=input_ids, use_cache=False).last_hidden_state
-    index, targets = positions.to(hidden.device), targets.to(hidden.device)
+    index = positions.to(hidden.device)
     step = max(1, LOGIT_BUDGET // (vocab * input_ids.shape[0]))
-    nll = torch.empty(targets.shape[:2], dtype=torch.float32, device=hidden.device)
+    chunks = []
     for start in range(0, len(index), step):
         chunk = slice(start, start + step)
-        logits = head(hidden[:, index[chunk]])
+        logits = head(hidden[:, index[chunk]])  # on the output layer's device: under a device map maybe not hidden's
+        wanted = targets[:, chunk].to(logits.device)
         if compile_nll:
-            nll[:, chunk] = compiled_token_nll()(logits, targets[:, chunk])
+            chunks.append(compiled_token_nll()(logits, wanted))
         else:
-            nll[:, chunk] = -logits.log_softmax(-1, dtype=torch.float32).gather(-1, targets[:, chunk]).squeeze(-1)
-    return nll.to(input_ids.device)
+            chunks.append(-logits.log_softmax(-1, dtype=torch.float32).gather(-1, wanted).squeeze(-1))
+    return torch.cat([nll.to(input_ids.device) for nll in chunks], dim=1)
 
 
 def timed(clock: dict | None, key: str, device: torch.device, work: Callable):
@@ -136,26 +144,30 @@ def score_batch(model, input_ids, positions, mask=None, reference=None, clock=No
     if chunked is not None:
         return {"nll": window_sums(chunked, mask)}
     if reference is None and compile_nll:
-        return {"nll": window_sums(compiled_token_nll()(scored_logits(model, input_ids, positions), targets), mask)}
+        logits = scored_logits(model, input_ids, positions)
+        nll = compiled_token_nll()(logits, targets.to(logits.device)).to(input_ids.device)
+        return {"nll": window_sums(nll, mask)}
     # float32 log-softmax straight from the (bfloat16) logits: one kernel, no float32 copy of the logits first
     log_probs = timed(clock, "model_seconds", input_ids.device,
                       lambda: scored_logits(model, input_ids, positions).log_softmax(-1, dtype=torch.float32))
-    figures = {"nll": window_sums(-log_probs.gather(-1, targets).squeeze(-1), mask)}
+    targets = targets.to(log_probs.device)  # a spread model's output layer may be on another device than its inputs
+    nll = -log_probs.gather(-1, targets).squeeze(-1)
     if reference is None:
-        return figures
+        return {"nll": window_sums(nll.to(input_ids.device), mask)}
     ref_device = next(reference.parameters()).device
     ref_log_probs = timed(clock, "reference_seconds", ref_device, lambda: scored_logits(
         reference, input_ids.to(ref_device), positions.to(ref_device)).log_softmax(-1, dtype=torch.float32))
     ref_log_probs = ref_log_probs.to(log_probs.device)
     token_kl = F.kl_div(log_probs, ref_log_probs, log_target=True, reduction="none").sum(-1)
-    figures.update(
+    figures = dict(
+        nll=window_sums(nll, mask),
         reference_nll=-ref_log_probs.gather(-1, targets).squeeze(-1).double().sum(1),
         kl_sum=token_kl.double().sum(1),
         kl_max=token_kl.amax(1).double(),
         top1_agree=(log_probs.argmax(-1) == ref_log_probs.argmax(-1)).sum(1).double(),
         token_kl=token_kl,
     )
-    return figures
+    return {name: value.to(input_ids.device) for name, value in figures.items()}
 
 
 class WindowInputs:

@@ -110,10 +110,10 @@ def load_models(job: Plan) -> dict:
 
 def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     """Load, prepare the units, score this rank's share of those not done before, aggregate every rank's."""
+    distributed.init(job.device)  # before loading: tensor parallelism shards the weights over the process group
     models = load_models(job)
     main = models["model"]
     state, units = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
-    distributed.init(main.device)
     progress = cache.progress(units.count)
     progress.keep_only(lambda index, record: job.evaluator.check_record(state, index, record))
     records, timing = score_units(job, state, units, progress, main.device)
@@ -128,7 +128,8 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
 def score_units(job: Plan, state, units: Units, progress: Progress, device: torch.device) -> tuple[list, dict]:
     """Every unit's record, in unit order, and the timing of the units this run computed."""
     evaluator = job.evaluator
-    mine = distributed.shard(units.order or list(range(units.count)))
+    tensor_parallel = bool(job.loading.tp_plan)
+    mine = distributed.shard(units.order or list(range(units.count)), tensor_parallel)
     todo = [i for i in mine if i not in progress.done]
     auto = job.run.batch_size == "auto"
     size = min(evaluator.auto_batch_size(state, device), max(len(todo), 1)) if auto else job.run.batch_size
@@ -150,12 +151,14 @@ def score_units(job: Plan, state, units: Units, progress: Progress, device: torc
                                     units.groups, device)
         except KeyboardInterrupt:
             raise Interrupted(len(progress.done) + len(computed), progress.path is not None) from None
-        merged = distributed.gather_records({**{i: progress.done[i] for i in mine if i in progress.done}, **computed})
+        merged = distributed.gather_records({**{i: progress.done[i] for i in mine if i in progress.done}, **computed},
+                                            tensor_parallel)
         seconds = time.perf_counter() - started
     per_rank = distributed.gather(len(computed))
     amount = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
     timing = {"eval_seconds": seconds, f"{evaluator.throughput}_per_second": amount / seconds if seconds else 0.0,
               "batch_size": size, "processes": distributed.world_size(),
+              "tensor_parallel": distributed.world_size() if tensor_parallel else 1,
               "units_computed": units.count - len(progress.done), "units_computed_per_rank": per_rank}
     return [merged[i] for i in range(units.count)], timing
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import evalkit
-from conftest import ROOT, SHARED_DATA, WIKITEXT, read_samples, run_cli
+from conftest import ROOT, SHARED_DATA, WIKITEXT, read_samples, run_cli, run_results
 from evalkit import evaluators, runner
 from evalkit.config import compose_config
 from evalkit.evaluator import RunSettings
@@ -246,3 +246,21 @@ def test_two_processes_give_one_process_result(jobs, reference_runs, tmp_path, n
     headline = evaluators.get(name).headline().name
     assert math.isclose(two["metrics"][headline], reference["metrics"][headline], rel_tol=1e-6)
     assert pair.stdout.count("results in") == 1  # one summary, from rank 0
+
+
+def test_tensor_parallel_over_two_processes_gives_the_one_process_nll(tiny_llama_dir, tmp_path):
+    """tp_plan=auto under torchrun (2 processes, gloo on the CPU): transformers shards every attention and MLP
+    layer over both; each process runs every window, and the NLL is the one process's to float32 rounding."""
+    job = [f"model.name_or_path={tiny_llama_dir}", "task=text", f"task.path={WIKITEXT}", "limit=2000",
+           "max_length=256", "stride=128", "device=cpu", "batch_size=2"]
+    one = run_results(tmp_path / "one", *job)
+    pair = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29536",
+         "-m", "evalkit", *job, "tp_plan=auto", f"hydra.run.dir={tmp_path / 'two'}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "EVALKIT_CACHE_DIR": str(tmp_path / "cache")})
+    assert pair.returncode == 0, pair.stderr
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["model"]["tensor_parallel"] == 2 and two["timing"]["units_computed_per_rank"] == [two["metrics"]["windows"]] * 2
+    assert two["metrics"]["tokens_scored"] == one["metrics"]["tokens_scored"]
+    assert math.isclose(two["metrics"]["nll_sum"], one["metrics"]["nll_sum"], rel_tol=1e-6)

@@ -7,7 +7,7 @@ import torch
 import transformers
 
 from evalkit.loading import LoadOptions, load_model
-from evalkit.nll import output_index, output_split, score_windows
+from evalkit.nll import output_split, score_windows
 from evalkit.reference import docs_loop_nll, docs_loop_perplexity
 from evalkit.windows import window_schedule
 
@@ -96,18 +96,23 @@ def test_explicit_batch_size_does_not_hide_out_of_memory(models, tokens):
 
 
 def test_a_model_spread_by_a_device_map_scores_the_one_device_nll(tiny_gpt2_dir, tokens, tmp_path):
-    """Under a device map over several devices the last hidden states sit on another device than the inputs, so the
-    index of scored positions goes to the CPU (valid for a tensor on any device; a GPU index on another GPU fails).
-    Here accelerate runs the model's second block and final norm from the disk: its hooks and the CPU index give the
-    one-device figures, bit for bit."""
+    """Under a device map over several devices the last hidden states sit on another device than the inputs, and
+    accelerate moves every tensor argument of the whole model's forward to its first device: a tensor
+    `logits_to_keep` then indexes states on another GPU and fails. So a spread model never gets one: it runs as
+    body, then output layer at the scored positions. Here accelerate runs the second block and final norm from the
+    disk: the one-device figures, bit for bit, and no tensor index handed to the whole model."""
     layout = {"transformer.wte": "cpu", "transformer.wpe": "cpu", "transformer.drop": "cpu", "transformer.h.0": "cpu",
               "transformer.h.1": "disk", "transformer.ln_f": "disk", "lm_head": "cpu"}  # lm_head is tied to wte
     plain = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).eval()
     spread = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir, device_map=layout,
                                                                offload_folder=str(tmp_path)).eval()
+    index_arguments = []
+    spread.register_forward_pre_hook(
+        lambda module, args, kwargs: index_arguments.append(torch.is_tensor(kwargs.get("logits_to_keep"))),
+        with_kwargs=True)
     windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 128)
-    assert output_index(spread, torch.arange(3)).device.type == "cpu"
     assert torch.equal(score_windows(spread, tokens, windows, 2)[0]["nll"], score_windows(plain, tokens, windows, 2)[0]["nll"])
+    assert not any(index_arguments)
 
 
 def test_large_logits_run_in_chunks_of_scored_positions_with_the_same_nll(models, tokens, monkeypatch):

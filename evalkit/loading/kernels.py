@@ -98,14 +98,16 @@ def speed_up(model: torch.nn.Module, options: LoadOptions, provenance: dict) -> 
     """Apply every kernel swap that fits this model and device (after fingerprinting: the oneDNN swap moves weights
     out of the state dict), noting each in the provenance."""
     input_device = next(model.parameters()).device
-    if uses_onednn_linear(model, options):
+    # the swaps replace or reshape layers, which tensor parallelism has sharded and hooked: then only compile applies
+    swaps = not options.tp_plan
+    if swaps and uses_onednn_linear(model, options):
         swap_in_onednn_linear(model)
         provenance["cpu_linear"] = "onednn"
     # a model spread over several devices (device_map) runs under accelerate's hooks, which move each layer's inputs
     # to its device; a swapped-in output layer would have no hook and could be handed its input on another device
-    if input_device.type == "cuda" and len(provenance["devices"]) == 1 and align_output_layer(model):
+    if swaps and input_device.type == "cuda" and len(provenance["devices"]) == 1 and align_output_layer(model):
         provenance["output_layer"] = "padded to a multiple of 8 rows on the GPU (aligned matmul kernels)"
-    if input_device.type == "cuda" and fuse_tanh_gelu(model):
+    if swaps and input_device.type == "cuda" and fuse_tanh_gelu(model):
         provenance["activation"] = "tanh-GELU formula computed as one gelu(approximate='tanh') op on the GPU"
     if options.compile:
         from evalkit.loading.compiling import compile_regions  # imports Inductor: seconds, so only when compiling

@@ -36,7 +36,7 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     kwargs = load_kwargs(options, dtype, device)
     print(f"evalkit: loading {spec.get('name')} from {loading_from(location, copy)}", file=sys.stderr, flush=True)
     model = build_model(spec, config, copy or location, head, options, kwargs, device)
-    if "device_map" not in kwargs:
+    if not {"device_map", "distributed_config"} & set(kwargs):  # else placed while loading
         model.to(device)
     model.eval()
     tokenizer_at = tokenizer_location(spec)
@@ -92,6 +92,10 @@ def load_kwargs(options: LoadOptions, dtype: torch.dtype, device: torch.device) 
         kwargs["device_map"] = options.device_map or {"": device}
     elif options.device_map:
         kwargs["device_map"] = options.device_map
+    if options.tp_plan:
+        from transformers.distributed import DistributedConfig
+
+        kwargs["distributed_config"] = DistributedConfig(tp_plan=options.tp_plan)
     if options.max_memory:
         kwargs["max_memory"] = dict(options.max_memory)
     return kwargs
@@ -103,8 +107,9 @@ def build_model(spec: Mapping, config: Any, location: Location | None, head: str
     `location`."""
     auto_class = model_class(head)
     if location is None:
-        if "device_map" in kwargs:
-            raise EvalkitError("device_map needs weights on disk; save the random-init model and load it by path")
+        if {"device_map", "distributed_config"} & set(kwargs):
+            raise EvalkitError("device_map and tp_plan need weights on disk; save the random-init model and load it "
+                               "by path")
         torch.manual_seed(options.seed)
         try:
             with torch.device(device if init_generator(device.type) == "cuda" else "cpu"):
@@ -143,6 +148,8 @@ def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config
         "context_length": context_length(config),
         "tokenizer": tokenizer_at.path + (f"/{tokenizer_at.gguf_file}" if tokenizer_at.gguf_file else ""),
     }
+    if options.tp_plan:
+        provenance["tensor_parallel"] = model.tp_size
     if location is None:
         recipe = random_init_recipe(spec, options.seed, device.type)
         provenance.update(seed=recipe["seed"], config=config.to_diff_dict(), weights_sha256=tensors_fingerprint(model))

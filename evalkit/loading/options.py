@@ -4,6 +4,7 @@ impossible combination before any weights are read."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -43,6 +44,9 @@ class LoadOptions:
                                      "accelerate (e.g. auto)")
     max_memory: Mapping | None = setting(None, "with device_map: per-device caps, e.g. {0: 10GiB, cpu: 60GiB}",
                                          allowed="a mapping of GPU index, cpu, disk or mps to a size, or null")
+    tp_plan: str | None = setting(None, "tensor parallel: every layer sharded over the processes torchrun starts, "
+                                  "by the model's own plan (auto); each process then runs every unit",
+                                  allowed="auto, or null")
     attn_implementation: str | None = setting(None, "the attention kernel; null: transformers' default",
                                               allowed="eager, sdpa, flash_attention_2, flex_attention, ..., a hub "
                                               "kernel (org/repo), or null")
@@ -130,11 +134,24 @@ def check_values(options: LoadOptions) -> None:
         raise EvalkitError(f"seed={options.seed} is not allowed; allowed: an integer")
     if options.max_memory and not options.device_map:
         raise EvalkitError("max_memory only applies with a device_map (e.g. device_map=auto)")
+    check_tensor_parallel(options)
     if str(options.device).startswith(("cpu", "mps")):
         check_quantization_device(options, str(options.device))
     backend = QUANTIZATIONS[options.quantization][0]
     if backend and importlib.util.find_spec(backend) is None:
         raise EvalkitError(f"quantization={options.quantization} needs the {backend} package: pip install {backend}")
+
+
+def check_tensor_parallel(options: LoadOptions) -> None:
+    if options.tp_plan is None:
+        return
+    if options.tp_plan != "auto":
+        raise EvalkitError(f"tp_plan={options.tp_plan} is not allowed; allowed: auto, or null")
+    if options.device_map or options.quantization != "none":
+        raise EvalkitError("tp_plan=auto shards the model itself: it cannot be combined with device_map or quantization")
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise EvalkitError("tp_plan=auto shards the model over several processes: start evalkit with torchrun "
+                           "--nproc_per_node N (one per GPU)")
 
 
 def check_quantization_device(options: LoadOptions, device_type: str) -> None:
