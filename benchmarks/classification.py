@@ -4,8 +4,11 @@
 
 - loglikelihood: the packaged SmolLM2-135M on the first 200 SST-2 dev sentences, evalkit vs one full forward per
   example and label;
-- nli: a random-init DistilBERT-base-shaped MNLI classifier (the packaged MiniLM tokenizer), 500 AG News texts x 4
-  labels, evalkit vs transformers' zero-shot-classification pipeline.
+- nli: a random-init DistilBERT-base-shaped MNLI classifier (the packaged MiniLM tokenizer, or --nli-tokenizer), 500
+  AG News texts x 4 labels, evalkit in each of --nli-dtypes vs transformers' zero-shot-classification pipeline
+  (float32). bfloat16 pays only on CPUs with bfloat16 instructions (AVX512-BF16, AMX); the record holds the CPU's.
+
+    python benchmarks/classification.py --methods nli --nli-tokenizer DIR --nli-dtypes float32,bfloat16 --out X.json
 """
 
 from __future__ import annotations
@@ -62,48 +65,58 @@ def loglikelihood_benchmark(count: int) -> dict:
     return compare("one full forward per example and label", reference, ours, reference_seconds, seconds, count)
 
 
-def nli_benchmark(count: int, path: Path) -> dict:
+def nli_benchmark(count: int, path: Path, tokenizer: str | None, dtypes: list[str]) -> dict:
     config = transformers.DistilBertConfig(label2id={"contradiction": 0, "neutral": 1, "entailment": 2},
                                            id2label={0: "contradiction", 1: "neutral", 2: "entailment"})
     torch.manual_seed(0)
     transformers.DistilBertForSequenceClassification(config).save_pretrained(path)
-    minilm = resolve_location(model_spec("minilm-l6-v2"))
-    transformers.AutoTokenizer.from_pretrained(minilm.path).save_pretrained(path)
-    loaded = load_model({"name": "random-distilbert-mnli", "name_or_path": str(path)}, LoadOptions(device="cpu"),
-                        "sequence-classification")
+    transformers.AutoTokenizer.from_pretrained(tokenizer or resolve_location(model_spec("minilm-l6-v2")).path
+                                               ).save_pretrained(path)
     plain = transformers.AutoModelForSequenceClassification.from_pretrained(path).eval()
     task = {"name": "agnews", "data_file": "classification/agnews/test.csv", "format": "csv",
             "text_field": ["Title", "Description"], "label_field": "Class Index", "label_offset": 1,
             "labels": ["World", "Sports", "Business", "Sci/Tech"]}
     texts = load_examples(task, str(DATA), count).texts
     template = "This news article is about {}."
-    reference, reference_seconds = timed(
-        lambda: pipeline_nli_scores(plain, loaded.tokenizer, texts, task["labels"], template, False)
-    )
     hypotheses = [template.format(label) for label in task["labels"]]
-    ours, seconds = timed(lambda: nli_scores(loaded.model, loaded.tokenizer, texts, hypotheses, False, 16))
-    return compare("transformers zero-shot-classification pipeline (batch 1)", reference, ours, reference_seconds,
-                   seconds, count)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    reference, reference_seconds = timed(
+        lambda: pipeline_nli_scores(plain, tokenizer, texts, task["labels"], template, False)
+    )
+    rows = {}
+    for dtype in dtypes:
+        loaded = load_model({"name": "random-distilbert-mnli", "name_or_path": str(path)},
+                            LoadOptions(device="cpu", dtype=dtype), "sequence-classification")
+        ours, seconds = timed(lambda: nli_scores(loaded.model, loaded.tokenizer, texts, hypotheses, False, 16))
+        rows[dtype] = compare("transformers zero-shot-classification pipeline (batch 1, float32)", reference, ours,
+                              reference_seconds, seconds, count)
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="loglikelihood,nli")
     parser.add_argument("--loglikelihood-examples", type=int, default=200)
     parser.add_argument("--nli-examples", type=int, default=500)
+    parser.add_argument("--nli-tokenizer", help="a tokenizer folder instead of the packaged MiniLM's")
+    parser.add_argument("--nli-dtypes", default="float32")
     parser.add_argument("--out", default="outputs/bench_classification.json")
     args = parser.parse_args()
-    report = {
-        "benchmark": "zero-shot classification",
-        "loglikelihood": loglikelihood_benchmark(args.loglikelihood_examples),
-        "nli": nli_benchmark(args.nli_examples, Path(args.out).parent / "random-distilbert-mnli"),
-        "hardware": hardware(),
-        "versions": library_versions(),
-    }
+    methods = args.methods.split(",")
+    report = {"benchmark": "zero-shot classification"}
+    if "loglikelihood" in methods:
+        report["loglikelihood"] = loglikelihood_benchmark(args.loglikelihood_examples)
+    if "nli" in methods:
+        report["nli"] = nli_benchmark(args.nli_examples, Path(args.out).parent / "random-distilbert-mnli",
+                                      args.nli_tokenizer, args.nli_dtypes.split(","))
+    report.update(hardware=hardware(), versions=library_versions())
     write_json(Path(args.out), report)
-    for method in ("loglikelihood", "nli"):
-        row = report[method]
-        print(f"{method}: {row['speedup']:.2f}x (reference {row['reference']['seconds']:.1f} s, evalkit "
-              f"{row['evalkit']['seconds']:.1f} s), max score difference {row['max_abs_score_difference']:.2e}")
+    rows = {"loglikelihood": report.get("loglikelihood")} | {f"nli {k}": v for k, v in report.get("nli", {}).items()}
+    for name, row in rows.items():
+        if row:
+            print(f"{name}: {row['speedup']:.2f}x (reference {row['reference']['seconds']:.1f} s, evalkit "
+                  f"{row['evalkit']['seconds']:.1f} s), max score difference {row['max_abs_score_difference']:.2e}, "
+                  f"same predictions: {row['same_predictions']}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Perplexity speed: evalkit against the HF docs loop, same model, same tokens, one process; writes JSON.
+"""Perplexity speed on one machine: evalkit's variants (dtype, batch, CPU linear, compile) against the float32 HF
+docs loop, same model, same tokens, one process; writes JSON.
 
     python benchmarks/perplexity.py --model smollm2-135m --tokens 16384 --stride 512 --out outputs/bench_cpu.json
+    python benchmarks/perplexity.py --model random-smollm2-135m --tokenizer DIR --variants float32,bfloat16 ...
 
-Figures are ratios against the reference measured in the same run. `--model` is a preset in conf/model/.
+Figures are ratios against the reference measured in the same run, NLLs relative to the reference's. `--model` is a
+preset in conf/model/. The record holds the CPU model and its flags: CPU figures hold for that CPU only.
 """
 
 from __future__ import annotations
@@ -65,63 +68,84 @@ def stream_tokens(tokenizer, count: int) -> torch.Tensor:
     return ids.repeat(math.ceil(count / len(ids)))[:count]
 
 
+# name -> (dtype, batch size, other loading keys); compile variants are timed on their second pass
+VARIANTS = {
+    "float32": ("float32", "auto", {}),
+    "float32_batch4": ("float32", 4, {}),
+    "bfloat16": ("bfloat16", 1, {}),
+    "bfloat16_batch4": ("bfloat16", 4, {}),
+    "bfloat16_native_linear": ("bfloat16", 1, {"cpu_linear": "native"}),
+    "bfloat16_compile": ("bfloat16", 1, {"compile": True}),
+}
+
+
+def plain_model(spec: dict, dtype: torch.dtype, device: torch.device):
+    """The model as the HF docs load it (random init: the same seed gives evalkit's weights)."""
+    if spec.get("architecture"):
+        torch.manual_seed(0)
+        config = transformers.AutoConfig.for_model(spec["architecture"], **spec.get("config", {}))
+        return transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
+    location = resolve_location(spec)
+    return transformers.AutoModelForCausalLM.from_pretrained(location.path, dtype=dtype,
+                                                             **location.from_pretrained_kwargs()).to(device).eval()
+
+
+def run_variant(spec: dict, name: str, device: str, tokens, windows, reference_nll: float) -> dict:
+    dtype, batch_size, keys = VARIANTS[name]
+    ours = load_model(spec, LoadOptions(device=device, dtype=dtype, **keys), "causal-lm")
+    first = None
+    if keys.get("compile"):
+        _, first, _ = measure(lambda: score_windows(ours.model, tokens, windows, batch_size), ours.device)
+    (scores, used_batch), seconds, peak = measure(lambda: score_windows(ours.model, tokens, windows, batch_size),
+                                                  ours.device)
+    nll = float(scores["nll"].sum())
+    scored = sum(w.num_targets for w in windows)
+    print(f"{name}: {seconds:.1f} s, {scored / seconds:.0f} tok/s, NLL {abs(nll - reference_nll) / reference_nll:.1e} "
+          "off the reference", flush=True)
+    return {"dtype": dtype, "batch_size": used_batch, **keys, "seconds": seconds, "first_pass_seconds": first,
+            "tokens_per_second": scored / seconds, "nll_sum": nll, "peak_memory_bytes": peak,
+            "nll_relative_difference": abs(nll - reference_nll) / abs(reference_nll),
+            "cpu_linear_used": ours.provenance.get("cpu_linear", "native")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--tokenizer", help="a tokenizer folder instead of the preset's")
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--stride", type=int, default=512)
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--batch-size", default="auto")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--variants", default="float32", help=f"comma list of: {', '.join(VARIANTS)}")
     parser.add_argument("--out", default="outputs/bench_perplexity.json")
     args = parser.parse_args()
-    batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
-
     spec = model_spec(args.model)
-    ours = load_model(spec, LoadOptions(device=args.device, dtype=args.dtype), "causal-lm")
-    device, dtype = ours.device, getattr(torch, args.dtype)
-    if spec.get("architecture"):  # random init: the same seed gives the same weights
-        torch.manual_seed(0)
-        config = transformers.AutoConfig.for_model(spec["architecture"], **spec.get("config", {}))
-        plain = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype)
-    else:
-        location = resolve_location(spec)
-        plain = transformers.AutoModelForCausalLM.from_pretrained(
-            location.path, dtype=dtype, **location.from_pretrained_kwargs()
-        )
-    plain.to(device).eval()
-    tokens = stream_tokens(ours.tokenizer, args.tokens)
+    if args.tokenizer:
+        spec = {**spec, "tokenizer": {"name_or_path": args.tokenizer}}
+    tokens = stream_tokens(transformers.AutoTokenizer.from_pretrained(args.tokenizer) if args.tokenizer
+                           else load_model(spec, LoadOptions(device=args.device), "causal-lm").tokenizer, args.tokens)
     windows = window_schedule(len(tokens), args.max_length, args.stride)
-
+    plain = plain_model(spec, torch.float32, torch.device(args.device))
     (ref_nll, ref_tokens), ref_seconds, ref_peak = measure(
-        lambda: docs_loop_perplexity(plain, tokens, args.max_length, args.stride), device
-    )
-    (scores, used_batch), seconds, peak = measure(lambda: score_windows(ours.model, tokens, windows, batch_size), device)
-    nll = scores["nll"]
+        lambda: docs_loop_perplexity(plain, tokens, args.max_length, args.stride), torch.device(args.device))
     scored = sum(w.num_targets for w in windows)
     assert scored == ref_tokens, (scored, ref_tokens)
+    variants = {name: run_variant(spec, name, args.device, tokens, windows, ref_nll) for name in args.variants.split(",")}
+    for row in variants.values():
+        row["speedup"] = ref_seconds / row["seconds"]
     report = {
         "benchmark": "perplexity",
-        "model": ours.provenance,
-        "tokens": len(tokens),
-        "tokens_scored": scored,
-        "windows": len(windows),
-        "stride": args.stride,
-        "max_length": args.max_length,
-        "reference": {"name": "HF docs loop", "seconds": ref_seconds, "tokens_per_second": scored / ref_seconds,
+        "model": args.model, "tokens": len(tokens), "tokens_scored": scored, "windows": len(windows),
+        "stride": args.stride, "max_length": args.max_length,
+        "reference": {"name": "HF docs loop, float32", "seconds": ref_seconds, "tokens_per_second": scored / ref_seconds,
                       "nll_sum": ref_nll, "peak_memory_bytes": ref_peak},
-        "evalkit": {"seconds": seconds, "tokens_per_second": scored / seconds, "nll_sum": float(nll.sum()),
-                    "batch_size": used_batch, "peak_memory_bytes": peak},
-        "speedup": ref_seconds / seconds,
-        "nll_relative_difference": abs(float(nll.sum()) - ref_nll) / abs(ref_nll),
+        "evalkit": variants,
         "hardware": hardware(),
         "versions": library_versions(),
     }
     write_json(Path(args.out), report)
-    print(json.dumps({k: report[k] for k in ("speedup", "nll_relative_difference")}
-                     | {"reference_tok_s": report["reference"]["tokens_per_second"],
-                        "evalkit_tok_s": report["evalkit"]["tokens_per_second"]}, indent=1))
+    print(json.dumps({name: round(row["speedup"], 3) for name, row in variants.items()}
+                     | {"reference_tok_s": round(scored / ref_seconds, 1)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ MANIFEST = SHARED_DATA / "speech" / "asr_manifest.jsonl"
 
 def test_whisper_base_packaged_equals_pipeline_on_shared_clips(tmp_path):
     """All 37 clips through evalkit (the Python API: the model stays in the pool for the pipeline below); the
-    pipeline, run clip by clip, on every third clip."""
+    pipeline, run clip by clip, on every ninth clip."""
     run_dir = tmp_path / "run"
     record = evalkit.evaluate(model="whisper-base-packaged", task="asr_manifest", data_dir=str(SHARED_DATA),
                               device="cpu", cache_dir=None, out_dir=run_dir)
@@ -37,7 +37,7 @@ def test_whisper_base_packaged_equals_pipeline_on_shared_clips(tmp_path):
     pipe = transformers.pipeline("automatic-speech-recognition", model=loaded.model, tokenizer=processor.tokenizer,
                                  feature_extractor=processor.feature_extractor, device="cpu")
     utterances, _ = load_utterances({"format": "manifest", "path": str(MANIFEST)}, None)
-    for utterance in utterances[::3]:
+    for utterance in utterances[::9]:
         audio = read_audio(utterance.audio, 16000)
         expected = pipe(audio, generate_kwargs={"task": "transcribe", "num_beams": 1})["text"].strip()  # same settings
         assert samples[utterance.id]["hypothesis"] == expected, utterance.id
@@ -125,9 +125,8 @@ def test_bad_utterances_raise_or_are_skipped(tmp_path):
     failed = run_cli(*common, f"hydra.run.dir={tmp_path / 'raise'}")
     assert failed.returncode == 2 and "utterance missing: unreadable audio" in failed.stderr
     assert not (tmp_path / "raise" / "results.json").exists()
-    skipped = run_cli(*common, "on_error=skip", f"hydra.run.dir={tmp_path / 'skip'}")
-    assert skipped.returncode == 0, skipped.stderr
-    metrics = json.loads((tmp_path / "skip" / "results.json").read_text())["metrics"]
+    metrics = evalkit.evaluate(model="whisper-tiny.en-packaged", task="asr_manifest",  # in-process: the pool's model
+                               **{"task.path": str(tmp_path / "m.jsonl")}, on_error="skip", cache_dir=None)["metrics"]
     assert metrics["utterances"] == 1 and metrics["skipped"] == 4
     reasons = {s["id"]: s["reason"] for s in metrics["skipped_utterances"]}
     assert reasons["zero-length"] == "zero-length audio" and reasons["empty-reference"] == "empty reference"

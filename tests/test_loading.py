@@ -1,5 +1,7 @@
 """Loading-layer speed paths that change how a model runs, never what it computes."""
 
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -7,7 +9,7 @@ import torch
 import transformers
 
 from evalkit.loading.compiling import GeluEpilogue, compile_regions
-from evalkit.loading.kernels import align_output_layer, fuse_tanh_gelu
+from evalkit.loading.kernels import OneDNNLinear, align_output_layer, fuse_tanh_gelu, onednn_dtypes, uses_onednn_linear
 from evalkit.loading import LoadOptions, load_fresh, load_model
 from evalkit.presets import model_spec
 from evalkit.nll import score_windows
@@ -28,6 +30,21 @@ def test_aligned_output_layer_gives_the_same_logits():
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onednn_linear_gives_the_plain_linear_output(dtype):
+    """float32 layers always go through oneDNN's prepacked linear on the CPU; bfloat16 ones only where the CPU has
+    bfloat16 instructions (elsewhere oneDNN would emulate them, slower than float32), and then give the plain
+    bfloat16 output to bfloat16 rounding."""
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96).to(dtype)
+    swapped = uses_onednn_linear(torch.nn.Sequential(linear), LoadOptions(device="cpu"))
+    assert swapped == (dtype in onednn_dtypes()) and (swapped or dtype == torch.bfloat16)
+    if swapped:
+        x = torch.randn(5, 64).to(dtype)
+        tolerance = 1e-6 if dtype == torch.float32 else 2e-2
+        assert torch.allclose(OneDNNLinear(linear)(x).float(), linear(x).float(), rtol=tolerance, atol=tolerance)
+
+
 def test_output_layer_of_aligned_width_is_left_alone():
     config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=1024, n_positions=64)
     model = transformers.GPT2LMHeadModel(config)
@@ -40,7 +57,8 @@ def test_output_layer_of_aligned_width_is_left_alone():
                                                   ("reduce-overhead", "whole forward")])
 def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     """compile=true compiles each transformer block and the output layer (one graph shared by the blocks); CUDA-graph
-    modes compile the whole forward."""
+    modes compile the whole forward. The compiled graphs are kept in EVALKIT_COMPILE_CACHE (conftest points it at a
+    fresh folder) for the next process."""
     spec = {"name": "tiny", "name_or_path": str(tiny_gpt2_dir)}
     eager = load_model(spec, LoadOptions(device="cpu", cpu_linear="native"), "causal-lm")
     compiled = load_model(spec, LoadOptions(device="cpu", cpu_linear="native", compile=mode), "causal-lm")
@@ -50,6 +68,7 @@ def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     expected = score_windows(eager.model, tokens, windows, 4)[0]["nll"].sum()
     got = score_windows(compiled.model, tokens, windows, 4)[0]["nll"].sum()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+    assert any(Path(os.environ["EVALKIT_COMPILE_CACHE"]).rglob("*")), "no compiled artifacts kept"
 
 
 def tiny_gpt2(seed: int = 0) -> transformers.GPT2LMHeadModel:

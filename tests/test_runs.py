@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import evalkit
 from conftest import ROOT, SHARED_DATA, read_samples, run_cli
 from evalkit.hashing import canonical_json
 
@@ -36,29 +37,32 @@ def test_stride_sweep_reuses_the_model_and_perplexity_falls_with_stride(tmp_path
     assert [r["run"]["models_reused"] for r in runs] == [[], ["smollm2-135m"], ["smollm2-135m"]]
 
 
-def test_cache_hit_on_identical_rerun_and_miss_on_any_change(tmp_path, tiny_gpt2_dir):
-    env = {"EVALKIT_CACHE_DIR": str(tmp_path / "cache")}
-    common = [*tiny_on_wikitext(tiny_gpt2_dir), "limit=600", "max_length=64"]
+def test_cache_hit_on_identical_rerun_and_miss_on_any_change(tmp_path, tiny_gpt2_dir, capfd):
+    """Through the Python API (the same runner as the CLI; the CLI's cache use is exercised by the resume tests)."""
+    cache = str(tmp_path / "cache")
+    common = {"model": {"name": "tiny-gpt2", "name_or_path": str(tiny_gpt2_dir)}, "data_dir": str(SHARED_DATA),
+              "limit": 600, "max_length": 64, "stride": 32, "cache_dir": cache}
 
-    def run(name, *overrides):
-        done = run_cli(*common, *overrides, f"hydra.run.dir={tmp_path / name}", env=env)
-        assert done.returncode == 0, done.stderr
-        return results(tmp_path / name), done.stderr
+    def run(name, **changes):
+        evalkit.evaluate(**{**common, **changes}, out_dir=tmp_path / name)
+        return results(tmp_path / name)
 
-    first, _ = run("first", "stride=32")
-    again, stderr = run("again", "stride=32")
+    first = run("first")
+    capfd.readouterr()
+    again = run("again")
     assert not first["run"]["cache_hit"] and again["run"]["cache_hit"]
-    assert "cache hit" in stderr and again["run"]["computed_in"] == str(tmp_path / "first")
+    assert "cache hit" in capfd.readouterr().err and again["run"]["computed_in"] == str(tmp_path / "first")
     assert again["metrics"] == first["metrics"] and read_samples(tmp_path / "again") == read_samples(tmp_path / "first")
-    for name, change in [("stride", "stride=16"), ("batch", "batch_size=2"), ("bos", "bos=stream"), ("seed", "seed=1")]:
-        changed, _ = run(name, "stride=32", change)  # the later override wins
+    for name, change in [("stride", {"stride": 16}), ("batch", {"batch_size": 2}), ("bos", {"bos": "stream"}),
+                         ("seed", {"seed": 1})]:
+        changed = run(name, **change)
         assert not changed["run"]["cache_hit"], change
         assert changed["run"]["cache_key"] != first["run"]["cache_key"], change
-    forced, stderr = run("forced", "stride=32", "force=true")
+    forced = run("forced", force=True)
     assert not forced["run"]["cache_hit"] and "force=true" in forced["run"]["note"]
     assert forced["run"]["cache_key"] == first["run"]["cache_key"]
     assert forced["metrics"]["nll_sum"] == first["metrics"]["nll_sum"]
-    off, _ = run("off", "stride=32", "cache_dir=null")
+    off = run("off", cache_dir=None)
     assert not off["run"]["cache_hit"] and off["run"]["cache_key"] is None
 
 
@@ -66,7 +70,7 @@ def test_killed_run_resumes_and_recomputes_only_the_rest(tmp_path, tiny_gpt2_dir
     """SIGKILL mid-run, rerun the same command: the records of finished batches are reused, the rest computed, and
     the NLL equals an uninterrupted run's."""
     cache = tmp_path / "cache"
-    command = [*tiny_on_wikitext(tiny_gpt2_dir), "limit=3000", "max_length=64", "stride=1", "batch_size=1"]
+    command = [*tiny_on_wikitext(tiny_gpt2_dir), "limit=1200", "max_length=64", "stride=1", "batch_size=1"]
     env = {**os.environ, "EVALKIT_CACHE_DIR": str(cache)}
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "evalkit", *command, f"hydra.run.dir={killed_dir}"], cwd=ROOT,
@@ -96,8 +100,8 @@ def test_killed_run_resumes_and_recomputes_only_the_rest(tmp_path, tiny_gpt2_dir
     whole = run_cli(*command, f"hydra.run.dir={tmp_path / 'whole'}")  # a fresh cache: computed start to end
     assert whole.returncode == 0, whole.stderr
     whole = results(tmp_path / "whole")
-    windows = whole["metrics"]["windows"]  # (3000 - 64) / 1 + 1
-    assert resumed["metrics"]["windows"] == windows == 2937 and finished < windows
+    windows = whole["metrics"]["windows"]  # (1200 - 64) / 1 + 1
+    assert resumed["metrics"]["windows"] == windows == 1137 and finished < windows
     assert resumed["run"]["resumed_units"] == finished
     assert resumed["timing"]["units_computed"] == windows - finished
     assert whole["timing"]["units_computed"] == windows and whole["run"]["resumed_units"] == 0

@@ -1,6 +1,7 @@
 """Faster kernels for the same function, applied by the loading layer to a loaded model.
 
-- float32 linear layers on the CPU run through oneDNN with prepacked weights (cpu_linear=auto|onednn);
+- float32 linear layers on the CPU, and bfloat16 ones on CPUs with bfloat16 instructions (AVX512-BF16, AMX), run
+  through oneDNN with prepacked weights (cpu_linear=auto|onednn);
 - an output layer of odd width is padded so the matrix multiply gets an aligned kernel (CUDA);
 - the tanh-approximated GELU written out as a formula is swapped for the one-kernel `gelu(approximate="tanh")` (CUDA);
 - compile=...: compiling.py, imported only then.
@@ -9,6 +10,8 @@ Each changes rounding only: the model computes the same function.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 import transformers
@@ -79,10 +82,21 @@ def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
         return False
     if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_values rejects onednn)
         return False
-    on_cpu_float32 = all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
-    if options.cpu_linear == "onednn" and not (on_cpu_float32 and torch.backends.mkldnn.is_available()):
-        raise EvalkitError("cpu_linear=onednn needs a float32 model on the CPU and a PyTorch built with oneDNN")
-    return on_cpu_float32 and torch.backends.mkldnn.is_available()
+    dtypes = onednn_dtypes()
+    on_cpu = all(p.device.type == "cpu" and p.dtype in dtypes for p in model.parameters())
+    if options.cpu_linear == "onednn" and not on_cpu:
+        allowed = "float32" if dtypes == (torch.float32,) else "float32 or bfloat16"
+        raise EvalkitError(f"cpu_linear=onednn needs a model on the CPU in {allowed} (bfloat16 only on CPUs with "
+                           "bfloat16 instructions) and a PyTorch built with oneDNN")
+    return on_cpu
+
+
+def onednn_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes oneDNN's prepacked linear serves here: float32, and bfloat16 where the CPU computes it natively
+    (elsewhere it would be emulated, slower than float32)."""
+    if not torch.backends.mkldnn.is_available():
+        return ()
+    return (torch.float32, torch.bfloat16) if torch.ops.mkldnn._is_mkldnn_bf16_supported() else (torch.float32,)
 
 
 def swap_in_onednn_linear(module: torch.nn.Module) -> None:
@@ -103,6 +117,9 @@ def speed_up(model: torch.nn.Module, options: LoadOptions, provenance: dict) -> 
     if swaps and uses_onednn_linear(model, options):
         swap_in_onednn_linear(model)
         provenance["cpu_linear"] = "onednn"
+    if input_device.type == "cpu" and provenance["dtype"] == "bfloat16" and torch.bfloat16 not in onednn_dtypes():
+        print("evalkit: note: this CPU has no bfloat16 instructions (AVX512-BF16, AMX): bfloat16 is emulated here "
+              "and runs slower than float32", file=sys.stderr)
     # a model spread over several devices (device_map) runs under accelerate's hooks, which move each layer's inputs
     # to its device; a swapped-in output layer would have no hook and could be handed its input on another device
     if swaps and input_device.type == "cuda" and len(provenance["devices"]) == 1 and align_output_layer(model):
