@@ -154,9 +154,7 @@ def test_startup_imports_nothing_heavy_and_detects_offline_once(tmp_path):
     left alone."""
     probe = """
 import os, socket, sys
-from evalkit import runner, startup
-from evalkit.config import check_composition
-from evalkit.errors import EvalkitError
+from evalkit import startup
 assert not {"torch", "transformers", "huggingface_hub"} & set(sys.modules), sys.modules.keys()
 print(startup.announcement(["model.name_or_path=/m/x", "task=sst2"]))
 print(startup.announcement(["--cfg", "job"]))
