@@ -134,16 +134,23 @@ def hub_origin(hub: Mapping) -> str:
 
 def load_text(task: Mapping, data_dir: str | None) -> TextSource:
     """The task's text, found in order: task.path, then data_dir/task.data_file, then the hub."""
+    rows, origin, where = text_rows(task, data_dir)
+    return TextSource(_joined(rows, task, where), origin)
+
+
+def text_rows(task: Mapping, data_dir: str | None) -> tuple[list[str], str, str]:
+    """A text task's rows, their origin and how to name where they came from: task.path, then
+    data_dir/task.data_file (rows_from_file), then the hub's text_field column (its `hub` section may rename it)."""
     path, looked_in = local_file(task, data_dir)
     if path:
-        return TextSource(_joined(rows_from_file(path, task), task, str(path)), str(path.resolve()))
+        return rows_from_file(path, task), str(path.resolve()), str(path)
     hub = task.get("hub")
     if not hub:
         raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
-    rows = list(hub_dataset(hub, looked_in)[task.get("text_field") or "text"])
+    rows = list(hub_dataset(hub, looked_in)[{**task, **hub}.get("text_field") or "text"])
     if not all(isinstance(row, str) for row in rows):
         raise EvalkitError(f"{hub_origin(hub)} has rows that are not text")
-    return TextSource(_joined(rows, task, "the hub split"), hub_origin(hub))
+    return rows, hub_origin(hub), "the hub split"
 
 
 def _joined(rows: list[str], task: Mapping, where: str) -> str:

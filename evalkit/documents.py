@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from evalkit.data import hub_dataset, hub_origin, local_file, read_text, rows_from_file
+from evalkit.data import local_file, read_text, text_rows
 from evalkit.errors import EvalkitError
 
 RULES = ("records", "wikitext_articles")
@@ -65,17 +65,13 @@ def articles(lines: list[str]) -> list[str]:
 
 def load_documents(task: Mapping, data_dir: str | None, limit: int | None) -> tuple[list[str], str]:
     """The task's documents (the first `limit` of them), from task.path, data_dir/task.data_file or the hub."""
-    path, looked_in = local_file(task, data_dir)
-    if path:
-        whole_lines = task["documents"] == "wikitext_articles" and path.suffix not in (".jsonl", ".json")
-        rows = read_text(path).splitlines(keepends=True) if whole_lines else rows_from_file(path, task)
-        origin = str(path.resolve())
-    elif task.get("hub"):
-        task = {**task, **task["hub"]}  # the hub copy may name its column differently, and be cut already
-        rows = list(hub_dataset(task["hub"], looked_in)[task.get("text_field") or "text"])
-        origin = hub_origin(task["hub"])
+    path, _ = local_file(task, data_dir)
+    if path and task["documents"] == "wikitext_articles" and path.suffix not in (".jsonl", ".json"):
+        rows, origin = read_text(path).splitlines(keepends=True), str(path.resolve())  # each line as written
     else:
-        raise EvalkitError(f"task '{task.get('name')}' needs a file: task.path=FILE{looked_in}")
+        if path is None and task.get("hub"):
+            task = {**task, **task["hub"]}  # the hub copy may name its column differently, and be cut already
+        rows, origin, _ = text_rows(task, data_dir)
     documents = [doc for doc in (articles(rows) if task["documents"] == "wikitext_articles" else rows) if doc.strip()]
     if not documents:
         raise EvalkitError(f"{origin} holds no documents")

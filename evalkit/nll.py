@@ -47,11 +47,12 @@ def scored_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> to
     last device: accelerate moves every tensor argument of the whole model's forward (`logits_to_keep` too) to its
     first device, where it cannot index states on the last ("indices should be either on cpu or on the same
     device"). Those logits stay on the output layer's device."""
-    if is_spread(model) and (split := output_split(model)) is not None:
+    spread = is_spread(model)
+    if spread and (split := output_split(model)) is not None:
         body, head = split
         hidden = body(input_ids=input_ids, use_cache=False).last_hidden_state
         return head(hidden[:, positions.to(hidden.device)])
-    if keeps_logits(type(model)) and not is_spread(model):
+    if keeps_logits(type(model)) and not spread:
         return model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
     logits = model(input_ids=input_ids, use_cache=False).logits
     return logits[:, positions.to(logits.device)]
