@@ -1,10 +1,13 @@
 """Local data yields what the hub would: the WikiText-2 rows, joined as the HF docs join them."""
 
+import json
+
 import datasets
 import pytest
 
-from conftest import WIKITEXT
+from conftest import SHARED_DATA, WIKITEXT
 from evalkit.data import load_examples, load_text
+from evalkit.documents import load_documents
 from evalkit.errors import EvalkitError
 
 WIKITEXT_TASK = {"name": "wikitext", "data_file": "wikitext-2-raw/wiki.test.raw", "line_rows": True, "join": "\n\n",
@@ -59,3 +62,15 @@ def test_a_data_file_that_is_not_text_is_one_clear_error(tmp_path, suffix):
     task = {"name": "any", "path": str(path), "labels": ["a", "b"]}
     with pytest.raises(EvalkitError, match="is not UTF-8 text"):
         load_examples(task, None)
+
+
+def test_documents_are_records_of_a_file_or_articles_of_wikitext(tmp_path):
+    """task.documents=records: each record's text_field is a document (blank ones dropped); wikitext_articles cuts
+    WikiText at its top-level headings; limit counts documents."""
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(json.dumps({"body": text}) for text in ["first document", "  ", "second document"]))
+    task = {"name": "docs", "path": str(path), "documents": "records", "text_field": "body"}
+    assert load_documents(task, None, None) == (["first document", "second document"], str(path.resolve()))
+    wikitext = {"name": "w", "path": None, "data_file": "wikitext-2-raw/wiki.test.raw", "documents": "wikitext_articles"}
+    articles, _ = load_documents(wikitext, str(SHARED_DATA), 2)
+    assert len(articles) == 2 and all(article.startswith(" = ") for article in articles)
