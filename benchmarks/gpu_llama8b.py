@@ -14,6 +14,7 @@ the fraction of the measured dense bfloat16 matmul rate (MFU), peak memory; NLLs
 from __future__ import annotations
 
 import gc
+import re
 import time
 from pathlib import Path
 
@@ -119,6 +120,38 @@ class Bench:
         self.flops = self.flops or forward_flops(loaded.model, self.windows)
         for run in (1, 2):
             self.evalkit_pass(f"evalkit_compile_run{run}", loaded.model, "auto", compile_nll=True)
+        if self.args.profile:
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
+                nll.score_windows(loaded.model, self.tokens, self.windows, "auto", compile_nll=True)
+            self.report["compiled_pass_kernels"] = kernel_shares(profile)
+            print(self.report["compiled_pass_kernels"], flush=True)
+            write_json(Path(self.args.out), self.report)
+
+
+# kernel name pattern -> what it computes, first match wins (Inductor names a fused kernel after the ops it fuses)
+KERNEL_KINDS = [
+    (re.compile(r"gemm|nvjet|cutlass|xmma|cublas|matmul", re.I), "matmul"),
+    (re.compile(r"flash|fmha|cudnn|attention", re.I), "attention"),
+    (re.compile(r"logsumexp|gather"), "output NLL"),
+    (re.compile(r"rsqrt"), "RMSNorm (+ residual add)"),
+    (re.compile(r"silu"), "SwiGLU"),
+    (re.compile(r"cat|neg|sin|cos"), "RoPE"),
+    (re.compile(r"^triton"), "other fused (Inductor)"),
+]
+
+
+def kernel_shares(profile) -> dict:
+    """GPU seconds of one profiled pass by kind of kernel (KERNEL_KINDS, else `other`), and each kind's share."""
+    seconds: dict[str, float] = {}
+    for event in profile.key_averages():
+        if event.device_type != torch.autograd.DeviceType.CUDA or not event.self_device_time_total:
+            continue
+        kind = next((kind for pattern, kind in KERNEL_KINDS if pattern.search(event.key)), "other")
+        seconds[kind] = seconds.get(kind, 0.0) + event.self_device_time_total / 1e6
+    total = sum(seconds.values()) or float("nan")
+    return {"total_kernel_seconds": total,
+            "kinds": {kind: {"seconds": value, "share": value / total} for kind, value in
+                      sorted(seconds.items(), key=lambda item: -item[1])}}
 
 
 def main() -> None:
@@ -126,6 +159,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="the fixed batch of the plain loop and the memory rows")
     parser.add_argument("--docs-windows", type=int, default=16)
     parser.add_argument("--compile-only", action="store_true", help="only load with compile=true and time two passes")
+    parser.add_argument("--profile", action="store_true", help="profile a third compiled pass: GPU time by kernel kind")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 

@@ -22,6 +22,7 @@ import torch
 import transformers
 
 from evalkit.loading import LoadOptions, load_model, resolve_location
+from evalkit import nll
 from evalkit.nll import score_windows
 from evalkit.presets import model_spec
 from evalkit.reference import docs_loop_perplexity
@@ -68,15 +69,26 @@ def stream_tokens(tokenizer, count: int) -> torch.Tensor:
     return ids.repeat(math.ceil(count / len(ids)))[:count]
 
 
-# name -> (dtype, batch size, other loading keys); compile variants are timed on their second pass
+# name -> (dtype, batch size, other loading keys); compile variants are timed on their second pass; the
+# `whole_log_softmax` ones take the log-softmax of a batch's logits in one call, as before nll.position_chunks
 VARIANTS = {
     "float32": ("float32", "auto", {}),
     "float32_batch4": ("float32", 4, {}),
+    "float32_whole_log_softmax": ("float32", "auto", {}),
     "bfloat16": ("bfloat16", 1, {}),
     "bfloat16_batch4": ("bfloat16", 4, {}),
     "bfloat16_native_linear": ("bfloat16", 1, {"cpu_linear": "native"}),
+    "bfloat16_whole_log_softmax": ("bfloat16", 1, {}),
     "bfloat16_compile": ("bfloat16", 1, {"compile": True}),
+    "float32_dynamic_int8": ("float32", "auto", {"cpu_linear": "native"}),  # measured, not offered: see README
 }
+
+
+def dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Every linear layer as torch.ao's dynamic int8 one (weights per channel, activations quantized per call)."""
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 def plain_model(spec: dict, dtype: torch.dtype, device: torch.device):
@@ -93,18 +105,26 @@ def plain_model(spec: dict, dtype: torch.dtype, device: torch.device):
 def run_variant(spec: dict, name: str, device: str, tokens, windows, reference_nll: float) -> dict:
     dtype, batch_size, keys = VARIANTS[name]
     ours = load_model(spec, LoadOptions(device=device, dtype=dtype, **keys), "causal-lm")
+    model = dynamic_int8(ours.model) if name.endswith("dynamic_int8") else ours.model
     first = None
     if keys.get("compile"):
-        _, first, _ = measure(lambda: score_windows(ours.model, tokens, windows, batch_size), ours.device)
-    (scores, used_batch), seconds, peak = measure(lambda: score_windows(ours.model, tokens, windows, batch_size),
-                                                  ours.device)
-    nll = float(scores["nll"].sum())
+        _, first, _ = measure(lambda: score_windows(model, tokens, windows, batch_size), ours.device)
+    chunk = nll.CPU_LOG_SOFTMAX_ELEMENTS
+    if name.endswith("whole_log_softmax"):
+        nll.CPU_LOG_SOFTMAX_ELEMENTS = 1 << 62
+    try:
+        (scores, used_batch), seconds, peak = measure(
+            lambda: score_windows(model, tokens, windows, batch_size), ours.device)
+    finally:
+        nll.CPU_LOG_SOFTMAX_ELEMENTS = chunk
+    nll_sum = float(scores["nll"].sum())
     scored = sum(w.num_targets for w in windows)
-    print(f"{name}: {seconds:.1f} s, {scored / seconds:.0f} tok/s, NLL {abs(nll - reference_nll) / reference_nll:.1e} "
+    print(f"{name}: {seconds:.1f} s, {scored / seconds:.0f} tok/s, NLL {abs(nll_sum - reference_nll) / reference_nll:.1e} "
           "off the reference", flush=True)
     return {"dtype": dtype, "batch_size": used_batch, **keys, "seconds": seconds, "first_pass_seconds": first,
-            "tokens_per_second": scored / seconds, "nll_sum": nll, "peak_memory_bytes": peak,
-            "nll_relative_difference": abs(nll - reference_nll) / abs(reference_nll),
+            "tokens_per_second": scored / seconds, "nll_sum": nll_sum, "perplexity": math.exp(nll_sum / scored),
+            "peak_memory_bytes": peak,
+            "nll_relative_difference": abs(nll_sum - reference_nll) / abs(reference_nll),
             "cpu_linear_used": ours.provenance.get("cpu_linear", "native")}
 
 
@@ -138,7 +158,7 @@ def main() -> None:
         "model": args.model, "tokens": len(tokens), "tokens_scored": scored, "windows": len(windows),
         "stride": args.stride, "max_length": args.max_length,
         "reference": {"name": "HF docs loop, float32", "seconds": ref_seconds, "tokens_per_second": scored / ref_seconds,
-                      "nll_sum": ref_nll, "peak_memory_bytes": ref_peak},
+                      "nll_sum": ref_nll, "perplexity": math.exp(ref_nll / scored), "peak_memory_bytes": ref_peak},
         "evalkit": variants,
         "hardware": hardware(),
         "versions": library_versions(),

@@ -12,6 +12,7 @@ import inspect
 import torch
 
 from evalkit.batching import variable_shape_attention
+from evalkit.nll import position_chunks
 
 
 @functools.cache
@@ -43,12 +44,17 @@ def padded(rows: list[list[int]], width: int, device) -> tuple[torch.Tensor, tor
     return tokens, torch.arange(width, device=device)[None] < lengths[:, None]
 
 
-def step_scores(log_probs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per row: the summed float64 log-probability of the masked targets, and whether each is the argmax
-    (log_probs [rows, steps, vocab] predicts targets [rows, steps]); on the device, no synchronisation per row."""
-    picked = log_probs.gather(-1, targets[..., None]).squeeze(-1)
-    greedy = ((log_probs.argmax(-1) == targets) | ~mask).all(1)
-    return torch.where(mask, picked, 0.0).double().sum(1), greedy
+def step_scores(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Per row: the summed float64 log-probability of the masked targets, and whether each is the argmax of its
+    float32 log-probabilities, as lm-eval compares them (logits [rows, steps, vocab] predicts targets [rows, steps];
+    log-softmax over nll.position_chunks); on the device, no synchronisation per row."""
+    picked, best = [], []
+    for chunk in position_chunks(logits):
+        log_probs = logits[:, chunk].log_softmax(-1, dtype=torch.float32)
+        picked.append(log_probs.gather(-1, targets[:, chunk, None]).squeeze(-1))
+        best.append(log_probs.argmax(-1))
+    greedy = ((torch.cat(best, 1) == targets) | ~mask).all(1)
+    return torch.where(mask, torch.cat(picked, 1), 0.0).double().sum(1), greedy
 
 
 def as_pairs(lls: torch.Tensor, greedy: torch.Tensor) -> list[tuple[float, bool]]:
@@ -59,7 +65,7 @@ def shared_contexts(model, questions: list[tuple[list[int], list[list[int]]]], d
     """Questions whose contexts have one length (the runner batches them so: no padding): the contexts once, each
     context's cache repeated for its continuations, all continuations of the batch in one right-padded forward."""
     out = model(input_ids=torch.tensor([context for context, _ in questions], device=device), use_cache=True)
-    first = out.logits[:, -1].log_softmax(-1, dtype=torch.float32)  # predicts each continuation's first token
+    first = out.logits[:, -1]  # predicts each continuation's first token
     continuations = [c for _, choices in questions for c in choices]
     rows = torch.repeat_interleave(torch.arange(len(questions), device=device),
                                    torch.tensor([len(c) for _, c in questions], device=device))
@@ -71,7 +77,7 @@ def shared_contexts(model, questions: list[tuple[list[int], list[list[int]]]], d
         cache = out[name]
         cache.batch_select_indices(rows)
         rest = model(input_ids=targets[:, :-1], use_cache=True, **{name: cache}).logits
-        more, more_greedy = step_scores(rest.log_softmax(-1, dtype=torch.float32), targets[:, 1:], mask[:, 1:])
+        more, more_greedy = step_scores(rest, targets[:, 1:], mask[:, 1:])
         lls, greedy = lls + more, greedy & more_greedy
     return split(as_pairs(lls, greedy), [len(choices) for _, choices in questions])
 
@@ -86,8 +92,8 @@ def separate_contexts(model, pairs: list[tuple[list[int], list[int]]], max_lengt
     steps = torch.arange(width, device=device)[None]
     ends = torch.tensor([len(sequence) - 1 for sequence in sequences], device=device)[:, None]
     starts = ends - torch.tensor([len(continuation) for _, continuation in pairs], device=device)[:, None]
-    log_probs = model(input_ids=inputs, use_cache=False).logits.log_softmax(-1, dtype=torch.float32)
-    return as_pairs(*step_scores(log_probs, targets, (steps >= starts) & (steps < ends)))
+    logits = model(input_ids=inputs, use_cache=False).logits
+    return as_pairs(*step_scores(logits, targets, (steps >= starts) & (steps < ends)))
 
 
 def split(items: list, counts: list[int]) -> list[list]:

@@ -138,4 +138,5 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
             cfg.model = model_spec(model)
         for key, value in settings.items():  # a dotted key (task.path=...) reaches into its group, as on the CLI
             OmegaConf.update(cfg, key, value, merge=False)
+        name_overridden_model(cfg, list(settings))  # labelled by its path, as on the CLI
     return cfg

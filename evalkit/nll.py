@@ -26,6 +26,8 @@ CPU_AUTO_BATCH = 1  # on 2 CPU cores larger batches measured slower (cache); OOM
 CUDA_AUTO_BATCH = 128  # first try on accelerators, halved on out-of-memory until a batch fits
 # scored rows x vocabulary above which the output layer runs in chunks: 1 GiB of float32 log-probabilities at once
 LOGIT_BUDGET = 1 << 28
+# float32 log-probabilities per log-softmax call on a CPU: 2 MiB, which stay in cache until the gather reads them
+CPU_LOG_SOFTMAX_ELEMENTS = 1 << 19
 OUTPUT_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (body, output layer) or None
 
 
@@ -93,10 +95,7 @@ def chunked_token_nll(model, input_ids: torch.Tensor, positions: torch.Tensor, t
         chunk = slice(start, start + step)
         logits = head(hidden[:, index[chunk]])  # on the output layer's device: under a device map maybe not hidden's
         wanted = targets[:, chunk].to(logits.device)
-        if compile_nll:
-            chunks.append(compiled_token_nll()(logits, wanted))
-        else:
-            chunks.append(-logits.log_softmax(-1, dtype=torch.float32).gather(-1, wanted).squeeze(-1))
+        chunks.append(target_nll(logits, wanted, compile_nll))
     return torch.cat([nll.to(input_ids.device) for nll in chunks], dim=1)
 
 
@@ -112,6 +111,28 @@ def timed(clock: dict | None, key: str, device: torch.device, work: Callable):
         torch.cuda.synchronize(device)
     clock[key] += time.perf_counter() - started
     return result
+
+
+def position_chunks(logits: torch.Tensor) -> list[slice]:
+    """Slices of the positions of logits [batch, positions, vocab] to take a float32 log-softmax of at a time: all at
+    once on an accelerator (one kernel); on a CPU, chunks of CPU_LOG_SOFTMAX_ELEMENTS, whose output the next op reads
+    from cache (written whole it goes out to memory and back: benchmarks/perplexity.py's `whole_log_softmax`
+    variants measure the difference), of two rows at least (log-softmax spreads rows over threads)."""
+    batch, positions, vocab = logits.shape
+    if logits.device.type != "cpu":
+        return [slice(None)]
+    step = max(1 if batch > 1 else 2, CPU_LOG_SOFTMAX_ELEMENTS // (batch * vocab))
+    return [slice(start, start + step) for start in range(0, positions, step)]
+
+
+def target_nll(logits: torch.Tensor, targets: torch.Tensor, compiled: bool = False) -> torch.Tensor:
+    """Each target's negative log-likelihood ([batch, positions], float32) from logits [batch, positions, vocab] and
+    targets [batch, positions, 1]: a float32 log-softmax straight from the (bfloat16) logits, one kernel with no
+    float32 copy of the logits first, over position_chunks; `compiled`: compiled_token_nll's one pass instead."""
+    if compiled:
+        return compiled_token_nll()(logits, targets)
+    return torch.cat([-logits[:, chunk].log_softmax(-1, dtype=torch.float32).gather(-1, targets[:, chunk]).squeeze(-1)
+                      for chunk in position_chunks(logits)], dim=1)
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -144,17 +165,15 @@ def score_batch(model, input_ids, positions, mask=None, reference=None, clock=No
     chunked = None if reference is not None else chunked_token_nll(model, input_ids, positions, targets, compile_nll)
     if chunked is not None:
         return {"nll": window_sums(chunked, mask)}
-    if reference is None and compile_nll:
+    if reference is None:
         logits = scored_logits(model, input_ids, positions)
-        nll = compiled_token_nll()(logits, targets.to(logits.device)).to(input_ids.device)
-        return {"nll": window_sums(nll, mask)}
-    # float32 log-softmax straight from the (bfloat16) logits: one kernel, no float32 copy of the logits first
+        # a spread model's output layer may be on another device than its inputs
+        nll = target_nll(logits, targets.to(logits.device), compile_nll)
+        return {"nll": window_sums(nll.to(input_ids.device), mask)}
     log_probs = timed(clock, "model_seconds", input_ids.device,
                       lambda: scored_logits(model, input_ids, positions).log_softmax(-1, dtype=torch.float32))
-    targets = targets.to(log_probs.device)  # a spread model's output layer may be on another device than its inputs
+    targets = targets.to(log_probs.device)
     nll = -log_probs.gather(-1, targets).squeeze(-1)
-    if reference is None:
-        return {"nll": window_sums(nll.to(input_ids.device), mask)}
     ref_device = next(reference.parameters()).device
     ref_log_probs = timed(clock, "reference_seconds", ref_device, lambda: scored_logits(
         reference, input_ids.to(ref_device), positions.to(ref_device)).log_softmax(-1, dtype=torch.float32))

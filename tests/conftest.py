@@ -88,6 +88,12 @@ def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedPro
     )
 
 
+def api_keys(overrides: list[str]) -> dict:
+    """Command-line overrides as evalkit.evaluate's keywords (integers as integers), for a rerun in-process."""
+    return {key: int(value) if value.isdigit() else value
+            for key, value in (override.split("=", 1) for override in overrides)}
+
+
 def run_results(run_dir: Path, *overrides: str, env: dict | None = None) -> dict:
     """Run the CLI into run_dir, require it to succeed, and return its results.json."""
     result = run_cli(*overrides, f"hydra.run.dir={run_dir}", env=env)

@@ -23,13 +23,12 @@ MANIFEST = SHARED_DATA / "speech" / "asr_manifest.jsonl"
 
 
 def test_whisper_base_packaged_equals_pipeline_on_shared_clips(tmp_path):
-    """All 37 clips through evalkit (the Python API: the model stays in the pool for the pipeline below); the
-    pipeline, run clip by clip, on every ninth clip."""
+    """The first 10 clips through evalkit (the Python API); the pipeline, run clip by clip, on every third."""
     run_dir = tmp_path / "run"
     record = evalkit.evaluate(model="whisper-base-packaged", task="asr_manifest", data_dir=str(SHARED_DATA),
-                              device="cpu", cache_dir=None, out_dir=run_dir)
+                              device="cpu", cache_dir=None, out_dir=run_dir, limit=10)
     samples = {s["id"]: s for s in read_samples(run_dir)}
-    assert len(samples) == 37 and record["metrics"]["utterances"] == 37
+    assert len(samples) == 10 and record["metrics"]["utterances"] == 10
     assert record["model"]["format"] == "ctranslate2" and len(record["model"]["weights_sha256"]) == 64
 
     loaded = load_model(model_spec("whisper-base-packaged"), LoadOptions(device="cpu"), "speech-seq2seq")
@@ -37,7 +36,7 @@ def test_whisper_base_packaged_equals_pipeline_on_shared_clips(tmp_path):
     pipe = transformers.pipeline("automatic-speech-recognition", model=loaded.model, tokenizer=processor.tokenizer,
                                  feature_extractor=processor.feature_extractor, device="cpu")
     utterances, _ = load_utterances({"format": "manifest", "path": str(MANIFEST)}, None)
-    for utterance in utterances[::9]:
+    for utterance in utterances[:10:3]:
         audio = read_audio(utterance.audio, 16000)
         expected = pipe(audio, generate_kwargs={"task": "transcribe", "num_beams": 1})["text"].strip()  # same settings
         assert samples[utterance.id]["hypothesis"] == expected, utterance.id
@@ -46,7 +45,7 @@ def test_whisper_base_packaged_equals_pipeline_on_shared_clips(tmp_path):
     references = [s["reference_normalized"] for s in samples.values()]
     hypotheses = [s["hypothesis_normalized"] for s in samples.values()]
     assert metrics["wer"] == pytest.approx(jiwer.wer(references, hypotheses), abs=1e-12)
-    assert 0.02 < metrics["wer"] < 0.12  # whisper base with Whisper's English normaliser: about 0.06 here
+    assert metrics["wer"] < 0.15  # whisper base with Whisper's English normaliser: about 0.06 on all 37 clips
     assert metrics["wer_ci95"][0] <= metrics["wer"] <= metrics["wer_ci95"][1] and metrics["rtfx"] > 0
 
 
@@ -96,15 +95,15 @@ def test_wer_is_the_corpus_figure_from_jiwer():
 
 def test_long_audio_is_transcribed_whole(tmp_path):
     utterances, _ = load_utterances({"format": "manifest", "path": str(MANIFEST)}, None)
-    clips = [u for u in utterances if "ljspeech" in str(u.audio)][:20]
+    clips = [u for u in utterances if "ljspeech" in str(u.audio)][:8]
     audio = np.concatenate([read_audio(u.audio, 16000) for u in clips])
-    assert len(audio) / 16000 > 120
+    assert len(audio) / 16000 > 45  # past Whisper's 30-second window
     soundfile.write(tmp_path / "long.wav", audio, 16000)
     reference = " ".join(u.text for u in clips)
     (tmp_path / "long.jsonl").write_text(json.dumps({"id": "long", "audio": "long.wav", "text": reference}))
     metrics = run_results(tmp_path / "run", "model=whisper-tiny.en-packaged", "task=asr_manifest",
                           f"task.path={tmp_path / 'long.jsonl'}")["metrics"]
-    assert metrics["audio_seconds"] > 120
+    assert metrics["audio_seconds"] > 45
     assert metrics["deletions"] < 0.05 * metrics["reference_words"]  # nothing after the first 30 s was dropped
     assert metrics["wer"] < 0.2
 

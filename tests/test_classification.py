@@ -54,7 +54,7 @@ def test_loglikelihood_equals_naive_reference(request, model_dir):
 
 def test_loglikelihood_real_model_on_sst2(smol):
     model, tokenizer = smol
-    examples = load_examples(SST2, str(SHARED_DATA), limit=100)
+    examples = load_examples(SST2, str(SHARED_DATA), limit=40)
     contexts = [f"Review: {text}\nSentiment:" for text in examples.texts]
     continuations = [" negative", " positive"]
     ours = loglikelihood_scores(model, tokenizer, contexts, continuations, 16)

@@ -10,7 +10,8 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from conftest import SHARED_DATA, WIKITEXT, run_cli
+import evalkit
+from conftest import SHARED_DATA, WIKITEXT, api_keys
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -23,18 +24,17 @@ def outputs(tmp_path_factory, tiny_gpt2_dir) -> Path:
     root = tmp_path_factory.mktemp("outputs")
     text = root / "small.txt"
     text.write_text(WIKITEXT.read_text(encoding="utf-8")[:2500], encoding="utf-8")
-    tiny = [f"model.name_or_path={tiny_gpt2_dir}", "model.name=tiny-gpt2", "task=text", f"task.path={text}",
-            "max_length=64"]
-    env = {"EVALKIT_CACHE_DIR": str(root / "cache")}
-    for sweep, extra in (("sweep-old", []), ("sweep-new", ["force=true"])):
-        done = run_cli("-m", *tiny, "stride=16,32", *extra, f"hydra.sweep.dir={root / sweep}", env=env)
-        assert done.returncode == 0, done.stderr
-    done = run_cli(*tiny, "stride=32", "quantization=torchao-int8", f"reference_model={tiny_gpt2_dir}",
-                   f"hydra.run.dir={root / 'int8'}", env=env)
-    assert done.returncode == 0, done.stderr
-    done = run_cli("task=sst2", "method=embedding", "model=minilm-l6-v2", f"data_dir={SHARED_DATA}", "limit=30",
-                   f"hydra.run.dir={root / 'sst2'}")
-    assert done.returncode == 0, done.stderr
+    tiny = api_keys([f"model.name_or_path={tiny_gpt2_dir}", "model.name=tiny-gpt2", "task=text", f"task.path={text}",
+                     "max_length=64"])
+    cache = str(root / "cache")
+    # in-process through the Python API (the CLI's runner; its sweeps are tested in test_runs.py)
+    for sweep, extra in (("sweep-old", {}), ("sweep-new", {"force": True})):
+        for job, stride in enumerate((16, 32)):
+            evalkit.evaluate(**tiny, stride=stride, **extra, cache_dir=cache, out_dir=root / sweep / str(job))
+    evalkit.evaluate(**tiny, stride=32, quantization="torchao-int8", reference_model=str(tiny_gpt2_dir),
+                     cache_dir=cache, out_dir=root / "int8")
+    evalkit.evaluate(model="minilm-l6-v2", task="sst2", method="embedding", data_dir=str(SHARED_DATA), limit=30,
+                     cache_dir=None, out_dir=root / "sst2")
     (root / "corrupt").mkdir()
     (root / "corrupt" / "results.json").write_text('{"schema_version": 1, "metrics": {')
     (root / "foreign").mkdir()

@@ -126,15 +126,18 @@ def test_gelu_epilogue_pass_leaves_cpu_graphs_alone():
 
 def test_compiled_model_with_fused_gelu_and_compiled_nll_gives_the_eager_nll():
     """What compile=true runs on a GPU (the formula GELU swapped, compiled blocks, the compiled NLL), on CPU (where the
-    epilogue pass leaves the graph alone)."""
-    eager, compiled = tiny_gpt2(), tiny_gpt2()
-    fuse_tanh_gelu(compiled)
-    compile_regions(compiled, None)
+    epilogue pass leaves the graph alone, and the weights are frozen into the graphs as constants). A second model of
+    the same shape with other weights, compiled in the same process, computes with its own weights: compiled graphs
+    with frozen weights are not reused across models."""
     tokens = torch.randint(0, 1000, (300,), generator=torch.Generator().manual_seed(3))
     windows = window_schedule(len(tokens), 64, 32)
-    expected = score_windows(eager, tokens, windows, 4)[0]["nll"]
-    got = score_windows(compiled, tokens, windows, 4, compile_nll=True)[0]["nll"]
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+    for seed in (0, 1):
+        eager, compiled = tiny_gpt2(seed), tiny_gpt2(seed)
+        fuse_tanh_gelu(compiled)
+        compile_regions(compiled, None)
+        expected = score_windows(eager, tokens, windows, 4)[0]["nll"]
+        got = score_windows(compiled, tokens, windows, 4, compile_nll=True)[0]["nll"]
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
 
 
 def test_hub_model_fingerprint_is_its_pinned_commit(tmp_path, monkeypatch):

@@ -7,7 +7,8 @@ import torch
 import transformers
 
 from evalkit.loading import LoadOptions, load_model
-from evalkit.nll import output_split, score_windows
+from evalkit.choice_scoring import batch_scores
+from evalkit.nll import output_split, position_chunks, score_windows
 from evalkit.reference import docs_loop_nll, docs_loop_perplexity
 from evalkit.windows import window_schedule
 
@@ -131,6 +132,20 @@ def test_large_logits_run_in_chunks_of_scored_positions_with_the_same_nll(models
     rows = [shape.numel() for shape in calls]  # the output layer's rows per call: 3 windows x 50 positions at most
     assert output_split(ours) is not None and max(rows) == 150 and len(rows) > len(windows) / 3
     assert torch.allclose(chunked, whole, rtol=1e-6)
+
+
+def test_cpu_log_softmax_in_chunks_changes_no_number(models, tokens, monkeypatch):
+    """On a CPU the float32 log-softmax runs over chunks of positions (nll.position_chunks): the NLLs of windows and
+    the (log-likelihood, is_greedy) pairs of choices are bit-identical to one log-softmax over all positions."""
+    ours, _ = models
+    windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 7)
+    pairs = [[(tokens[:40].tolist(), tokens[40:45].tolist()), (tokens[:40].tolist(), tokens[45:47].tolist())],
+             [(tokens[50:60].tolist(), tokens[60:90].tolist())]]
+    chunks = position_chunks(torch.empty(3, MAX_LENGTH, ours.config.vocab_size, dtype=torch.bfloat16))
+    chunked = (score_windows(ours, tokens, windows, 3)[0]["nll"], batch_scores(ours, pairs, MAX_LENGTH, False))
+    monkeypatch.setattr("evalkit.nll.CPU_LOG_SOFTMAX_ELEMENTS", 1 << 62)
+    whole = (score_windows(ours, tokens, windows, 3)[0]["nll"], batch_scores(ours, pairs, MAX_LENGTH, False))
+    assert len(chunks) > 1 and torch.equal(chunked[0], whole[0]) and chunked[1] == whole[1]
 
 
 def test_a_model_that_caps_its_logits_is_not_split(tokens, monkeypatch):

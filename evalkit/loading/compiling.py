@@ -79,6 +79,10 @@ def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     keep_compiled_artifacts()
     options = {**torch._inductor.list_mode_options(mode or "default"), "coordinate_descent_tuning": True,
                "pre_grad_custom_pass": GeluEpilogue()}
+    if next(model.parameters()).device.type == "cpu":
+        # weights as constants: Inductor prepacks them for oneDNN and fuses the ops around each matmul (what
+        # cpu_linear=onednn does for eager runs, which compiling cannot take)
+        options["freezing"] = True
     # one graph per input shape; a sweep reusing the loaded model (other strides, window lengths, batch sizes) needs
     # more than dynamo's default 8, past which it would silently run the blocks eagerly
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
