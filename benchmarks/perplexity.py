@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from evalkit.loading import LoadOptions, load_model, resolve_location
 from evalkit import nll
+from evalkit.loading import LoadOptions, load_model, resolve_location
 from evalkit.nll import score_windows
 from evalkit.presets import model_spec
 from evalkit.reference import docs_loop_perplexity
@@ -119,12 +119,11 @@ def run_variant(spec: dict, name: str, device: str, tokens, windows, reference_n
         nll.CPU_LOG_SOFTMAX_ELEMENTS = chunk
     nll_sum = float(scores["nll"].sum())
     scored = sum(w.num_targets for w in windows)
-    print(f"{name}: {seconds:.1f} s, {scored / seconds:.0f} tok/s, NLL {abs(nll_sum - reference_nll) / reference_nll:.1e} "
-          "off the reference", flush=True)
+    relative = abs(nll_sum - reference_nll) / abs(reference_nll)
+    print(f"{name}: {seconds:.1f} s, {scored / seconds:.0f} tok/s, NLL {relative:.1e} off the reference", flush=True)
     return {"dtype": dtype, "batch_size": used_batch, **keys, "seconds": seconds, "first_pass_seconds": first,
             "tokens_per_second": scored / seconds, "nll_sum": nll_sum, "perplexity": math.exp(nll_sum / scored),
-            "peak_memory_bytes": peak,
-            "nll_relative_difference": abs(nll_sum - reference_nll) / abs(reference_nll),
+            "peak_memory_bytes": peak, "nll_relative_difference": relative,
             "cpu_linear_used": ours.provenance.get("cpu_linear", "native")}
 
 
