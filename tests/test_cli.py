@@ -9,7 +9,8 @@ import sys
 import pytest
 import torch
 
-from conftest import SMOL_GGUF, WIKITEXT, read_samples, run_cli, run_results
+import evalkit
+from conftest import SMOL_GGUF, WIKITEXT, api_keys, read_samples, run_cli, run_results
 from evalkit import runner, startup
 from evalkit.config import check_composition
 from evalkit.errors import EvalkitError
@@ -72,13 +73,13 @@ def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
     text = "The quick brown fox jumps over the lazy dog. " * 40
     (tmp_path / "a.txt").write_text(text)
     (tmp_path / "a.jsonl").write_text(json.dumps({"text": text[:900]}) + "\n" + json.dumps({"text": text[900:]}))
-    figures = []
-    for name, join in (("a.txt", "\n\n"), ("a.jsonl", "")):
-        record = run_results(tmp_path / f"run-{name}", f"model.name_or_path={tiny_gpt2_dir}", "task=text",
-                             f"task.path={tmp_path / name}", f"task.join='{join}'", "max_length=64", "stride=32")
+    keys = [f"model.name_or_path={tiny_gpt2_dir}", "task=text", "max_length=64", "stride=32"]
+    text_file = run_results(tmp_path / "run-a.txt", *keys, f"task.path={tmp_path / 'a.txt'}", "task.join='\n\n'")
+    # the records through the Python API (the CLI's config: an empty join given on the CLI is the same '')
+    records = evalkit.evaluate(**api_keys(keys), **{"task.path": str(tmp_path / "a.jsonl"), "task.join": ""})
+    for record in (text_file, records):
         assert record["model"]["name"] == str(tiny_gpt2_dir)  # labelled by the path it was given
-        figures.append(record["metrics"]["nll_sum"])
-    assert math.isclose(figures[0], figures[1], rel_tol=1e-9)
+    assert math.isclose(text_file["metrics"]["nll_sum"], records["metrics"]["nll_sum"], rel_tol=1e-9)
 
 
 def test_help_and_cfg_job():
