@@ -12,7 +12,7 @@ import inspect
 import torch
 
 from evalkit.batching import variable_shape_attention
-from evalkit.nll import position_chunks
+from evalkit.nll import log_softmax_chunks
 
 
 @functools.cache
@@ -47,10 +47,9 @@ def padded(rows: list[list[int]], width: int, device) -> tuple[torch.Tensor, tor
 def step_scores(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Per row: the summed float64 log-probability of the masked targets, and whether each is the argmax of its
     float32 log-probabilities, as lm-eval compares them (logits [rows, steps, vocab] predicts targets [rows, steps];
-    log-softmax over nll.position_chunks); on the device, no synchronisation per row."""
+    nll.log_softmax_chunks); on the device, no synchronisation per row."""
     picked, best = [], []
-    for chunk in position_chunks(logits):
-        log_probs = logits[:, chunk].log_softmax(-1, dtype=torch.float32)
+    for chunk, log_probs in log_softmax_chunks(logits):
         picked.append(log_probs.gather(-1, targets[:, chunk, None]).squeeze(-1))
         best.append(log_probs.argmax(-1))
     greedy = ((torch.cat(best, 1) == targets) | ~mask).all(1)

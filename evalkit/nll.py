@@ -14,7 +14,7 @@ import inspect
 import time
 import weakref
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -125,14 +125,20 @@ def position_chunks(logits: torch.Tensor) -> list[slice]:
     return [slice(start, start + step) for start in range(0, positions, step)]
 
 
+def log_softmax_chunks(logits: torch.Tensor) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(positions, their float32 log-probabilities) over position_chunks: a float32 log-softmax straight from the
+    (bfloat16) logits, one kernel with no float32 copy of the logits first."""
+    for chunk in position_chunks(logits):
+        yield chunk, logits[:, chunk].log_softmax(-1, dtype=torch.float32)
+
+
 def target_nll(logits: torch.Tensor, targets: torch.Tensor, compiled: bool = False) -> torch.Tensor:
     """Each target's negative log-likelihood ([batch, positions], float32) from logits [batch, positions, vocab] and
-    targets [batch, positions, 1]: a float32 log-softmax straight from the (bfloat16) logits, one kernel with no
-    float32 copy of the logits first, over position_chunks; `compiled`: compiled_token_nll's one pass instead."""
+    targets [batch, positions, 1], over log_softmax_chunks; `compiled`: compiled_token_nll's one pass instead."""
     if compiled:
         return compiled_token_nll()(logits, targets)
-    return torch.cat([-logits[:, chunk].log_softmax(-1, dtype=torch.float32).gather(-1, targets[:, chunk]).squeeze(-1)
-                      for chunk in position_chunks(logits)], dim=1)
+    return torch.cat([-log_probs.gather(-1, targets[:, chunk]).squeeze(-1)
+                      for chunk, log_probs in log_softmax_chunks(logits)], dim=1)
 
 
 def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ Each changes rounding only: the model computes the same function.
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
@@ -91,6 +92,7 @@ def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
     return on_cpu
 
 
+@functools.cache  # a fact of this machine and this PyTorch build: asked once
 def onednn_dtypes() -> tuple[torch.dtype, ...]:
     """The dtypes oneDNN's prepacked linear serves here: float32, and bfloat16 where the CPU computes it natively
     (elsewhere it would be emulated, slower than float32)."""
