@@ -12,12 +12,12 @@ from pathlib import Path
 
 import transformers
 
-from evalkit.speech import normalizer, read_audio, wer_metrics
-from evalkit.transcriber import Transcriber
+from evalkit.config.presets import model_spec
 from evalkit.data import load_utterances
+from evalkit.evaluators.asr.audio import normalizer, read_audio, wer_metrics
+from evalkit.evaluators.asr.transcriber import Transcriber
+from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_model
-from evalkit.presets import model_spec
-from evalkit.results import hardware, library_versions, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / ".." / "shared" / "data" / "speech" / "asr_manifest.jsonl"

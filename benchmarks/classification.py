@@ -13,6 +13,11 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test oracles: tests/oracles.py
+
 import argparse
 import time
 from pathlib import Path
@@ -21,12 +26,12 @@ import numpy as np
 import torch
 import transformers
 
-from evalkit.zero_shot import loglikelihood_scores, nli_scores
+from evalkit.config.presets import model_spec
 from evalkit.data import load_examples
+from evalkit.evaluators.classification.methods import loglikelihood_scores, nli_scores
+from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_model, resolve_location
-from evalkit.presets import model_spec
-from evalkit.reference import naive_loglikelihood, pipeline_nli_scores
-from evalkit.results import hardware, library_versions, write_json
+from oracles import naive_loglikelihood, pipeline_nli_scores  # noqa: E402 (tests/ joins the path first)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".." / "shared" / "data"

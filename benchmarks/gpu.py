@@ -17,6 +17,11 @@ tokenizer directory (only the loading layer needs one; the ids are given); `--te
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test oracles: tests/oracles.py
+
 import argparse
 import copy
 import json
@@ -25,16 +30,16 @@ from pathlib import Path
 
 import torch
 import transformers
-
 from classification import compare  # benchmarks/classification.py
-from evalkit.transcriber import Transcriber
-from evalkit.zero_shot import nli_scores
+
+from evalkit.config.presets import model_spec
+from evalkit.evaluators.asr.transcriber import Transcriber
+from evalkit.evaluators.classification.methods import nli_scores
+from evalkit.evaluators.perplexity.windows import window_schedule
+from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_model
-from evalkit.nll import score_windows
-from evalkit.presets import model_spec
-from evalkit.reference import docs_loop_perplexity, pipeline_nli_scores
-from evalkit.results import hardware, library_versions, write_json
-from evalkit.windows import window_schedule
+from evalkit.scoring.rolling import score_windows
+from oracles import docs_loop_perplexity, pipeline_nli_scores  # noqa: E402 (tests/ joins the path first)
 
 
 def timed(fn):

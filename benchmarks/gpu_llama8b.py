@@ -13,21 +13,26 @@ the fraction of the measured dense bfloat16 matmul rate (MFU), peak memory; NLLs
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test oracles: tests/oracles.py
+
 import gc
 import re
 import time
 from pathlib import Path
 
 import torch
-
 from gpu import forward_flops, matmul_tflops, stream_parser, timed  # benchmarks/gpu.py
-from evalkit import nll
+
+from evalkit.config.presets import model_spec
+from evalkit.evaluators.perplexity.windows import window_schedule
+from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_fresh
 from evalkit.loading.fingerprints import tensors_fingerprint
-from evalkit.presets import model_spec
-from evalkit.reference import docs_loop_nll
-from evalkit.results import hardware, library_versions, write_json
-from evalkit.windows import window_schedule
+from evalkit.scoring import rolling as nll
+from oracles import docs_loop_nll  # noqa: E402 (tests/ joins the path first)
 
 
 @torch.inference_mode()

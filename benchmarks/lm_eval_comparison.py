@@ -26,11 +26,11 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 import evalkit
-from evalkit.choice_tasks import Question, shared
-from evalkit.documents import articles, wikitext_detokenize
+from evalkit.config.presets import model_spec
+from evalkit.evaluators.multiple_choice.questions import Question, shared
+from evalkit.evaluators.perplexity.documents import articles, wikitext_detokenize
+from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import resolve_location
-from evalkit.presets import model_spec
-from evalkit.results import hardware, library_versions, write_json
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 WIKITEXT = "wikitext-2-raw/wiki.test.raw"

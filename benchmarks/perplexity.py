@@ -10,6 +10,11 @@ preset in conf/model/. The record holds the CPU model and its flags: CPU figures
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test oracles: tests/oracles.py
+
 import argparse
 import json
 import math
@@ -21,13 +26,13 @@ from pathlib import Path
 import torch
 import transformers
 
-from evalkit import nll
+from evalkit.config.presets import model_spec
+from evalkit.evaluators.perplexity.windows import window_schedule
+from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_model, resolve_location
-from evalkit.nll import score_windows
-from evalkit.presets import model_spec
-from evalkit.reference import docs_loop_perplexity
-from evalkit.results import hardware, library_versions, write_json
-from evalkit.windows import window_schedule
+from evalkit.scoring import rolling as nll
+from evalkit.scoring.rolling import score_windows
+from oracles import docs_loop_perplexity  # noqa: E402 (tests/ joins the path first)
 
 ROOT = Path(__file__).resolve().parent.parent
 WIKITEXT = ROOT / ".." / "shared" / "data" / "wikitext-2-raw" / "wiki.test.raw"

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 import transformers
 
+from evalkit.config.presets import model_spec
 from evalkit.data import load_text
 from evalkit.loading import LoadOptions, load_model, resolve_location
-from evalkit.presets import model_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / ".bench"

@@ -63,7 +63,7 @@ if [[ $PARTS == *tp-8b* ]]; then  # the same random weights as dp-8b's (seed 0, 
   python3 - <<'PY'
 from transformers import AutoTokenizer
 from evalkit.loading import LoadOptions, load_fresh
-from evalkit.presets import model_spec
+from evalkit.config.presets import model_spec
 spec = {**model_spec("random-llama3-8b"), "tokenizer": {"name_or_path": ".bench/tokenizer"}}
 load_fresh(spec, LoadOptions(device="cuda:0", dtype="bfloat16"), "causal-lm").model.save_pretrained("/tmp/llama3-8b-shape")
 AutoTokenizer.from_pretrained(".bench/tokenizer").save_pretrained("/tmp/llama3-8b-shape")

@@ -20,12 +20,12 @@ def evaluate(model=None, task: str | None = None, out_dir=None, **settings) -> d
     import sys
     from pathlib import Path
 
-    from evalkit import startup
+    from evalkit.cli import startup
 
     if "huggingface_hub" not in sys.modules and (offline := startup.go_offline_if_unreachable()):
         print(offline, file=sys.stderr)  # probed once per process, before the Hub's client reads the setting
-    from evalkit import runner
-    from evalkit.config import compose_config
+    from evalkit.config.compose import compose_config
+    from evalkit.job import runner
 
     cfg = compose_config(model, task, **settings)
     return runner.run(cfg, Path(out_dir) if out_dir is not None else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from evalkit import noise, startup
+from evalkit.cli import noise, startup
 
 
 def say(line: str | None) -> None:
@@ -19,14 +19,14 @@ def say(line: str | None) -> None:
 def main() -> None:
     argv = sys.argv[1:]
     if "--help" in argv or "-h" in argv:
-        from evalkit.manual import manual
+        from evalkit.cli.manual import manual
 
         print(manual())
         return
     say(startup.announcement(argv))
     say(startup.go_offline_if_unreachable())
     noise.quiet(argv)  # before torch and transformers are imported: some of their noise comes at import
-    from evalkit.command import run
+    from evalkit.cli.command import run
 
     run(argv)
 

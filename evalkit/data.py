@@ -6,8 +6,8 @@ A text task is one stream: its rows joined with the task's `join` string, exactl
 from __future__ import annotations
 
 import csv
-import io
 import hashlib
+import io
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass

@@ -9,15 +9,14 @@ import pytest
 import soundfile
 import torch
 import transformers
+from conftest import SHARED_DATA, read_samples, run_cli, run_results
 
 import evalkit
-
-from conftest import SHARED_DATA, read_samples, run_cli, run_results
-from evalkit.speech import read_audio, wer_metrics
-from evalkit.transcriber import Transcriber
+from evalkit.config.presets import model_spec
 from evalkit.data import load_utterances
+from evalkit.evaluators.asr.audio import read_audio, wer_metrics
+from evalkit.evaluators.asr.transcriber import Transcriber
 from evalkit.loading import LoadOptions, load_model
-from evalkit.presets import model_spec
 
 MANIFEST = SHARED_DATA / "speech" / "asr_manifest.jsonl"
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
-
 from conftest import SHARED_DATA, minilm_dir, read_samples, run_cli, run_results
-from evalkit.zero_shot import embedding_scores, loglikelihood_scores, nli_scores
+
 from evalkit.data import load_examples
-from evalkit.reference import naive_loglikelihood, pipeline_nli_scores
+from evalkit.evaluators.classification.methods import embedding_scores, loglikelihood_scores, nli_scores
+from oracles import naive_loglikelihood, pipeline_nli_scores
 
 SST2 = {"name": "sst2", "data_file": "classification/sst2/stsa.binary.dev", "format": "label_first",
         "text_field": "text", "label_field": "label", "labels": ["negative", "positive"]}

@@ -8,13 +8,14 @@ import sys
 
 import pytest
 import torch
+from conftest import SMOL_GGUF, WIKITEXT, api_keys, read_samples, run_cli, run_results
 
 import evalkit
-from conftest import SMOL_GGUF, WIKITEXT, api_keys, read_samples, run_cli, run_results
-from evalkit import runner, startup
-from evalkit.config import check_composition
+from evalkit.cli import startup
+from evalkit.config.compose import check_composition
 from evalkit.errors import EvalkitError
-from evalkit.reference import docs_loop_perplexity
+from evalkit.job import runner
+from oracles import docs_loop_perplexity
 
 
 def wikitext_hub_text() -> str:
@@ -155,7 +156,7 @@ def test_startup_imports_nothing_heavy_and_detects_offline_once(tmp_path):
     left alone."""
     probe = """
 import os, socket, sys
-from evalkit import startup
+from evalkit.cli import startup
 assert not {"torch", "transformers", "huggingface_hub"} & set(sys.modules), sys.modules.keys()
 print(startup.announcement(["model.name_or_path=/m/x", "task=sst2"]))
 print(startup.announcement(["--cfg", "job"]))
@@ -216,7 +217,7 @@ def test_settings_and_pairings_fail_before_torch_is_imported(tmp_path):
              for name, arguments, _ in EARLY_CASES]
     script = f"""
 import json, sys
-from evalkit.config import check_command_line
+from evalkit.config.compose import check_command_line
 from evalkit.errors import EvalkitError
 for argv in {cases!r}:
     try:

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, SHARED_DATA, WIKITEXT, read_samples, run_cli
 
 import evalkit
-from conftest import ROOT, SHARED_DATA, WIKITEXT, read_samples, run_cli
-from evalkit import evaluators, runner
-from evalkit.config import compose_config
-from evalkit.evaluator import RunSettings
+from evalkit import evaluators
+from evalkit.cli.summary import summary
+from evalkit.config.compose import compose_config
+from evalkit.evaluators.base import RunSettings
 from evalkit.hashing import canonical_json
-from evalkit.summary import summary
+from evalkit.job import runner
 
 EVALUATORS = evaluators.names()
 

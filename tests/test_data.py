@@ -4,11 +4,11 @@ import json
 
 import datasets
 import pytest
-
 from conftest import SHARED_DATA, WIKITEXT
+
 from evalkit.data import load_examples, load_text
-from evalkit.documents import load_documents
 from evalkit.errors import EvalkitError
+from evalkit.evaluators.perplexity.documents import load_documents
 
 WIKITEXT_TASK = {"name": "wikitext", "data_file": "wikitext-2-raw/wiki.test.raw", "line_rows": True, "join": "\n\n",
                  "hub": {"path": "wikitext", "name": "wikitext-2-raw-v1", "split": "test"}}

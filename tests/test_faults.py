@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import ROOT, SHARED_DATA, api_keys, read_samples, run_cli
 
 import evalkit
-from conftest import ROOT, SHARED_DATA, api_keys, read_samples, run_cli
 from evalkit import evaluators
 from evalkit.evaluators import asr as asr_evaluator
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+from conftest import SHARED_DATA, WIKITEXT, api_keys
 
 import evalkit
-from conftest import SHARED_DATA, WIKITEXT, api_keys
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -86,7 +86,7 @@ def test_grid_compares_like_with_like_and_leaves_partial_runs_out(board):
         row = rows[cell["row"]]
         assert row["label"] == label and row["settings"]["stride"] == 32 and cell["same_settings"]
         assert cell["value"] == row["value"] and cell["interval"] == row["interval"]
-    from evalkit.leaderboard_grid import grid as make_grid
+    from evalkit.leaderboard.grid import grid as make_grid
 
     everything = make_grid(rows, include_partial=True)
     assert everything["tasks"] == ["sst2", "text"] and everything["cells"]["minilm-l6-v2"]["sst2"]["partial"]
@@ -214,7 +214,7 @@ def test_page_in_headless_chromium(board, tmp_path):
 
 def test_runs_of_different_task_definitions_are_different_rows(outputs, tmp_path):
     """Two `task=text` runs on different files with the same settings are two rows, not one superseding the other."""
-    from evalkit.leaderboard import collect
+    from evalkit.leaderboard.build import collect
 
     record = json.loads((outputs / "sweep-new" / "0" / "results.json").read_text())
     for name in ("a", "b"):

@@ -7,17 +7,17 @@ import math
 import re
 from pathlib import Path
 
+import lm_eval
 import numpy as np
 import pytest
-import lm_eval
 import transformers
+from conftest import SHARED_DATA, WIKITEXT
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 import evalkit
-from conftest import SHARED_DATA, WIKITEXT
-from evalkit.choice_tasks import load_questions
-from evalkit.documents import articles, wikitext_detokenize
+from evalkit.evaluators.multiple_choice.questions import load_questions
+from evalkit.evaluators.perplexity.documents import articles, wikitext_detokenize
 
 WINDOW = 128  # lm-eval's max_length; evalkit's windows hold one more token: the BOS/prefix context
 QUESTIONS = {"multiple_choice": "fields", "winogrande": "winogrande", "lambada_openai": "lambada"}

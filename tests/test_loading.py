@@ -8,12 +8,12 @@ import pytest
 import torch
 import transformers
 
+from evalkit.config.presets import model_spec
+from evalkit.evaluators.perplexity.windows import window_schedule
+from evalkit.loading import LoadOptions, load_fresh, load_model
 from evalkit.loading.compiling import GeluEpilogue, compile_regions
 from evalkit.loading.kernels import OneDNNLinear, align_output_layer, fuse_tanh_gelu, onednn_dtypes, uses_onednn_linear
-from evalkit.loading import LoadOptions, load_fresh, load_model
-from evalkit.presets import model_spec
-from evalkit.nll import score_windows
-from evalkit.windows import window_schedule
+from evalkit.scoring.rolling import score_windows
 
 
 def test_aligned_output_layer_gives_the_same_logits():

@@ -6,14 +6,14 @@ import math
 import pytest
 import torch
 import transformers
+from conftest import WIKITEXT, run_cli
 
 import evalkit
-from conftest import WIKITEXT, run_cli
-from evalkit.errors import EvalkitError
 from evalkit import evaluators
+from evalkit.errors import EvalkitError
+from evalkit.evaluators.perplexity.windows import window_schedule
 from evalkit.loading import LoadOptions, load_model
-from evalkit.nll import score_windows
-from evalkit.windows import window_schedule
+from evalkit.scoring.rolling import score_windows
 
 
 @torch.inference_mode()

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, SHARED_DATA, api_keys, read_samples, run_cli
 
 import evalkit
-from conftest import ROOT, SHARED_DATA, api_keys, read_samples, run_cli
 from evalkit.hashing import canonical_json
 
 

@@ -3,7 +3,7 @@ import itertools
 import pytest
 
 from evalkit.errors import EvalkitError
-from evalkit.windows import document_windows, window_schedule
+from evalkit.evaluators.perplexity.windows import document_windows, window_schedule
 
 
 def test_wikitext_gpt2_schedule():

@@ -8,13 +8,14 @@ import pkgutil
 from dataclasses import asdict
 
 from evalkit.errors import EvalkitError
-from evalkit.evaluator import Evaluator
+from evalkit.evaluators.base import Evaluator
 
 
 @functools.cache
 def names() -> list[str]:
-    """The evaluator modules, listed once per process (the leaderboard asks for every results.json it reads)."""
-    return sorted(module.name for module in pkgutil.iter_modules(__path__))
+    """The evaluator packages (each folder here), listed once per process (the leaderboard asks for every
+    results.json it reads). Modules beside them (base.py) are not evaluators."""
+    return sorted(module.name for module in pkgutil.iter_modules(__path__) if module.ispkg)
 
 
 def get(name: str) -> Evaluator:

@@ -22,8 +22,8 @@ import transformers
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_files
 from evalkit.loading.loaded import LoadedModel
-from evalkit.loading.options import LoadOptions, torch_dtype
 from evalkit.loading.locations import Location, local_path, resolve_location
+from evalkit.loading.options import LoadOptions, torch_dtype
 
 NUMPY_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # 5: bfloat16 bits
 

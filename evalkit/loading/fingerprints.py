@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from evalkit.hashing import canonical_json, sha256_files
 from evalkit.loading.ctranslate2 import weight_files as ctranslate2_weight_files
 from evalkit.loading.locations import Location, is_ctranslate2, is_random_init, resolve_location
-from evalkit.hashing import canonical_json, sha256_files
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 

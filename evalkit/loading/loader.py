@@ -12,13 +12,19 @@ import transformers
 
 from evalkit.errors import EvalkitError
 from evalkit.loading import ctranslate2, gguf_cache
+from evalkit.loading.facts import context_length
 from evalkit.loading.fingerprints import init_generator, random_init_recipe, tensors_fingerprint, weights_fingerprint
 from evalkit.loading.kernels import speed_up
 from evalkit.loading.loaded import LoadedModel, weight_devices
+from evalkit.loading.locations import (
+    Location,
+    dequantized,
+    is_ctranslate2,
+    is_random_init,
+    resolve_location,
+    tokenizer_location,
+)
 from evalkit.loading.options import QUANTIZATIONS, LoadOptions, torch_dtype
-from evalkit.loading.facts import context_length
-from evalkit.loading.locations import (Location, dequantized, is_ctranslate2, is_random_init, resolve_location,
-                                       tokenizer_location)
 from evalkit.loading.sources import HEADS, check_head, model_class, model_config
 
 

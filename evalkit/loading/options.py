@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
+from evalkit.config.settings import setting
 from evalkit.errors import EvalkitError
-from evalkit.settings import setting
 
 if TYPE_CHECKING:
     import torch
@@ -88,7 +88,7 @@ def resolve_device(name: str) -> torch.device:
     Under torchrun, auto and cuda mean this process's GPU (cuda:LOCAL_RANK)."""
     import torch
 
-    from evalkit import distributed
+    from evalkit.job import distributed
 
     name = str(name)
     if name in ("auto", "cuda") and torch.cuda.is_available():

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
+from evalkit.hashing import canonical_json
 from evalkit.loading.loaded import LoadedModel
 from evalkit.loading.loader import load_fresh
 from evalkit.loading.options import LoadOptions
-from evalkit.hashing import canonical_json
 
 
 class ModelPool:

@@ -1,0 +1,143 @@
+"""The configuration: Hydra composition of evalkit/conf (also for the Python API) and the command-line check, which
+rejects a key the chosen evaluator does not read before Hydra composes anything, then runs checks.py on the composed
+config: every bad value or config-file pairing is one line before torch is imported."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from evalkit import evaluators
+from evalkit.cli.startup import command_line_overrides, default_choice
+from evalkit.config import CONF_DIR
+from evalkit.config.checks import GROUPS, check_config, check_config_files, check_keys
+from evalkit.errors import EvalkitError
+
+
+def run_id() -> str:
+    """What tells apart runs started in the same second: the process id (under torchrun, the launcher's, which
+    every rank shares, so that the ranks agree on one folder)."""
+    return str(os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else os.getpid())
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("evalkit_run_id"):
+        OmegaConf.register_new_resolver("evalkit_run_id", run_id, use_cache=True)
+
+
+def choices(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def task_evaluator(task: str) -> str:
+    if task not in choices("task"):
+        raise EvalkitError(f"task={task} is not known; allowed: {', '.join(choices('task'))}")
+    return str(OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").get("evaluator"))
+
+
+def name_overridden_model(cfg: DictConfig, overrides: list[str]) -> None:
+    """A model given by `model.name_or_path=` on the command line is labelled by that path in results, not by the
+    preset whose other keys it reuses, unless `model.name=` is given too."""
+    keys = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    if "model.name_or_path" in keys and "model.name" not in keys:
+        cfg.model.name = cfg.model.name_or_path
+
+
+def check_command_line(argv: list[str]) -> None:
+    """Before Hydra composes: an unknown model or task preset, or a top-level key that the chosen task's evaluator
+    does not read (Hydra would reject it in several lines, or a later job of a sweep would), is one clear error.
+    A single run's composed config then goes through checks.py (a sweep's jobs are checked as each starts)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = command_line_overrides(argv)
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as error:  # Hydra's override grammar: say which argument, in one line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise EvalkitError(f"cannot read the command line ({first}); quote values with special characters, e.g. "
+                           "hydra.run.dir='\"runs/a=b\"'") from None
+    values = {}
+    for override in parsed:
+        if override.key_or_group in ("hydra.run.dir", "hydra.sweep.dir"):
+            values[override.key_or_group] = str(override.value())
+        if override.key_or_group in GROUPS and not override.is_delete():
+            picked = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
+            values[override.key_or_group] = [str(v) for v in picked]
+    for preset in values.get("model", []):
+        if preset not in choices("model"):
+            raise EvalkitError(f"model={preset} is not a preset; allowed: {', '.join(choices('model'))} (or "
+                               "model.name_or_path=HUB_ID_OR_PATH)")
+    check_output_folder(values, multirun="-m" in argv or "--multirun" in argv)
+    for task in values.get("task", [default_choice("task")]):
+        evaluator = task_evaluator(task)
+        for override in parsed:
+            key = override.key_or_group
+            if "." in key or "/" in key or override.is_delete():
+                continue
+            check_keys({key: None}, evaluator, task)
+    if not any(override.is_sweep_override() for override in parsed):
+        cfg = check_composition(overrides)
+        name_overridden_model(cfg, overrides)
+        check_config_files(check_config(cfg))
+
+
+def check_composition(overrides: list[str]) -> DictConfig:
+    """Compose the config as Hydra will (without its own `hydra` node): its composition errors (appending a key
+    that exists, a bad group, ...) become one line here."""
+    from hydra import compose, initialize_config_dir
+
+    evaluators.register_defaults()
+    register_resolvers()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    except Exception as error:  # Hydra's composition raises several kinds
+        text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+        raise EvalkitError(f"the command line does not compose: {text or type(error).__name__}") from None
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def check_output_folder(values: dict, multirun: bool) -> None:
+    """The run's folder must be one this process can create and write (Hydra would fail with a traceback)."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = Path(values.get(key) or "outputs").absolute()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise EvalkitError(f"{key}={folder} cannot be written ({existing} is not a writable folder); choose another "
+                           f"with {key}=DIR")
+
+
+def compose_config(model: str | Mapping | None = None, task: str | None = None, **settings) -> DictConfig:
+    """The config a command line would compose: `model` a preset, a hub id or path, or a model spec mapping; `task`
+    a task name; every other key a top-level setting (checked by the runner like a command-line key)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from evalkit.config.presets import model_spec
+
+    evaluators.register_defaults()
+    register_resolvers()
+    if task is not None:
+        task_evaluator(task)  # an unknown task is one clear error, not Hydra's
+    overrides = [f"task={task}"] if task else []
+    if isinstance(model, str) and model in choices("model"):
+        overrides.append(f"model={model}")
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app: evalkit's config is already on its path
+        cfg = compose("config", overrides=overrides)
+    else:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+    with open_dict(cfg):
+        if isinstance(model, Mapping):
+            cfg.model = dict(model)
+        elif isinstance(model, str) and model not in choices("model"):
+            cfg.model = model_spec(model)
+        for key, value in settings.items():  # a dotted key (task.path=...) reaches into its group, as on the CLI
+            OmegaConf.update(cfg, key, value, merge=False)
+        name_overridden_model(cfg, list(settings))  # labelled by its path, as on the CLI
+    return cfg

@@ -1,0 +1,167 @@
+"""What an evaluator is: a small strategy the runner drives (runner.py owns the job).
+
+An evaluator declares its typed settings (a dataclass of `setting(...)` fields: the top-level keys it reads), the
+models it needs and with which head, how it reads its data, how it turns data and loaded models into units (windows,
+examples, utterances), how it scores a batch of units into per-unit records (JSON-able: they are the resume log), how
+records aggregate into metrics and samples, and its metric catalogue (name, meaning, direction, unit, headline).
+A new evaluator is one module in evalkit/evaluators/ defining `EVALUATOR`, plus a task YAML naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from evalkit.config.settings import setting
+from evalkit.errors import EvalkitError
+
+if TYPE_CHECKING:  # torch is imported after the command line's checks, which read this module
+    import torch
+
+    from evalkit.loading.facts import ModelFacts
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The keys every evaluator shares: how much data, how large the batches, where files are."""
+
+    limit: int | None = setting(None, "perplexity: the first N tokens of the stream; other tasks: the first N "
+                                "examples / utterances", minimum=1)
+    batch_size: Any = setting("auto", "units (windows, examples, utterances) per forward pass; auto: a size that "
+                              "suits the device, halved on out-of-memory (finished units kept)",
+                              allowed="a positive integer, or auto")
+    data_dir: str | None = setting(None, "folder holding local copies of task data (e.g. ../shared/data)")
+    cache_dir: str | None = setting(None, "result cache and progress of interrupted jobs; null: off")
+    force: bool = setting(False, "recompute even when an identical job's result is cached")
+    verbose: bool = setting(False, "show every library's warnings (known-harmless ones are hidden otherwise)")
+
+
+def check_batch_size(batch_size) -> None:
+    if batch_size == "auto":
+        return
+    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size >= 1):
+        raise EvalkitError(f"batch_size={batch_size} is not allowed; allowed: a positive integer or auto")
+
+
+# RunSettings keys that say where files are, whether to recompute and what to show, not what is computed: left out
+# of a job's identity (result cache key) and of its settings (leaderboard rows)
+NOT_SETTINGS = ("force", "cache_dir", "data_dir", "verbose")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of an evaluator's metric catalogue, which names every key of results.json's `metrics`."""
+
+    name: str
+    meaning: str
+    higher_is_better: bool | None = None  # None: a count or a descriptive figure, not a score
+    unit: str = ""
+    headline: bool = False  # the one figure a leaderboard ranks by
+    interval: str | None = None  # the metrics key of its 95% interval
+    count: bool = False  # how much was evaluated: shown in the summary's title line
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A model the evaluator needs: its spec, the head, and whether it is loaded unquantized (a reference)."""
+
+    spec: Mapping
+    head: str
+    unquantized: bool = False
+
+
+@dataclass
+class Data:
+    """A task's data as read: the content, sha256 of what is evaluated (part of the job's identity), its origin."""
+
+    content: Any
+    fingerprint: str
+    origin: str
+
+
+@dataclass
+class Units:
+    """What the runner schedules: `count` units; each one's share of the throughput figure (tokens scored, one
+    example, audio seconds); optional groups (a batch never mixes groups: e.g. one window shape, so no padding) and
+    a scoring order (e.g. by length, so batches pad little)."""
+
+    count: int
+    amounts: list[float]
+    groups: list[Hashable] | None = None
+    order: list[int] | None = None
+
+
+@dataclass
+class Outcome:
+    """What aggregate() returns: corpus-level metrics, one sample per unit, and what the data was."""
+
+    metrics: dict
+    samples: list[dict]
+    data: dict
+    timing: dict = field(default_factory=dict)  # the evaluator's own timing figures, beside the runner's
+
+
+class Evaluator:
+    """The strategy interface; see the module docstring. Subclasses set the class attributes and override the
+    methods that raise."""
+
+    name: ClassVar[str]
+    Settings: ClassVar[type]
+    metrics: ClassVar[tuple[Metric, ...]]
+    throughput: ClassVar[str]  # timing key prefix: "tokens" -> tokens_per_second
+    progress_unit: ClassVar[str] = "unit"  # on the progress bar
+    unit_name: ClassVar[str] = "unit"  # in messages: window, example, utterance
+    cpu_auto_batch: ClassVar[int] = 1
+    cuda_auto_batch: ClassVar[int] = 64
+
+    def resolve(self, settings, task: Mapping):
+        """The settings with anything left to the task filled in (e.g. the task's default method)."""
+        return settings
+
+    def check(self, settings, run, task: Mapping) -> None:
+        """Checks across settings and the task (each value's own type is checked already); before any data."""
+
+    def models(self, settings, model: Mapping, facts: ModelFacts) -> dict[str, ModelRequest]:
+        """The models to load by role ("model" first), given the model spec and what its config says."""
+        raise NotImplementedError
+
+    def check_model(self, settings, role: str, spec: Mapping, facts: ModelFacts) -> None:
+        """Checks against what a model's config says (loading/facts.py), before its weights are read (e.g. the
+        context length). Runs twice: on config.json alone before torch is imported, then on the transformers
+        config."""
+
+    def read_data(self, task: Mapping, settings, run) -> Data:
+        raise NotImplementedError
+
+    def prepare(self, settings, run, task: Mapping, data: Data, models: dict) -> tuple[Any, Units]:
+        """(state, units) from the data and the loaded models (role -> LoadedModel)."""
+        raise NotImplementedError
+
+    def auto_batch_size(self, state, device: torch.device) -> int:
+        return self.cpu_auto_batch if device.type == "cpu" else self.cuda_auto_batch
+
+    def warm_up(self, state, todo: list[int]) -> None:
+        """Untimed work before the timed scoring (e.g. kernels that compile on first use)."""
+
+    def score(self, state, batch: list[int]) -> list[dict]:
+        """Per-unit records (JSON-able) for one batch of unit indices."""
+        raise NotImplementedError
+
+    def check_record(self, state, index: int, record: dict) -> bool:
+        """Whether a record read back from a progress log has the shape score() gives unit `index` (else the unit
+        is computed again)."""
+        raise NotImplementedError
+
+    def aggregate(self, state, records: list[dict], throughput: float) -> Outcome:
+        """Metrics and samples from every unit's record (in unit order); `throughput` is the measured rate (e.g.
+        audio seconds per second)."""
+        raise NotImplementedError
+
+    def headline(self) -> Metric:
+        return next(metric for metric in self.metrics if metric.headline)
+
+    def metric_keys(self) -> set[str]:
+        """Every key results.json's `metrics` may hold: the catalogue's metrics and their intervals."""
+        return {metric.name for metric in self.metrics} | {metric.interval for metric in self.metrics
+                                                           if metric.interval}

@@ -1,0 +1,173 @@
+"""What one evaluation job leaves for later ones: a result cache and a per-batch progress log.
+
+A job is identified by the model's weights fingerprint, the data's fingerprint, the settings the evaluator reads
+(with the loading settings and the model and task definitions) and the versions of the libraries that compute it.
+A job finished before is reused from the cache instead of recomputed (unless force=true); an interrupted one (Ctrl-C,
+kill -9, out of memory) left the records of its finished batches in the progress log, and rerunning the same command
+computes only the rest.
+
+    cache_dir/<key>/key.json             what the key was made of
+    cache_dir/<key>/progress.rankR.jsonl one record per finished unit (window, example, utterance), a batch at a time
+    cache_dir/<key>/results.json         the finished result (+ samples.jsonl), written last, atomically
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import evalkit
+from evalkit.hashing import canonical_json
+from evalkit.job import distributed
+from evalkit.job.results import library_versions, strict_json, write_json, write_run
+
+COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
+
+
+def computing_versions() -> dict:
+    versions = library_versions()
+    return {"evalkit": evalkit.__version__, **{name: versions.get(name) for name in COMPUTING_LIBRARIES}}
+
+
+def warn(message: str) -> None:
+    print(f"evalkit: warning: {message}", file=sys.stderr)
+
+
+class Progress:
+    """Finished units of one job: those of earlier attempts (`done`, index -> record) and this attempt's, appended a
+    batch at a time and flushed, so a killed process loses at most the batch in flight. Lines that are no record of a
+    unit of this job (torn by a kill, foreign, or two different records for one unit) are set aside, and those units
+    computed again. Without a folder nothing is kept (cache off); a log that cannot be written is given up with a
+    warning (it only saves time)."""
+
+    def __init__(self, folder: Path | None = None, units: int = 0):
+        self.done: dict[int, dict] = {}
+        self.path = None
+        if folder is None:
+            return
+        bad, conflicting = 0, set()
+        for log in sorted(folder.glob("progress.rank*.jsonl")):
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                index, record = parse_record(line, units)
+                if record is None:
+                    bad += 1
+                elif index in self.done and self.done[index] != record:
+                    conflicting.add(index)
+                else:
+                    self.done[index] = record
+        for index in conflicting:
+            del self.done[index]
+        if bad > 1 or conflicting:  # one torn line is what a kill leaves
+            warn(f"{bad + len(conflicting)} progress records in {folder} are unreadable or conflict; set aside, "
+                 "those units are computed again")
+        self.path = folder / f"progress.rank{distributed.rank()}.jsonl"
+
+    def keep_only(self, valid) -> None:
+        """Set aside records that `valid(index, record)` refuses (read back, but not of the shape this job writes)."""
+        refused = [index for index, record in self.done.items() if not valid(index, record)]
+        for index in refused:
+            del self.done[index]
+        if refused:
+            warn(f"{len(refused)} progress records do not fit this job (e.g. unit {refused[0]}); computed again")
+
+    def save(self, indices: list[int], records: list[dict]) -> None:
+        if self.path is None:
+            return
+        try:
+            with open(self.path, "a", encoding="utf-8") as log:
+                log.write("".join(strict_json({"index": i, **r}) + "\n" for i, r in zip(indices, records)))
+                log.flush()  # in the OS's hands: survives the process being killed
+        except OSError as error:
+            warn(f"the progress log {self.path} cannot be written ({error.strerror}); this run cannot be resumed")
+            self.path = None
+
+
+def parse_record(line: str, units: int) -> tuple[int | None, dict | None]:
+    """(unit index, record) of a progress-log line, or (None, None) for anything else."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None, None
+    index = record.pop("index", None) if isinstance(record, dict) else None
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < units:
+        return None, None
+    return index, record
+
+
+def readable_entry(entry: Path) -> bool:
+    """Whether a cache entry holds a complete result: a results.json of evalkit's shape and its samples."""
+    try:
+        record = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+        samples = [json.loads(line) for line in (entry / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return (isinstance(record, dict) and isinstance(record.get("metrics"), dict)
+            and isinstance(record.get("run"), dict) and all(isinstance(sample, dict) for sample in samples))
+
+
+class Job:
+    """One evaluation job's key, cache entry and progress: the runner calls lookup() once the data is read and
+    before any weights are, progress() once it knows the units, and finish() with the result. The cache only saves
+    time: when it cannot be read or written, the job says so and goes on without it."""
+
+    def __init__(self, cache_dir: str | None = None, force: bool = False):
+        self.force = force
+        self.root = Path(cache_dir).expanduser() if cache_dir else None
+        self.key: str | None = None
+        self.entry: Path | None = None
+        self.resumed = 0
+        self.note = None if self.root else "result cache off (cache_dir=null)"
+
+    def lookup(self, parts: dict, fingerprints: list[str | None]) -> Path | None:
+        """The cache entry of an identical finished job (None: compute). `parts` identify the job but for the
+        models' fingerprints; a model that cannot be fingerprinted turns the cache off for the job."""
+        if self.root is None:
+            return None
+        if None in fingerprints:
+            self.note = "result cache off for this job: a hub model's revision could not be pinned to a commit"
+            return None
+        parts = {**parts, "models": fingerprints, "versions": computing_versions()}
+        self.key = hashlib.sha256(canonical_json(parts).encode()).hexdigest()
+        entry = self.root / self.key
+        if (entry / "results.json").is_file():
+            if not self.force and readable_entry(entry):
+                return entry
+            self.note = ("force=true: cached result ignored and recomputed" if self.force else
+                         "the cached result was incomplete or corrupt: recomputed")
+            if not self.force:
+                warn(f"cache entry {entry} is incomplete or corrupt; recomputing")
+        try:
+            entry.mkdir(parents=True, exist_ok=True)
+            if self.force:
+                for log in entry.glob("progress.rank*.jsonl"):
+                    log.unlink()
+            if distributed.is_main() and not (entry / "key.json").is_file():
+                write_json(entry / "key.json", parts)
+        except OSError as error:
+            self.note = f"result cache off for this job: cache_dir={self.root} is not writable ({error.strerror})"
+            warn(f"{self.note}; set cache_dir=DIR or null")
+            return None
+        self.entry = entry
+        return None
+
+    def progress(self, units: int) -> Progress:
+        progress = Progress(self.entry, units)
+        self.resumed = len(progress.done)
+        return progress
+
+    def summary(self) -> dict:
+        return {"cache_key": self.key, "cache_hit": False, "resumed_units": self.resumed, "note": self.note}
+
+    def finish(self, record: dict, samples: list[dict]) -> None:
+        """Store the finished result in the cache (results.json last) and drop the progress log."""
+        if self.entry is None:
+            return
+        try:
+            write_run(self.entry, record, samples, exclusive=False)
+            for log in self.entry.glob("progress.rank*.jsonl"):
+                log.unlink()
+        except OSError as error:
+            warn(f"the result could not be cached in {self.entry} ({error.strerror}); it is written to the run "
+                 "folder all the same")

@@ -1,0 +1,194 @@
+"""THE runner: one job, for every evaluator. It validates the whole config before any data or weights are read,
+reads the data, fingerprints it, looks up the result cache, loads the models through the loading layer, shards the
+units across ranks, scores them in batches with one out-of-memory policy, keeps and reads back resume records, times,
+aggregates and writes the results. The evaluator (evaluator.py) only says what a unit is and how to score it."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from evalkit.config.checks import CheckedConfig, check_config, check_pairing
+from evalkit.data import read_jsonl
+from evalkit.errors import EvalkitError, Interrupted
+from evalkit.evaluators.base import Data, Evaluator, ModelRequest, Units
+from evalkit.job import distributed
+from evalkit.job.batching import score_in_batches
+from evalkit.job.cache import Job, Progress
+from evalkit.job.results import EvalResult, results_record, write_run
+from evalkit.loading import MODELS, check_head, load_model, model_config, model_facts, model_fingerprint
+from evalkit.loading.locations import check_tokenizer
+
+
+@dataclass
+class Plan(CheckedConfig):
+    """A validated job: everything knowable from the config and the models' config files."""
+
+    requests: dict[str, ModelRequest] = field(default_factory=dict)
+    model_configs: dict[str, Any] = field(default_factory=dict)  # role -> the model's transformers config, read once
+    device: Any = None  # the torch.device the options mean here
+
+
+def plan(cfg) -> Plan:
+    """Validate the whole config, in seconds: keys, values, the device, and what the models' configs allow."""
+    checked = check_config(cfg)
+    device = checked.loading.check()
+    evaluator, settings, trust = checked.evaluator, checked.settings, checked.loading.trust_remote_code
+    main_config = model_config(checked.config["model"], trust)
+    requests = evaluator.models(settings, checked.config["model"], model_facts(main_config))
+    configs = {role: main_config if role == "model" else model_config(request.spec, trust)
+               for role, request in requests.items()}
+    for role, request in requests.items():
+        check_pairing(checked, role, request, model_facts(configs[role]))
+        check_head(request.spec, configs[role], request.head)
+        check_tokenizer(request.spec)
+    return Plan(**vars(checked), requests=requests, model_configs=configs, device=device)
+
+
+def run(cfg, out_dir: Path | None = None) -> dict:
+    """Evaluate (or reuse an identical job's cached result); with out_dir, write samples.jsonl and results.json
+    there. Returns the results record."""
+    started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    if out_dir is not None and (out_dir / "results.json").exists():
+        raise EvalkitError(f"{out_dir} already holds a finished result (results.json), which a run never replaces; "
+                           "choose another folder (hydra.run.dir=...)")
+    job = plan(cfg)
+    MODELS.start_job()
+    data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
+    cache = Job(job.run.cache_dir, job.run.force)
+    fingerprints = [model_fingerprint(request.spec, job.loading.seed, job.device.type)
+                    for request in job.requests.values()]
+    hit = cache.lookup(identity(job, data), fingerprints)
+    if hit is not None:
+        return reuse_cached(hit, out_dir)
+    result = evaluate(job, data, cache)
+    record = results_record(result, job.config, job.scoped_settings(), started, time.perf_counter() - clock)
+    record["run"] = {**cache.summary(), "out_dir": str(out_dir), "models_reused": MODELS.reused}
+    if cache.resumed:
+        print(f"evalkit: resumed: {cache.resumed} finished units of an interrupted run were reused", file=sys.stderr)
+    if distributed.is_main():  # under torchrun every rank holds the full result; one writes it
+        cache.finish(record, result.samples)
+        if out_dir is not None:
+            write_results(out_dir, record, result.samples, cached=cache.entry is not None)
+    return record
+
+
+def write_results(out_dir: Path, record: dict, samples: list[dict], cached: bool) -> None:
+    """The run's files, as one line of error when they cannot be written (a finished results.json is never
+    replaced)."""
+    rerun = "; the result is cached: rerun with another hydra.run.dir to get it without recomputing" if cached else ""
+    try:
+        write_run(out_dir, record, samples)
+    except FileExistsError:
+        raise EvalkitError(f"another run finished into {out_dir} meanwhile; its results.json is kept{rerun}") from None
+    except (OSError, ValueError) as error:  # ValueError: a non-finite number, which strict JSON refuses
+        reason = getattr(error, "strerror", None) or str(error)
+        raise EvalkitError(f"could not write the results into {out_dir} ({reason}){rerun}") from None
+
+
+def identity(job: Plan, data: Data) -> dict:
+    """What makes two jobs the same (with the models' fingerprints and the library versions, added by the cache)."""
+    return {"evaluator": job.evaluator.name, "settings": job.scoped_settings(), "model": job.config["model"],
+            "task": job.config["task"], "data": data.fingerprint}
+
+
+def load_models(job: Plan) -> dict:
+    unquantized = replace(job.loading, quantization="none")
+    return {role: load_model(request.spec, unquantized if request.unquantized else job.loading, request.head,
+                             job.model_configs[role])
+            for role, request in job.requests.items()}
+
+
+def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
+    """Load, prepare the units, score this rank's share of those not done before, aggregate every rank's."""
+    distributed.init(job.device)  # before loading: tensor parallelism shards the weights over the process group
+    models = load_models(job)
+    main = models["model"]
+    state, units = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
+    progress = cache.progress(units.count)
+    progress.keep_only(lambda index, record: job.evaluator.check_record(state, index, record))
+    records, timing = score_units(job, state, units, progress, main.device)
+    outcome = job.evaluator.aggregate(state, records, timing[f"{job.evaluator.throughput}_per_second"])
+    provenance = main.provenance
+    if "reference" in models:
+        provenance = {**provenance, "reference": models["reference"].provenance}
+    return EvalResult(metrics=outcome.metrics, samples=outcome.samples, model=provenance,
+                      data={"sha256": data.fingerprint, **outcome.data}, timing={**timing, **outcome.timing})
+
+
+def score_units(job: Plan, state, units: Units, progress: Progress, device: torch.device) -> tuple[list, dict]:
+    """Every unit's record, in unit order, and the timing of the units this run computed."""
+    evaluator = job.evaluator
+    tensor_parallel = bool(job.loading.tp_plan)
+    mine = distributed.shard(units.order or list(range(units.count)), tensor_parallel)
+    todo = [i for i in mine if i not in progress.done]
+    auto = job.run.batch_size == "auto"
+    size = min(evaluator.auto_batch_size(state, device), max(len(todo), 1)) if auto else job.run.batch_size
+    computed: dict[int, dict] = {}
+    evaluator.warm_up(state, todo)
+    bar = tqdm(total=sum(units.amounts[i] for i in todo), unit=evaluator.progress_unit,
+               desc=evaluator.name, dynamic_ncols=True, disable=not distributed.is_main())
+
+    def keep(batch: list[int], records: list[dict]) -> None:
+        check_finite(evaluator, batch, records)
+        progress.save(batch, records)
+        computed.update(zip(batch, records))
+        bar.update(sum(units.amounts[i] for i in batch))
+
+    with bar, torch.inference_mode():
+        started = time.perf_counter()
+        try:
+            size = score_in_batches(todo, size, auto, lambda batch: evaluator.score(state, batch), keep,
+                                    units.groups, device)
+        except KeyboardInterrupt:
+            raise Interrupted(len(progress.done) + len(computed), progress.path is not None) from None
+        merged = distributed.gather_records({**{i: progress.done[i] for i in mine if i in progress.done}, **computed},
+                                            tensor_parallel)
+        seconds = time.perf_counter() - started
+    per_rank = distributed.gather(len(computed))
+    amount = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
+    timing = {"eval_seconds": seconds, f"{evaluator.throughput}_per_second": amount / seconds if seconds else 0.0,
+              "batch_size": size, "processes": distributed.world_size(),
+              "tensor_parallel": distributed.world_size() if tensor_parallel else 1,
+              "units_computed": units.count - len(progress.done), "units_computed_per_rank": per_rank}
+    return [merged[i] for i in range(units.count)], timing
+
+
+def non_finite(value) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, list):
+        return any(non_finite(item) for item in value)
+    return False
+
+
+def check_finite(evaluator: Evaluator, batch: list[int], records: list[dict]) -> None:
+    """A NaN or infinite score is never a result: stop at the first unit that produced one."""
+    for index, record in zip(batch, records):
+        for key, value in record.items():
+            if non_finite(value):
+                raise EvalkitError(f"{evaluator.unit_name} {index} scored a non-finite {key} (NaN or infinity): the "
+                                   "model's outputs are not finite there; nothing is written or cached")
+
+
+def reuse_cached(entry: Path, out_dir: Path | None) -> dict:
+    """Copy a cached result into this run's folder, saying where and when it was computed."""
+    record = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+    print(f"evalkit: cache hit: this model, data and settings were evaluated in {record['run']['out_dir']} "
+          f"(started {record['started_at']}); result copied, nothing recomputed (force=true recomputes)",
+          file=sys.stderr)
+    reused_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir),
+                     "computed_in": record["run"]["out_dir"], "reused_at": reused_at}
+    if distributed.is_main() and out_dir is not None:
+        write_results(out_dir, record, [sample for _, sample in read_jsonl(entry / "samples.jsonl")], cached=True)
+    return record

@@ -1,0 +1,3 @@
+from evalkit.leaderboard.build import main
+
+main()

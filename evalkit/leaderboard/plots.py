@@ -1,0 +1,91 @@
+"""The leaderboard's pictures (PNG, embedded in the page and kept beside it): per task, the models' headline values
+with their 95% intervals; per model and task run at several strides, perplexity and tokens/s against stride."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from evalkit.hashing import canonical_json
+from evalkit.job.results import write_atomic
+from evalkit.leaderboard.grid import NOT_COMPARED, VARIANT_KEYS
+from evalkit.leaderboard.lm_eval_export import slug
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(figure, folder: Path, name: str, taken: set[str]) -> Path:
+    while name in taken:
+        name = name.removesuffix(".png") + "_.png"
+    taken.add(name)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    pyplot().close(figure)
+    write_atomic(folder / name, lambda stream: stream.write(buffer.getvalue()), binary=True)
+    return folder / name
+
+
+def comparison_charts(grid: dict, views: list[dict], folder: Path) -> dict[str, Path]:
+    """Per task of the grid: one dot per model with its interval bar, best at the top."""
+    plt, charts, taken = pyplot(), {}, set()
+    for view in views:
+        task = view["task"]
+        cells = [(label, grid["cells"][label][task]) for label in grid["models"] if task in grid["cells"][label]]
+        if not cells:
+            continue
+        cells.sort(key=lambda item: item[1]["value"], reverse=not view["higher_is_better"])
+        figure, axis = plt.subplots(figsize=(7, 0.45 * len(cells) + 1.3))
+        for position, (label, cell) in enumerate(cells):
+            low, high = cell["interval"] or (cell["value"], cell["value"])
+            axis.errorbar(cell["value"], position, xerr=[[cell["value"] - low], [high - cell["value"]]], fmt="o",
+                          color="#1f5fa8" if cell["same_settings"] else "#999999", capsize=4)
+        axis.set_yticks(range(len(cells)), [label for label, _ in cells])
+        better = "higher" if view["higher_is_better"] else "lower"
+        axis.set(xlabel=f"{view['metric']}{' (' + view['unit'] + ')' if view['unit'] else ''}, {better} is better; "
+                 "bars: 95% interval", title=task)
+        axis.grid(axis="x", alpha=0.3)
+        figure.tight_layout()
+        charts[task] = save(figure, folder, f"compare__{slug(task)}.png", taken)
+    return charts
+
+
+def stride_plots(rows: list[dict], folder: Path) -> list[tuple[str, str, Path]]:
+    """(task, title, PNG) per (model, task, other settings) run at 2+ strides: perplexity and tokens/s against
+    stride."""
+    plt, taken = pyplot(), set()
+    sweeps = defaultdict(list)
+    for row in rows:
+        if row["evaluator"] == "perplexity" and row["value"] is not None:
+            rest = {k: v for k, v in row["settings"].items() if k != "stride"}
+            sweeps[(row["label"], row["task"], canonical_json(rest))].append(row)
+    plots = []
+    for (model, task, _), sweep in sweeps.items():
+        if len({r["settings"]["stride"] for r in sweep}) < 2:
+            continue
+        sweep.sort(key=lambda r: r["settings"]["stride"])
+        strides = [r["settings"]["stride"] for r in sweep]
+        fixed = " ".join(f"{k}={v}" for k, v in sweep[0]["varying"].items()
+                         if k not in ("stride", *VARIANT_KEYS, *NOT_COMPARED) and v is not None)
+        title = f"{model} on {task}" + (f" ({fixed})" if fixed else "")
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        figure.suptitle(title)
+        left.plot(strides, [r["value"] for r in sweep], marker="o")
+        left.set(xscale="log", xlabel="stride (tokens)", ylabel="perplexity")
+        right.plot(strides, [r["timing"].get("tokens_per_second") or math.nan for r in sweep], marker="o")
+        right.set(xscale="log", xlabel="stride (tokens)", ylabel="tokens / s")
+        for axis in (left, right):
+            axis.set_xticks(strides, [str(s) for s in strides])
+            axis.minorticks_off()
+            axis.grid(alpha=0.3)
+        figure.tight_layout()
+        plots.append((task, title, save(figure, folder, f"{slug(model)}__{slug(task)}.png", taken)))
+    return plots

@@ -1,0 +1,1 @@
+"""What a loaded model computes, by request type, shared by every evaluator."""
