@@ -1,0 +1,87 @@
+"""generate_until against lm-evaluation-harness's HFLM.generate_until (the independent reference): the same
+continuations, stop strings cut the same way, on random-init GPT-2 and LLaMA shapes with the packaged tokenizer."""
+
+import pytest
+import transformers
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
+
+from evalkit.scoring.generation import Sampling, cut_at_stop, generate_until, stop_strings
+
+PROMPTS = [
+    "Question: Natalia sold clips to 48 of her friends in April. How many clips did she sell?\nAnswer:",
+    "The capital of France is",
+    "def add(a, b):\n    return",
+    "1, 2, 3, 4,",
+    "Once upon a time there was a small village near the sea, where every morning the fishermen",
+]
+MAX_LENGTH, MAX_GEN_TOKS = 256, 24
+
+
+def lm_eval_generations(model, tokenizer, until: list[str], batch_size: int) -> list[str]:
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=MAX_LENGTH, device="cpu")
+    kwargs = {"until": until, "max_gen_toks": MAX_GEN_TOKS, "do_sample": False}
+    return lm.generate_until([Instance("generate_until", {}, (prompt, dict(kwargs)), i)
+                              for i, prompt in enumerate(PROMPTS)])
+
+
+@pytest.fixture(scope="module", params=["tiny_gpt2_dir", "tiny_llama_dir"])
+def model_and_tokenizer(request):
+    path = request.getfixturevalue(request.param)
+    return (transformers.AutoModelForCausalLM.from_pretrained(path).eval(),
+            transformers.AutoTokenizer.from_pretrained(path))
+
+
+def a_stop_string(model, tokenizer) -> str:
+    """A piece of text the model does generate for the first prompt (random weights say little of which), so that
+    the stop strings really cut."""
+    free = generate_until(model, tokenizer, PROMPTS[:1], [], MAX_GEN_TOKS, MAX_LENGTH)[0]
+    return free[len(free) // 2: len(free) // 2 + 2]
+
+
+def test_greedy_generations_equal_lm_eval(model_and_tokenizer):
+    """In batches of 3: left padding and rows that stop at different steps."""
+    model, tokenizer = model_and_tokenizer
+    batch_size = 3
+    until = [a_stop_string(model, tokenizer), "\n\n"]
+    padding_side = tokenizer.padding_side
+    ours = generate_until(model, tokenizer, PROMPTS, until, MAX_GEN_TOKS, MAX_LENGTH, batch_size=batch_size)
+    assert tokenizer.padding_side == padding_side  # a tokenizer shared by a sweep's jobs is left as it was
+    theirs = lm_eval_generations(model, tokenizer, until, batch_size)
+    assert ours == theirs
+    uncut = generate_until(model, tokenizer, PROMPTS, [], MAX_GEN_TOKS, MAX_LENGTH, batch_size=batch_size)
+    assert any(cut != whole for cut, whole in zip(ours, uncut)), "no stop string cut any continuation"
+    assert all(whole.startswith(cut) for cut, whole in zip(ours, uncut))
+
+
+def test_prompts_are_cut_from_the_left_to_leave_room_for_generation(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    long_prompt = " ".join(PROMPTS * 20)
+    assert len(tokenizer(long_prompt)["input_ids"]) > MAX_LENGTH
+    ours = generate_until(model, tokenizer, [long_prompt], [], MAX_GEN_TOKS, MAX_LENGTH)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1, max_length=MAX_LENGTH, device="cpu")
+    theirs = lm.generate_until([Instance("generate_until", {}, (long_prompt, {"max_gen_toks": MAX_GEN_TOKS,
+                                                                              "until": [], "do_sample": False}), 0)])
+    assert ours == theirs
+
+
+def test_sampling_is_reproducible_and_differs_from_greedy(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    sampled = Sampling(do_sample=True, temperature=1.0, seed=7)
+    first, again, greedy = (generate_until(model, tokenizer, PROMPTS[:2], [], MAX_GEN_TOKS, MAX_LENGTH, batch_size=2,
+                                           sampling=how) for how in (sampled, sampled, Sampling()))
+    assert first == again and first != greedy
+
+
+def test_stop_strings_are_cut_as_lm_eval_cuts_them(smol_tokenizer_dir):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(smol_tokenizer_dir)
+    strings = stop_strings(tokenizer, ["Question:", "", "\n\n"])
+    assert strings == ["Question:", "\n\n", tokenizer.decode([tokenizer.eos_token_id])]
+    assert cut_at_stop("The answer is 4.\n\nQuestion: next", strings) == "The answer is 4."
+    assert cut_at_stop("no stop here", strings) == "no stop here"
+
+
+def test_no_room_for_a_prompt_is_refused(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ValueError, match="max_gen_toks=256 leaves no room"):
+        generate_until(model, tokenizer, PROMPTS, [], 256, 256)
