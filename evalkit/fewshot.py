@@ -1,0 +1,57 @@
+"""Few-shot examples drawn and joined exactly as lm-evaluation-harness 0.4.13 does, so that prompts are byte-identical
+to lm-eval's: one random.Random(1234) draws every evaluated document's examples in document order (`rnd.sample(pool,
+n)`), or n + 1 with the document itself left out when the pool is the evaluated split; `first_n` takes the pool's
+first n (MMLU's dev examples). An example is its question, the target delimiter, its answer and the few-shot
+delimiter; the document's own question follows. Pure and torch-free: contexts are built while the data is read, so
+they enter the data fingerprint, the cache key and every rank's and resumed run's prompts."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from evalkit.errors import EvalkitError
+
+FEWSHOT_SEED = 1234  # lm-eval's fewshot_random_seed
+SAMPLERS = ("default", "first_n")
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """How a task's few-shot examples are chosen and joined (lm-eval's fewshot_config and delimiters)."""
+
+    num_fewshot: int = 0
+    sampler: str = "default"
+    seed: int = FEWSHOT_SEED
+    target_delimiter: str = " "
+    fewshot_delimiter: str = "\n\n"
+
+
+def draw(pool: Sequence[Mapping], docs: Sequence[Mapping], fewshot: FewShot, same_split: bool) -> list[list[int]]:
+    """For each document in order, the indices into `pool` of its examples (`same_split`: the pool is the evaluated
+    split, so the document itself, and any row equal to it, is never its own example)."""
+    count = fewshot.num_fewshot
+    if count == 0:
+        return [[] for _ in docs]
+    if count > len(pool) - same_split:
+        raise EvalkitError(f"num_fewshot={count} exceeds the {len(pool)} examples of the few-shot pool")
+    if fewshot.sampler == "first_n":
+        return [[i for i in range(len(pool)) if not (same_split and pool[i] == doc)][:count] for doc in docs]
+    rnd = random.Random(fewshot.seed)
+    drawn = []
+    for doc in docs:
+        if not same_split:
+            drawn.append(rnd.sample(range(len(pool)), count))
+            continue
+        picked = [i for i in rnd.sample(range(len(pool)), count + 1) if pool[i] != doc][:count]
+        if len(picked) < count:  # the pool held copies of the document: draw again without any of them
+            picked = rnd.sample([i for i in range(len(pool)) if pool[i] != doc], count)
+        drawn.append(picked)
+    return drawn
+
+
+def context(examples: Sequence[tuple[str, str]], question: str, fewshot: FewShot, description: str = "") -> str:
+    """The prompt text: the description, each (question, answer) example, then the document's question."""
+    shots = "".join(f"{q}{fewshot.target_delimiter}{a}{fewshot.fewshot_delimiter}" for q, a in examples)
+    return description + shots + question
