@@ -30,8 +30,10 @@ CPU_ROWS, CUDA_ROWS = 16, 128  # model inputs per forward pass under batch_size=
 class Settings:
     method: str | None = setting(None, "nli | loglikelihood | embedding; null: the task's own default",
                                  choices=tuple(METHODS))
-    multi_label: bool = setting(False, "nli: score each label on its own (entailment vs contradiction)")
-    calibrate: bool = setting(False, "loglikelihood: contextual calibration against the task's content-free inputs")
+    multi_label: bool = setting(False, "score each label on its own (entailment vs contradiction)",
+                                only_with={"method": "nli"})
+    calibrate: bool = setting(False, "contextual calibration against the task's content-free inputs",
+                              only_with={"method": "loglikelihood"})
 
 
 @dataclass
