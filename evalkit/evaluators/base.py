@@ -56,6 +56,8 @@ class Metric:
     headline: bool = False  # the one figure a leaderboard ranks by
     interval: str | None = None  # the metrics key of its 95% interval
     count: bool = False  # how much was evaluated: shown in the summary's title line
+    units: bool = False  # the count of units evaluated (the primary count: lm-evaluation-harness's n-samples)
+    lm_eval_name: str | None = None  # lm-evaluation-harness's name for it, where that differs
 
 
 @dataclass(frozen=True)

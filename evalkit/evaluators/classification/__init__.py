@@ -56,11 +56,12 @@ class Classification(Evaluator):
     unit_name = "example"
     metrics = (
         Metric("accuracy", "share of examples whose top-scored label is the true one", True, "", headline=True,
-               interval="accuracy_ci95"),
+               interval="accuracy_ci95", lm_eval_name="acc"),
         Metric("macro_f1", "F1 per label, averaged over labels", True),
-        Metric("accuracy_norm", "loglikelihood: accuracy with scores divided by continuation bytes", True),
+        Metric("accuracy_norm", "loglikelihood: accuracy with scores divided by continuation bytes", True,
+               lm_eval_name="acc_norm"),
         Metric("accuracy_uncalibrated", "loglikelihood with calibrate=true: accuracy before calibration", True),
-        Metric("examples", "examples evaluated", None, count=True),
+        Metric("examples", "examples evaluated", None, count=True, units=True),
         Metric("per_class", "per label: precision, recall, F1 and support (examples of that label)", None),
         Metric("confusion_matrix", "counts: rows the true label, columns the predicted, in confusion_labels' order",
                None),
