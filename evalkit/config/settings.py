@@ -59,7 +59,7 @@ def accepts(kind, value, spec: Field) -> bool:
         return whole and is_number(value) and (minimum is None or value >= minimum)
     if kind is str:
         return isinstance(value, str) and (pattern is None or re.fullmatch(pattern, value) is not None)
-    return kind is Any or (isinstance(kind, type) and isinstance(value, kind))
+    return isinstance(kind, type) and isinstance(value, kind)  # bool, a mapping, ...
 
 
 def words_for(kind, spec: Field) -> list[str]:
@@ -72,7 +72,7 @@ def words_for(kind, spec: Field) -> list[str]:
              STRINGS: ["a list of strings"], str: list(map(str, choices)) if choices else
              [f"a string matching {spec.metadata['pattern']}" if spec.metadata.get("pattern") else "a string"],
              type(None): ["null"]}
-    return named.get(kind, ["a mapping" if kind is Mapping else "any value"])
+    return named.get(kind, [f"a {kind.__name__.lower()}"])  # a mapping, ...
 
 
 def allowed_words(spec: Field, annotation) -> str:
