@@ -22,16 +22,17 @@ STRINGS = tuple[str, ...]  # the list-of-strings kind (a tuple: settings are fro
 
 def setting(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None,
             pattern: str | None = None, allowed: str | None = None, only_with: Mapping | None = None,
-            compared: bool = True, plotted: bool = False) -> Any:
+            compared: bool = True, plotted: bool = False, variant: bool = False) -> Any:
     """A settings field: its default (a tuple for a list of strings), what it means (shown in --help), and its
     allowed values: `choices`, a `minimum` for numbers, a `pattern` a string must match in full; `allowed`: the
     allowed values in words, where the type and these say too little (then its own code checks the rest).
     `only_with={"method": "nli"}`: the key is read only when `method` is nli (one of a tuple), so setting it with
     another method is an error. For the leaderboard: `compared=False` for a setting that adds figures but changes
-    none of the others (runs differing only in it compare); `plotted=True` for a setting worth a sweep plot."""
+    none of the others (runs differing only in it compare); `plotted=True` for a setting worth a sweep plot;
+    `variant=True` for a loading setting that makes a run another variant of its model (another row of the grid)."""
     return field(default=default, metadata={
         "help": help, "choices": choices, "minimum": minimum, "pattern": pattern, "allowed": allowed,
-        "only_with": dict(only_with or {}), "compared": compared, "plotted": plotted})
+        "only_with": dict(only_with or {}), "compared": compared, "plotted": plotted, "variant": variant})
 
 
 def kinds_of(annotation) -> list:

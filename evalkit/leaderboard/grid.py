@@ -5,14 +5,17 @@ the models x tasks grid of headline metrics, comparing like with like."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import fields
 
 from evalkit import evaluators
 from evalkit.config.settings import keys_with
 from evalkit.hashing import canonical_json
+from evalkit.loading.options import LoadOptions
 
-# loading settings that change the numbers: a model run with another of these is another row of the grid
-VARIANT_KEYS = ("quantization", "dtype")
-VARIANT_DEFAULTS = {"quantization": "none", "dtype": "auto"}
+# loading settings that change the numbers (LoadOptions marks them): a model run with another of these is another row
+# of the grid
+VARIANT_KEYS = keys_with(LoadOptions, variant=True)
+VARIANT_DEFAULTS = {spec.name: spec.default for spec in fields(LoadOptions) if spec.name in VARIANT_KEYS}
 
 
 def evaluator_keys(name: str, **metadata) -> tuple[str, ...]:

@@ -33,13 +33,17 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """The loading keys of the config (top-level keys on the command line: `dtype=bfloat16`)."""
+    """The loading keys of the config (top-level keys on the command line: `dtype=bfloat16`). The leaderboard labels
+    a model run with another value of a `variant` key as a variant of it, in this order: `gpt2 (int8, bfloat16)`."""
 
     device: str = setting("auto", "where the model runs; auto: a GPU when there is one (under torchrun, this "
                           "process's), else the CPU", pattern=r"auto|cpu|mps|cuda(:\d+)?",
                           allowed="auto, cpu, cuda, cuda:N, mps")
+    quantization: str = setting("none", "int8 / int4: bitsandbytes while loading (CUDA); torchao-int8 (CPU too) / "
+                                "torchao-int4 (CUDA): the loaded model quantized in place",
+                                choices=tuple(QUANTIZATIONS), variant=True)
     dtype: str = setting("auto", "the weights' dtype; auto: the checkpoint's (never float16 on a CPU)",
-                         choices=DTYPES)
+                         choices=DTYPES, variant=True)
     device_map: str | None = setting(None, "spread a model too large for one device over several, through "
                                      "accelerate (e.g. auto)")
     max_memory: Mapping | None = setting(None, "with device_map: per-device caps, e.g. {0: 10GiB, cpu: 60GiB}",
@@ -50,8 +54,6 @@ class LoadOptions:
     attn_implementation: str | None = setting(None, "the attention kernel; null: transformers' default",
                                               allowed="eager, sdpa, flash_attention_2, flex_attention, ..., a hub "
                                               "kernel (org/repo), or null")
-    quantization: str = setting("none", "int8 / int4: bitsandbytes while loading (CUDA); torchao-int8 (CPU too) / "
-                                "torchao-int4 (CUDA): the loaded model quantized in place", choices=tuple(QUANTIZATIONS))
     trust_remote_code: bool = setting(False, "run the model's own code from its folder or hub repository (read it "
                                       "first)")
     cpu_linear: str = setting("auto", "CPU float32 linear layers through oneDNN with prepacked weights (auto, "
