@@ -187,11 +187,15 @@ CONFIG_FILES = {  # config.json alone: the command-line check reads nothing else
 EARLY_CASES = [  # (model, arguments, the error's words; None: the check passes)
     ("lm", ["stride=0"], "stride=0 is not allowed"),
     ("lm", ["dtype=float64"], "dtype=float64 is not allowed"),
-    ("lm", ["device=xpu"], "device=xpu is not a device"),
+    ("lm", ["device=xpu"], "device=xpu is not allowed; allowed: auto, cpu, cuda, cuda:N, mps"),
     ("lm", ["batch_size=0"], "batch_size=0 is not allowed"),
     ("lm", ["max_length=513", "stride=8"], "exceeds the model's context length (512)"),
     ("lm", ["task=agnews"], "use method=loglikelihood with it"),
     ("lm", ["task=sst2", "method=nli"], "has no entailment or contradiction label"),
+    ("lm", ["task=sst2", "method=nli", "calibrate=true"], "calibrate=true applies only with method=loglikelihood, "
+     "not method=nli; allowed with method=nli: calibrate=false"),
+    ("lm", ["task=sst2", "multi_label=true"], "multi_label=true applies only with method=nli, not "
+     "method=loglikelihood"),  # the task's default method
     ("encoder", ["task=sst2", "method=loglikelihood"], "use method=embedding with it"),
     ("nli", ["task=sst2", "method=loglikelihood"], "use method=nli (for an NLI model) with it"),
     ("nli", [], "without a language-model head"),

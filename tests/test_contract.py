@@ -51,6 +51,13 @@ def test_every_evaluator_has_a_contract_job(jobs):
     assert sorted(jobs) == EVALUATORS  # a new evaluator adds its small job above
 
 
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_catalogue_names_one_count_of_units(name):
+    """The leaderboard's lm-eval export takes n-samples from the one count metric marked units=True."""
+    units = [metric for metric in evaluators.get(name).metrics if metric.units]
+    assert len(units) == 1 and units[0].count
+
+
 def cli_overrides(job: dict) -> list[str]:
     overrides = []
     for key, value in job.items():

@@ -223,3 +223,28 @@ def test_runs_of_different_task_definitions_are_different_rows(outputs, tmp_path
         (tmp_path / name / "results.json").write_text(json.dumps(changed))
     collected = collect(tmp_path)
     assert len(collected["rows"]) == 2 and not collected["superseded"]
+
+
+def test_exports_follow_what_the_evaluator_declares(board, monkeypatch):
+    """The lm-eval export's n-shot is an evaluator's num_fewshot setting where it has one, its n-samples the count
+    of units from the catalogue; the grid leaves out of `compared` the settings marked compared=False."""
+    from dataclasses import make_dataclass
+    from types import SimpleNamespace
+
+    from evalkit import evaluators
+    from evalkit.config.settings import setting
+    from evalkit.leaderboard.lm_eval_export import lm_eval_results
+
+    rows = json.loads((board / "leaderboard.json").read_text())["rows"]
+    row = next(r for r in rows if r["task"] == "sst2")
+    assert json.loads((board / "lm_eval" / "minilm-l6-v2.json").read_text())["n-shot"]["sst2"] == 0
+    text_rows = [r for r in rows if r["task"] == "text"]
+    assert all("reference_model" not in r["compared"] and "stride" in r["compared"] for r in text_rows)
+    real = evaluators.get(row["evaluator"])
+
+    few_shot = SimpleNamespace(name=real.name, metrics=real.metrics, Settings=make_dataclass(
+        "Settings", [("num_fewshot", int, setting(0, "examples in context", minimum=0))]))
+    monkeypatch.setattr(evaluators, "get", lambda name: few_shot)
+    exported = lm_eval_results([{**row, "settings": {**row["settings"], "num_fewshot": 5}}])
+    assert exported["n-shot"]["sst2"] == exported["configs"]["sst2"]["num_fewshot"] == 5
+    assert exported["n-samples"]["sst2"] == {"original": 30, "effective": 30}

@@ -42,3 +42,9 @@ def test_wheel_installs_and_evaluates_outside_the_repo(tmp_path, tiny_gpt2_dir):
     assert done.returncode == 0, done.stderr
     metrics = json.loads((outside / "run" / "results.json").read_text())["metrics"]
     assert metrics["tokens_scored"] == 299
+    # the leaderboard's page inlines its stylesheet and script, which the wheel carries as package data
+    board = subprocess.run([str(env / "bin" / "evalkit-leaderboard"), "run", "-o", "board"], cwd=outside,
+                           capture_output=True, text=True)
+    assert board.returncode == 0, board.stderr
+    page = (outside / "board" / "index.html").read_text()
+    assert "body { font:" in page and 'addEventListener("change", render)' in page

@@ -12,10 +12,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from evalkit import evaluators
 from evalkit.cli.summary import summary
 from evalkit.cli.sweeps import record_failure
-from evalkit.config.compose import CONF_DIR, check_command_line, name_overridden_model, register_resolvers
+from evalkit.config.compose import (
+    CONF_DIR,
+    check_command_line,
+    name_overridden_model,
+    register_defaults,
+    register_resolvers,
+)
 from evalkit.errors import EvalkitError, Interrupted
 
 
@@ -64,5 +69,5 @@ def run(argv: list[str]) -> None:
         print(f"evalkit: error: {error}", file=sys.stderr)
         sys.exit(2)
     register_resolvers()
-    evaluators.register_defaults()
+    register_defaults()
     hydra_main()

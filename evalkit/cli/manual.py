@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from evalkit import evaluators
 from evalkit.config.compose import CONF_DIR, choices
-from evalkit.config.settings import describe
+from evalkit.config.settings import describe, shown
 from evalkit.evaluators.base import RunSettings
 from evalkit.loading import LoadOptions
 
@@ -40,13 +40,10 @@ def wrapped(text: str, indent: int, hanging: int = 0) -> list[str]:
 
 
 def key_lines(title: str, schema: type) -> list[str]:
-    """Each key with its default (config.yaml's where it sets one), meaning and allowed values."""
-    top = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "config.yaml"), resolve=False)
+    """Each key with its default, meaning and allowed values."""
     lines = ["", title]
     for key, default, meaning, allowed in describe(schema):
-        default = top.get(key, default)
-        shown = "null" if default is None else str(default).lower() if isinstance(default, bool) else default
-        lines.append(f"  {key}={shown}")
+        lines.append(f"  {key}={shown(default)}")
         lines += wrapped(meaning + (f" (allowed: {allowed})" if allowed else ""), 6)
     return lines
 

@@ -12,12 +12,12 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from evalkit import evaluators
-from evalkit.config.settings import read_settings
+from evalkit.config.settings import check_only_with, read_settings
 from evalkit.data import check_task
 from evalkit.errors import EvalkitError
-from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelRequest, RunSettings, check_batch_size
+from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelRequest, RunSettings
 from evalkit.loading.facts import ModelFacts, check_trained_head, file_facts
-from evalkit.loading.options import LoadOptions, check_values
+from evalkit.loading.options import LoadOptions, check_combinations
 
 GROUPS = ("model", "task")
 RUN_KEYS = tuple(f.name for f in fields(RunSettings))
@@ -55,17 +55,18 @@ class CheckedConfig:
 
 
 def check_config(cfg) -> CheckedConfig:
-    """Keys, values and the evaluator's checks across settings and task."""
+    """Keys, values (a key read only with another's value, e.g. its method, after the task's defaults are
+    resolved) and the evaluator's checks across settings and task."""
     config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     task = config["task"]
     check_task(task)
     evaluator = evaluators.get(task.get("evaluator"))
     check_keys(config, evaluator.name, task.get("name"))
     run = read_settings(RunSettings, config)
-    check_batch_size(run.batch_size)
-    loading = LoadOptions.from_config(config)
-    check_values(loading)
+    loading = read_settings(LoadOptions, config)
+    check_combinations(loading)
     settings = evaluator.resolve(read_settings(evaluator.Settings, config), task)
+    check_only_with(settings)
     evaluator.check(settings, run, task)
     return CheckedConfig(evaluator, config, run, loading, settings)
 

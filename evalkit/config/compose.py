@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -15,6 +16,8 @@ from evalkit.cli.startup import command_line_overrides, default_choice
 from evalkit.config import CONF_DIR
 from evalkit.config.checks import GROUPS, check_config, check_config_files, check_keys
 from evalkit.errors import EvalkitError
+from evalkit.evaluators.base import RunSettings
+from evalkit.loading.options import LoadOptions
 
 
 def run_id() -> str:
@@ -26,6 +29,19 @@ def run_id() -> str:
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("evalkit_run_id"):
         OmegaConf.register_new_resolver("evalkit_run_id", run_id, use_cache=True)
+
+
+def register_defaults() -> None:
+    """The settings' defaults as Hydra configs, from the dataclasses that declare them: `keys/run` and `keys/loading`,
+    which config.yaml pulls in at the top level, and each evaluator's as `evaluator/NAME`, which a task pulls in
+    (`defaults: [/evaluator@_global_: NAME]`), so that `stride=256` is a key exactly when the task reads it."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(group="keys", name="run", node=asdict(RunSettings()))
+    store.store(group="keys", name="loading", node=asdict(LoadOptions()))
+    for name in evaluators.names():
+        store.store(group="evaluator", name=name, node=asdict(evaluators.get(name).Settings()))
 
 
 def choices(group: str) -> list[str]:
@@ -89,7 +105,7 @@ def check_composition(overrides: list[str]) -> DictConfig:
     that exists, a bad group, ...) become one line here."""
     from hydra import compose, initialize_config_dir
 
-    evaluators.register_defaults()
+    register_defaults()
     register_resolvers()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -120,7 +136,7 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
 
     from evalkit.config.presets import model_spec
 
-    evaluators.register_defaults()
+    register_defaults()
     register_resolvers()
     if task is not None:
         task_evaluator(task)  # an unknown task is one clear error, not Hydra's

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from dataclasses import asdict
 
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import Evaluator
@@ -23,12 +22,3 @@ def get(name: str) -> Evaluator:
         raise EvalkitError(f"task.evaluator={name} is not known; allowed: {', '.join(names())}")
     return importlib.import_module(f"{__name__}.{name}").EVALUATOR
 
-
-def register_defaults() -> None:
-    """Each evaluator's settings defaults as the Hydra config `evaluator/NAME`, which a task pulls in at the top level
-    (`defaults: [/evaluator@_global_: NAME]`), so that `stride=256` is a key exactly when the task reads it."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    for name in names():
-        store.store(group="evaluator", name=name, node=asdict(get(name).Settings()))

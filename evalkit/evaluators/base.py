@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from evalkit.config.settings import setting
-from evalkit.errors import EvalkitError
 
 if TYPE_CHECKING:  # torch is imported after the command line's checks, which read this module
     import torch
@@ -24,24 +23,21 @@ if TYPE_CHECKING:  # torch is imported after the command line's checks, which re
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The keys every evaluator shares: how much data, how large the batches, where files are."""
+    """The keys every evaluator shares: how much data, how large the batches, where files are. The folders' defaults
+    are interpolations that Hydra resolves: an environment variable when set."""
 
     limit: int | None = setting(None, "perplexity: the first N tokens of the stream; other tasks: the first N "
                                 "examples / utterances", minimum=1)
-    batch_size: Any = setting("auto", "units (windows, examples, utterances) per forward pass; auto: a size that "
-                              "suits the device, halved on out-of-memory (finished units kept)",
-                              allowed="a positive integer, or auto")
-    data_dir: str | None = setting(None, "folder holding local copies of task data (e.g. ../shared/data)")
-    cache_dir: str | None = setting(None, "result cache and progress of interrupted jobs; null: off")
+    batch_size: int | Literal["auto"] = setting("auto", "units (windows, examples, utterances) per forward pass; "
+                                                "auto: a size that suits the device, halved on out-of-memory "
+                                                "(finished units kept)", minimum=1)
+    data_dir: str | None = setting("${oc.env:EVALKIT_DATA_DIR,null}", "folder holding local copies of task data "
+                                   "(e.g. ../shared/data); by default $EVALKIT_DATA_DIR")
+    cache_dir: str | None = setting("${oc.env:EVALKIT_CACHE_DIR,'~/.cache/evalkit'}", "result cache and progress "
+                                    "of interrupted jobs; null: off; by default $EVALKIT_CACHE_DIR, else "
+                                    "~/.cache/evalkit")
     force: bool = setting(False, "recompute even when an identical job's result is cached")
     verbose: bool = setting(False, "show every library's warnings (known-harmless ones are hidden otherwise)")
-
-
-def check_batch_size(batch_size) -> None:
-    if batch_size == "auto":
-        return
-    if isinstance(batch_size, bool) or not (isinstance(batch_size, int) and batch_size >= 1):
-        raise EvalkitError(f"batch_size={batch_size} is not allowed; allowed: a positive integer or auto")
 
 
 # RunSettings keys that say where files are, whether to recompute and what to show, not what is computed: left out
@@ -60,6 +56,8 @@ class Metric:
     headline: bool = False  # the one figure a leaderboard ranks by
     interval: str | None = None  # the metrics key of its 95% interval
     count: bool = False  # how much was evaluated: shown in the summary's title line
+    units: bool = False  # the count of units evaluated (the primary count: lm-evaluation-harness's n-samples)
+    lm_eval_name: str | None = None  # lm-evaluation-harness's name for it, where that differs
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from collections.abc import Callable, Hashable
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from evalkit.evaluators.base import check_batch_size
+from evalkit.config.settings import check_setting
+from evalkit.evaluators.base import RunSettings
 
 # Attention kernels for batches whose sequence length changes from batch to batch (padded text, token-by-token
 # decoding). cuDNN's is left out: it plans anew for every new shape, which measured 4.8 ms of CPU per attention call
@@ -18,7 +19,7 @@ VARIABLE_SHAPE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATT
 
 def resolve_batch_size(batch_size: int | str, auto: int) -> int:
     """A positive integer as given, or `auto`'s value for batch_size=auto; anything else is a clear error."""
-    check_batch_size(batch_size)
+    check_setting(RunSettings, "batch_size", batch_size)
     return auto if batch_size == "auto" else batch_size
 
 

@@ -17,8 +17,9 @@ Writes into the output folder:
 - leaderboard.md and leaderboard.csv: the rows as tables;
 - lm_eval/<model>.json: the rows of one model (variant) in lm-evaluation-harness's results layout ("results",
   "configs", "versions", "n-shot", "higher_is_better", "n-samples", "config");
-- plots/compare__<task>.png: the models' headline values with intervals; plots/<model>__<task>.png: perplexity and
-  tokens/s against stride, where a model was run at several strides;
+- plots/compare__<task>.png: the models' headline values with intervals; plots/<model>__<task>.png: the headline
+  metric and the throughput against a setting its evaluator marks as plotted, where a model was run at several of
+  its values;
 - index.html: one self-contained page (no server, no network): the models x tasks grid, then per task its charts
   and a sortable table of its runs linking to their folders; filters by task, model and partial runs.
 
@@ -43,10 +44,10 @@ from evalkit import evaluators
 from evalkit.config.settings import is_number
 from evalkit.hashing import canonical_json
 from evalkit.job.results import write_atomic, write_json
-from evalkit.leaderboard.grid import grid, rows_by_task, task_views, variant_label, varying_settings
+from evalkit.leaderboard.grid import evaluator_keys, grid, rows_by_task, task_views, variant_label, varying_settings
 from evalkit.leaderboard.lm_eval_export import lm_eval_names, lm_eval_results
 from evalkit.leaderboard.page import page
-from evalkit.leaderboard.plots import comparison_charts, stride_plots
+from evalkit.leaderboard.plots import comparison_charts, sweep_plots
 from evalkit.leaderboard.tables import markdown, table_rows, write_csv
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
@@ -100,6 +101,12 @@ def malformed(record: dict) -> str | None:
     return None
 
 
+def compared_settings(record: dict) -> dict:
+    """The run's evaluator settings that change its numbers (not those that only add figures)."""
+    not_compared = evaluator_keys(record["evaluator"], compared=False)
+    return {k: v for k, v in (record["settings"].get(record["evaluator"]) or {}).items() if k not in not_compared}
+
+
 def make_row(record: dict, path: Path) -> dict:
     """One row: the run's settings (those its evaluator reads, with the loading and run settings; the scopes' keys
     are distinct, so they are shown without the scope), its headline metric from the evaluator's catalogue."""
@@ -121,7 +128,7 @@ def make_row(record: dict, path: Path) -> dict:
         "evaluator": record["evaluator"],
         "settings": settings,
         "partial": (scopes.get("run") or {}).get("limit") is not None,
-        "compared": {"limit": (scopes.get("run") or {}).get("limit"), **(scopes.get(record["evaluator"]) or {})},
+        "compared": {"limit": (scopes.get("run") or {}).get("limit"), **compared_settings(record)},
         "identity": canonical_json([record["config"].get("model"), record["config"].get("task"), settings]),
         "metric": metric,
         "value": metrics.get(metric),
@@ -251,7 +258,7 @@ def export(source: Path, out: Path, collected: dict, final: Path) -> dict:
     pictures = defaultdict(list)
     for task, chart in comparison_charts(grids["full"], views, out / "plots").items():
         pictures[task].append((f"{task}: models compared", chart))
-    for task, title, plot in stride_plots(rows, out / "plots"):
+    for task, title, plot in sweep_plots(rows, out / "plots"):
         pictures[task].append((title, plot))
     text = page(rows, views, grids, pictures, summary, final)
     write_atomic(out / "index.html", lambda stream: stream.write(text))

@@ -5,15 +5,23 @@ the models x tasks grid of headline metrics, comparing like with like."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import fields
 
 from evalkit import evaluators
+from evalkit.config.settings import keys_with
 from evalkit.hashing import canonical_json
+from evalkit.loading.options import LoadOptions
 
-# loading settings that change the numbers: a model run with another of these is another row of the grid
-VARIANT_KEYS = ("quantization", "dtype")
-VARIANT_DEFAULTS = {"quantization": "none", "dtype": "auto"}
-# evaluator settings that add figures but change none of the others: runs that differ only in these compare
-NOT_COMPARED = ("reference_model",)
+# loading settings that change the numbers (LoadOptions marks them): a model run with another of these is another row
+# of the grid
+VARIANT_KEYS = keys_with(LoadOptions, variant=True)
+VARIANT_DEFAULTS = {spec.name: spec.default for spec in fields(LoadOptions) if spec.name in VARIANT_KEYS}
+
+
+def evaluator_keys(name: str, **metadata) -> tuple[str, ...]:
+    """The keys of an evaluator's settings marked so, e.g. compared=False: settings that add figures but change none
+    of the others (runs that differ only in these compare); plotted=True: settings worth a sweep plot."""
+    return keys_with(evaluators.get(name).Settings, **metadata)
 
 
 def variant_label(model: str, loading: dict) -> str:
@@ -79,7 +87,7 @@ def cells(row: dict) -> dict:
 
 
 def compared_key(row: dict) -> str:
-    return canonical_json({k: v for k, v in row["compared"].items() if k not in NOT_COMPARED})
+    return canonical_json(row["compared"])
 
 
 def grid(rows: list[dict], include_partial: bool) -> dict:
@@ -97,7 +105,7 @@ def grid(rows: list[dict], include_partial: bool) -> dict:
             groups[compared_key(row)].append((index, row))
         chosen = max(groups, key=lambda key: (len({row["label"] for _, row in groups[key]}),
                                               max(row["started_at"] or "" for _, row in groups[key])))
-        compared[task] = {k: v for k, v in groups[chosen][0][1]["compared"].items() if k not in NOT_COMPARED}
+        compared[task] = groups[chosen][0][1]["compared"]
         runs_by_label = defaultdict(list)
         for index, row in task_rows:
             runs_by_label[row["label"]].append((compared_key(row) == chosen, row["started_at"] or "",

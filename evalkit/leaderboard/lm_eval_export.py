@@ -7,9 +7,13 @@ import hashlib
 import re
 from collections import defaultdict
 
+from evalkit import evaluators
+from evalkit.config.settings import keys_with
 from evalkit.leaderboard.grid import VARIANT_DEFAULTS, VARIANT_KEYS
 
-LM_EVAL_NAMES = {"accuracy": "acc", "accuracy_norm": "acc_norm"}  # evalkit metric -> lm-evaluation-harness metric
+# lm-evaluation-harness's examples in context: an evaluator's setting of this name, if it has one (else none)
+FEWSHOT = "num_fewshot"
+
 TASK_VERSION = 1
 
 
@@ -30,21 +34,24 @@ def lm_eval_results(rows: list[dict]) -> dict:
         counts[row["task"]] += 1
     for row in rows:
         alias = row["task"] if counts[row["task"]] == 1 else f"{row['task']} ({settings_label(row)})"
+        evaluator = evaluators.get(row["evaluator"])
+        names = {metric.name: metric.lm_eval_name or metric.name for metric in evaluator.metrics}
         results = {"alias": alias}
         for name, value in row["metrics"].items():
             if isinstance(value, float):  # metrics; the integers are counts and settings
-                results[f"{LM_EVAL_NAMES.get(name, name)},none"] = value
+                results[f"{names.get(name, name)},none"] = value
         if row["interval"]:
             low, high = row["interval"]
-            results[f"{LM_EVAL_NAMES.get(row['metric'], row['metric'])}_stderr,none"] = (high - low) / 2 / 1.96
+            results[f"{names[row['metric']]}_stderr,none"] = (high - low) / 2 / 1.96
+        shots = row["settings"].get(FEWSHOT, 0) if FEWSHOT in keys_with(evaluator.Settings) else 0
         out["results"][alias] = results
-        out["configs"][alias] = {"task": row["task"], "evaluator": row["evaluator"], "num_fewshot": 0,
+        out["configs"][alias] = {"task": row["task"], "evaluator": row["evaluator"], FEWSHOT: shots,
                                  "metadata": {"evalkit_settings": row["settings"], "run_dir": row["run_dir"]}}
         out["versions"][alias] = TASK_VERSION
-        out["n-shot"][alias] = 0
-        out["higher_is_better"][alias] = {LM_EVAL_NAMES.get(row["metric"], row["metric"]): row["higher_is_better"]}
-        counts_of = ("examples", "questions", "utterances", "windows")
-        count = int(next((row["metrics"][k] for k in counts_of if k in row["metrics"]), 0))
+        out["n-shot"][alias] = shots
+        out["higher_is_better"][alias] = {names[row["metric"]]: row["higher_is_better"]}
+        units = next(metric.name for metric in evaluator.metrics if metric.units)
+        count = int(row["metrics"].get(units, 0))
         out["n-samples"][alias] = {"original": count, "effective": count}
     first = rows[0]
     location = first["provenance"]["model"]["location"] or first["model"]

@@ -1,5 +1,6 @@
 """The leaderboard's pictures (PNG, embedded in the page and kept beside it): per task, the models' headline values
-with their 95% intervals; per model and task run at several strides, perplexity and tokens/s against stride."""
+with their 95% intervals; per model and task run at several values of a swept setting (one its evaluator marks as
+plotted), the headline metric and the throughput against it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from evalkit.config.settings import is_number
 from evalkit.hashing import canonical_json
 from evalkit.job.results import write_atomic
-from evalkit.leaderboard.grid import NOT_COMPARED, VARIANT_KEYS
+from evalkit.leaderboard.grid import VARIANT_KEYS, evaluator_keys
 from evalkit.leaderboard.lm_eval_export import slug
 
 
@@ -44,7 +46,7 @@ def comparison_charts(grid: dict, views: list[dict], folder: Path) -> dict[str, 
             continue
         cells.sort(key=lambda item: item[1]["value"], reverse=not view["higher_is_better"])
         figure, axis = plt.subplots(figsize=(7, 0.45 * len(cells) + 1.3))
-        for position, (label, cell) in enumerate(cells):
+        for position, (_, cell) in enumerate(cells):
             low, high = cell["interval"] or (cell["value"], cell["value"])
             axis.errorbar(cell["value"], position, xerr=[[cell["value"] - low], [high - cell["value"]]], fmt="o",
                           color="#1f5fa8" if cell["same_settings"] else "#999999", capsize=4)
@@ -58,32 +60,34 @@ def comparison_charts(grid: dict, views: list[dict], folder: Path) -> dict[str, 
     return charts
 
 
-def stride_plots(rows: list[dict], folder: Path) -> list[tuple[str, str, Path]]:
-    """(task, title, PNG) per (model, task, other settings) run at 2+ strides: perplexity and tokens/s against
-    stride."""
+def sweep_plots(rows: list[dict], folder: Path) -> list[tuple[str, str, Path]]:
+    """(task, title, PNG) per (model, task, other settings) run at 2+ values of a setting its evaluator marks as
+    plotted: the headline metric and the throughput against that setting."""
     plt, taken = pyplot(), set()
     sweeps = defaultdict(list)
     for row in rows:
-        if row["evaluator"] == "perplexity" and row["value"] is not None:
-            rest = {k: v for k, v in row["settings"].items() if k != "stride"}
-            sweeps[(row["label"], row["task"], canonical_json(rest))].append(row)
+        for key in evaluator_keys(row["evaluator"], plotted=True):
+            if row["value"] is not None and is_number(row["settings"].get(key)):
+                rest = {k: v for k, v in row["settings"].items() if k != key}
+                sweeps[(key, row["label"], row["task"], canonical_json(rest))].append(row)
     plots = []
-    for (model, task, _), sweep in sweeps.items():
-        if len({r["settings"]["stride"] for r in sweep}) < 2:
+    for (key, model, task, _), sweep in sweeps.items():
+        if len({r["settings"][key] for r in sweep}) < 2:
             continue
-        sweep.sort(key=lambda r: r["settings"]["stride"])
-        strides = [r["settings"]["stride"] for r in sweep]
-        fixed = " ".join(f"{k}={v}" for k, v in sweep[0]["varying"].items()
-                         if k not in ("stride", *VARIANT_KEYS, *NOT_COMPARED) and v is not None)
+        sweep.sort(key=lambda r: r["settings"][key])
+        values = [r["settings"][key] for r in sweep]
+        left_out = (key, *VARIANT_KEYS, *evaluator_keys(sweep[0]["evaluator"], compared=False))
+        fixed = " ".join(f"{k}={v}" for k, v in sweep[0]["varying"].items() if k not in left_out and v is not None)
         title = f"{model} on {task}" + (f" ({fixed})" if fixed else "")
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
         figure.suptitle(title)
-        left.plot(strides, [r["value"] for r in sweep], marker="o")
-        left.set(xscale="log", xlabel="stride (tokens)", ylabel="perplexity")
-        right.plot(strides, [r["timing"].get("tokens_per_second") or math.nan for r in sweep], marker="o")
-        right.set(xscale="log", xlabel="stride (tokens)", ylabel="tokens / s")
+        left.plot(values, [r["value"] for r in sweep], marker="o")
+        left.set(ylabel=sweep[0]["metric"])
+        right.plot(values, [r["rate"] or math.nan for r in sweep], marker="o")
+        right.set(ylabel=sweep[0]["rate_unit"])
         for axis in (left, right):
-            axis.set_xticks(strides, [str(s) for s in strides])
+            axis.set(xscale="log" if min(values) > 0 else "linear", xlabel=key)
+            axis.set_xticks(values, [str(value) for value in values])
             axis.minorticks_off()
             axis.grid(alpha=0.3)
         figure.tight_layout()

@@ -81,7 +81,7 @@ class OneDNNLinear(torch.nn.Module):
 def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
     if options.cpu_linear == "native" or options.quantization != "none":
         return False
-    if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_values rejects onednn)
+    if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_combinations rejects onednn)
         return False
     dtypes = onednn_dtypes()
     on_cpu = all(p.device.type == "cpu" and p.dtype in dtypes for p in model.parameters())

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Literal
 
-from evalkit.config.settings import setting
+from evalkit.config.settings import read_settings, setting
 from evalkit.errors import EvalkitError
 
 if TYPE_CHECKING:
@@ -34,43 +33,41 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """The loading keys of the config (top-level keys on the command line: `dtype=bfloat16`)."""
+    """The loading keys of the config (top-level keys on the command line: `dtype=bfloat16`). The leaderboard labels
+    a model run with another value of a `variant` key as a variant of it, in this order: `gpt2 (int8, bfloat16)`."""
 
     device: str = setting("auto", "where the model runs; auto: a GPU when there is one (under torchrun, this "
-                          "process's), else the CPU", allowed="auto, cpu, cuda, cuda:N, mps")
+                          "process's), else the CPU", pattern=r"auto|cpu|mps|cuda(:\d+)?",
+                          allowed="auto, cpu, cuda, cuda:N, mps")
+    quantization: str = setting("none", "int8 / int4: bitsandbytes while loading (CUDA); torchao-int8 (CPU too) / "
+                                "torchao-int4 (CUDA): the loaded model quantized in place",
+                                choices=tuple(QUANTIZATIONS), variant=True)
     dtype: str = setting("auto", "the weights' dtype; auto: the checkpoint's (never float16 on a CPU)",
-                         choices=DTYPES)
+                         choices=DTYPES, variant=True)
     device_map: str | None = setting(None, "spread a model too large for one device over several, through "
                                      "accelerate (e.g. auto)")
     max_memory: Mapping | None = setting(None, "with device_map: per-device caps, e.g. {0: 10GiB, cpu: 60GiB}",
                                          allowed="a mapping of GPU index, cpu, disk or mps to a size, or null")
-    tp_plan: str | None = setting(None, "tensor parallel: every layer sharded over the processes torchrun starts, "
-                                  "by the model's own plan (auto); each process then runs every unit",
-                                  allowed="auto, or null")
+    tp_plan: Literal["auto"] | None = setting(None, "tensor parallel: every layer sharded over the processes "
+                                              "torchrun starts, by the model's own plan (auto); each process then "
+                                              "runs every unit")
     attn_implementation: str | None = setting(None, "the attention kernel; null: transformers' default",
                                               allowed="eager, sdpa, flash_attention_2, flex_attention, ..., a hub "
                                               "kernel (org/repo), or null")
-    quantization: str = setting("none", "int8 / int4: bitsandbytes while loading (CUDA); torchao-int8 (CPU too) / "
-                                "torchao-int4 (CUDA): the loaded model quantized in place", choices=tuple(QUANTIZATIONS))
     trust_remote_code: bool = setting(False, "run the model's own code from its folder or hub repository (read it "
                                       "first)")
     cpu_linear: str = setting("auto", "CPU float32 linear layers through oneDNN with prepacked weights (auto, "
                               "onednn) or PyTorch's default (native)", choices=CPU_LINEAR)
-    compile: bool | str = setting(False, "torch.compile each block, the output layer and the NLL (true, "
-                                  "max-autotune-no-cudagraphs); the CUDA-graph modes compile the whole forward",
-                                  allowed="true, false, " + ", ".join(COMPILE_MODES))
+    compile: bool | Literal[COMPILE_MODES] = setting(False, "torch.compile each block, the output layer and the NLL "
+                                                     "(true, max-autotune-no-cudagraphs); the CUDA-graph modes "
+                                                     "compile the whole forward")
     seed: int = setting(0, "random-init models are built from this seed")
 
-    @classmethod
-    def from_config(cls, cfg: Mapping) -> LoadOptions:
-        values = {f.name: cfg[f.name] for f in fields(cls) if f.name in cfg}
-        if isinstance(values.get("max_memory"), Mapping):
-            values["max_memory"] = dict(values["max_memory"])
-        return cls(**values)
-
     def check(self) -> torch.device:
-        """The device these options mean here; raises on anything impossible, before any weights are read."""
-        check_values(self)
+        """The device these options mean here; raises on anything impossible, before any weights are read. Each value
+        is checked again: a library caller builds LoadOptions itself."""
+        read_settings(LoadOptions, asdict(self))
+        check_combinations(self)
         device = resolve_device(self.device)
         check_on_device(self, device)
         return device
@@ -84,7 +81,7 @@ def torch_dtype(name: str) -> torch.dtype | None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """auto | cpu | cuda | cuda:N | mps (checked by check_values) -> a device that exists here, or a clear error.
+    """auto | cpu | cuda | cuda:N | mps (as read_settings checked it) -> a device that exists here, or a clear error.
     Under torchrun, auto and cuda mean this process's GPU (cuda:LOCAL_RANK)."""
     import torch
 
@@ -116,22 +113,12 @@ def check_attention(name: str) -> None:
                            "(org/repo), or null")
 
 
-def check_values(options: LoadOptions) -> None:
-    """What the values alone rule out, before torch is imported (the command line's checks run this)."""
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(options.device)):
-        raise EvalkitError(f"device={options.device} is not a device; allowed: auto, cpu, cuda, cuda:N, mps")
-    for key, allowed in (("dtype", DTYPES), ("cpu_linear", CPU_LINEAR), ("quantization", tuple(QUANTIZATIONS))):
-        if getattr(options, key) not in allowed:
-            raise EvalkitError(f"{key}={getattr(options, key)} is not allowed; allowed: {', '.join(allowed)}")
-    if not (isinstance(options.compile, bool) or options.compile in COMPILE_MODES):
-        raise EvalkitError(f"compile={options.compile} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
+def check_combinations(options: LoadOptions) -> None:
+    """What the values rule out together, before torch is imported (the command line's checks run this); each value
+    alone was checked when read (read_settings)."""
     if options.compile and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
-    if not isinstance(options.trust_remote_code, bool):
-        raise EvalkitError(f"trust_remote_code={options.trust_remote_code} is not allowed; allowed: true, false")
-    if isinstance(options.seed, bool) or not isinstance(options.seed, int):
-        raise EvalkitError(f"seed={options.seed} is not allowed; allowed: an integer")
     if options.max_memory and not options.device_map:
         raise EvalkitError("max_memory only applies with a device_map (e.g. device_map=auto)")
     check_tensor_parallel(options)
@@ -145,8 +132,6 @@ def check_values(options: LoadOptions) -> None:
 def check_tensor_parallel(options: LoadOptions) -> None:
     if options.tp_plan is None:
         return
-    if options.tp_plan != "auto":
-        raise EvalkitError(f"tp_plan={options.tp_plan} is not allowed; allowed: auto, or null")
     if options.device_map or options.quantization != "none":
         raise EvalkitError("tp_plan=auto shards the model itself: it cannot be combined with device_map or quantization")
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:

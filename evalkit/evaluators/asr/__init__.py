@@ -67,7 +67,7 @@ class Asr(Evaluator):
         Metric("cer", "character error rate over the corpus", False),
         Metric("mean_utterance_wer", "mean of per-utterance WERs, for contrast only (not the WER)", False),
         Metric("rtfx", "audio seconds transcribed per second of compute", True, "x"),
-        Metric("utterances", "utterances evaluated", None, count=True),
+        Metric("utterances", "utterances evaluated", None, count=True, units=True),
         Metric("skipped", "utterances skipped (on_error=skip)", None, count=True),
         Metric("skipped_utterances", "the skipped utterances with their reasons", None),
         Metric("substitutions", "reference words replaced by another word", None, "words"),

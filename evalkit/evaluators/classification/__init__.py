@@ -30,8 +30,10 @@ CPU_ROWS, CUDA_ROWS = 16, 128  # model inputs per forward pass under batch_size=
 class Settings:
     method: str | None = setting(None, "nli | loglikelihood | embedding; null: the task's own default",
                                  choices=tuple(METHODS))
-    multi_label: bool = setting(False, "nli: score each label on its own (entailment vs contradiction)")
-    calibrate: bool = setting(False, "loglikelihood: contextual calibration against the task's content-free inputs")
+    multi_label: bool = setting(False, "score each label on its own (entailment vs contradiction)",
+                                only_with={"method": "nli"})
+    calibrate: bool = setting(False, "contextual calibration against the task's content-free inputs",
+                              only_with={"method": "loglikelihood"})
 
 
 @dataclass
@@ -54,11 +56,12 @@ class Classification(Evaluator):
     unit_name = "example"
     metrics = (
         Metric("accuracy", "share of examples whose top-scored label is the true one", True, "", headline=True,
-               interval="accuracy_ci95"),
+               interval="accuracy_ci95", lm_eval_name="acc"),
         Metric("macro_f1", "F1 per label, averaged over labels", True),
-        Metric("accuracy_norm", "loglikelihood: accuracy with scores divided by continuation bytes", True),
+        Metric("accuracy_norm", "loglikelihood: accuracy with scores divided by continuation bytes", True,
+               lm_eval_name="acc_norm"),
         Metric("accuracy_uncalibrated", "loglikelihood with calibrate=true: accuracy before calibration", True),
-        Metric("examples", "examples evaluated", None, count=True),
+        Metric("examples", "examples evaluated", None, count=True, units=True),
         Metric("per_class", "per label: precision, recall, F1 and support (examples of that label)", None),
         Metric("confusion_matrix", "counts: rows the true label, columns the predicted, in confusion_labels' order",
                None),

@@ -60,7 +60,7 @@ class MultipleChoice(Evaluator):
                "is the greedy continuation)", True, headline=True, interval="acc_ci95"),
         Metric("acc_norm", "acc with each choice's log-likelihood divided by its length (norm=)", True),
         Metric("perplexity", "one-choice tasks (LAMBADA): exp(-mean log-likelihood of the targets)", False),
-        Metric("questions", "questions evaluated", None, count=True),
+        Metric("questions", "questions evaluated", None, count=True, units=True),
         Metric("norm", "what acc_norm divided by", None),
     )
 

@@ -37,13 +37,14 @@ DEFAULT_MAX_LENGTH = 1024  # cap on the default window: cost grows with it, and 
 
 @dataclass(frozen=True)
 class Settings:
-    stride: int = setting(512, "a window starts every `stride` tokens (1 <= stride <= max_length)", minimum=1)
+    stride: int = setting(512, "a window starts every `stride` tokens (1 <= stride <= max_length)", minimum=1,
+                          plotted=True)
     max_length: int | None = setting(None, "tokens per window; null: the model's context length, capped at 1024",
                                      minimum=2)
     bos: str = setting("auto", "auto: as the tokenizer does | stream: one BOS at the start | window: a BOS before "
                        "every window (every token scored)", choices=BOS_MODES)
     reference_model: str | None = setting(None, "a preset or path: also report KL(reference || model), top-1 "
-                                          "agreement and delta perplexity against it")
+                                          "agreement and delta perplexity against it", compared=False)
     last_window: str = setting("short", "short: the final window starts on the stride grid (the HF docs schedule) | "
                                "full: it reaches back to a full max_length of context (lm-evaluation-harness's "
                                "rolling windows; with max_length=L+1 stride=L bos=stream, its figures)",
@@ -124,7 +125,7 @@ class Perplexity(Evaluator):
         Metric("word_perplexity", "exp(summed NLL / whitespace-separated words)", False),
         Metric("nll_sum", "negative log-likelihood summed in float64 over every scored token", None, "nats"),
         Metric("tokens_scored", "tokens scored (every token after the first)", None, "tokens", count=True),
-        Metric("windows", "windows evaluated", None, count=True),
+        Metric("windows", "windows evaluated", None, count=True, units=True),
         Metric("documents", "per-document tasks: documents scored, each with its own windows", None, count=True),
         Metric("bytes", "UTF-8 bytes of the evaluated text", None, "bytes"),
         Metric("words", "whitespace-separated words of the evaluated text", None, "words"),
