@@ -85,10 +85,16 @@ def left_padded(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     return ids, mask
 
 
+@dataclass(frozen=True)
+class Generation:
+    text: str  # the continuation, cut at the first stop string
+    tokens: int  # tokens generated for it (the padding after a row stopped left out)
+
+
 @torch.inference_mode()
 def generate_batch(model, tokenizer, prompt_ids: list[list[int]], until: list[str], max_gen_toks: int,
-                   sampling: Sampling = Sampling()) -> list[str]:
-    """The continuation of each prompt (token ids), generated together, cut at the first stop string."""
+                   sampling: Sampling = Sampling()) -> list[Generation]:
+    """The continuation of each prompt (token ids), generated together."""
     strings = stop_strings(tokenizer, until)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids, attention_mask = left_padded(prompt_ids, pad_id or 0, model_device(model))
@@ -99,8 +105,17 @@ def generate_batch(model, tokenizer, prompt_ids: list[list[int]], until: list[st
         stopping_criteria=transformers.StoppingCriteriaList([StopWhenSeen(tokenizer, strings, input_ids.shape[1])]),
         use_cache=True, **sampling.generate_kwargs(),
     )
-    texts = tokenizer.batch_decode(output[:, input_ids.shape[1]:].tolist(), skip_special_tokens=True)
-    return [cut_at_stop(text, strings) for text in texts]
+    tails = output[:, input_ids.shape[1]:]
+    texts = tokenizer.batch_decode(tails.tolist(), skip_special_tokens=True)
+    return [Generation(cut_at_stop(text, strings), generated_length(tail, pad_id)) for text, tail in zip(texts, tails)]
+
+
+def generated_length(tail: torch.Tensor, pad_id: int | None) -> int:
+    """Tokens a row generated: its tail up to the run of padding `generate` writes once the row has stopped."""
+    if pad_id is None:
+        return len(tail)
+    real = (tail != pad_id).nonzero()
+    return int(real[-1]) + 1 if len(real) else 0
 
 
 def generate_until(model, tokenizer, prompts: list[str], until: list[str] | tuple[str, ...], max_gen_toks: int,
@@ -114,7 +129,7 @@ def generate_until(model, tokenizer, prompts: list[str], until: list[str] | tupl
     out: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        texts = generate_batch(model, tokenizer, [encoded[i] for i in batch], list(until), max_gen_toks, sampling)
-        for index, text in zip(batch, texts):
-            out[index] = text
+        generations = generate_batch(model, tokenizer, [encoded[i] for i in batch], list(until), max_gen_toks, sampling)
+        for index, generation in zip(batch, generations):
+            out[index] = generation.text
     return out
