@@ -51,7 +51,49 @@ def draw(pool: Sequence[Mapping], docs: Sequence[Mapping], fewshot: FewShot, sam
     return drawn
 
 
+@dataclass
+class Message:
+    """One turn of a prompt: its role, its text, and what follows it when the turns are joined as plain text."""
+
+    role: str  # system | user | assistant
+    content: str
+    delimiter: str = ""
+
+
+def messages(examples: Sequence[tuple[str, str]], question: str, fewshot: FewShot, description: str = "",
+             system_instruction: str | None = None) -> list[Message]:
+    """The prompt as lm-eval builds its turns: a system turn (the instruction, then the task's description), each
+    (question, answer) example as a user and an assistant turn, then the document's question."""
+    turns = []
+    system = join_with(system_instruction, description, fewshot.fewshot_delimiter)
+    if system:
+        turns.append(Message("system", system))
+    for q, a in examples:
+        turns += [Message("user", q, fewshot.target_delimiter), Message("assistant", a, fewshot.fewshot_delimiter)]
+    return [*turns, Message("user", question)]
+
+
+def join_with(prefix: str | None, suffix: str | None, delimiter: str) -> str:
+    """prefix + delimiter + suffix, without the delimiter when either side has whitespace at the join."""
+    if not prefix or not suffix:
+        return prefix or suffix or ""
+    return prefix + suffix if prefix[-1].isspace() or suffix[0].isspace() else prefix + delimiter + suffix
+
+
+def plain_text(turns: Sequence[Message]) -> str:
+    return "".join(turn.content + turn.delimiter for turn in turns)
+
+
+def chat_turns(turns: Sequence[Message], multiturn: bool) -> list[dict]:
+    """The turns a chat template renders: each turn as it is (`multiturn`, lm-eval's fewshot_as_multiturn), or the
+    system turn and one user turn holding the rest as plain text."""
+    if multiturn:
+        return [{"role": turn.role, "content": turn.content} for turn in turns]
+    system = [{"role": "system", "content": turns[0].content}] if turns[0].role == "system" else []
+    rest = turns[len(system):]
+    return [*system, {"role": "user", "content": plain_text([*rest[:-1], Message("user", rest[-1].content)])}]
+
+
 def context(examples: Sequence[tuple[str, str]], question: str, fewshot: FewShot, description: str = "") -> str:
-    """The prompt text: the description, each (question, answer) example, then the document's question."""
-    shots = "".join(f"{q}{fewshot.target_delimiter}{a}{fewshot.fewshot_delimiter}" for q, a in examples)
-    return description + shots + question
+    """The prompt as plain text: the description, each (question, answer) example, then the document's question."""
+    return plain_text(messages(examples, question, fewshot, description))

@@ -133,8 +133,9 @@ def check_only_with(settings) -> None:
             wanted = wanted if isinstance(wanted, tuple) else (wanted,)
             chosen = f"{key}={shown(getattr(settings, key))}"
             if getattr(settings, key) not in wanted:
-                raise EvalkitError(f"{spec.name}={shown(value)} applies only with {key}={' or '.join(wanted)}, not "
-                                   f"{chosen}; allowed with {chosen}: {spec.name}={shown(default_of(spec))}")
+                needed = " or ".join(map(shown, wanted))
+                raise EvalkitError(f"{spec.name}={shown(value)} applies only with {key}={needed}, not {chosen}; "
+                                   f"allowed with {chosen}: {spec.name}={shown(default_of(spec))}")
 
 
 def keys_with(schema: type, **metadata) -> tuple[str, ...]:
@@ -148,7 +149,7 @@ def describe(schema: type) -> list[tuple[str, Any, str, str]]:
     hints = typing.get_type_hints(schema)
     rows = []
     for spec in fields(schema):
-        needs = "; ".join(f"{key}={' or '.join(wanted if isinstance(wanted, tuple) else (wanted,))}"
+        needs = "; ".join(f"{key}={' or '.join(map(shown, wanted if isinstance(wanted, tuple) else (wanted,)))}"
                           for key, wanted in spec.metadata.get("only_with", {}).items())
         meaning = spec.metadata.get("help", "") + (f" (read only with {needs})" if needs else "")
         rows.append((spec.name, default_of(spec), meaning, allowed_words(spec, hints[spec.name])))
