@@ -11,6 +11,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from evalkit.data import task_records
 from evalkit.errors import EvalkitError
 
 FEWSHOT_SEED = 1234  # lm-eval's fewshot_random_seed
@@ -28,9 +29,32 @@ class FewShot:
     fewshot_delimiter: str = "\n\n"
 
 
+def fewshot_of(task: Mapping, num_fewshot: int) -> FewShot:
+    section = task.get("fewshot") or {}
+    sampler = section.get("sampler", "default")
+    if sampler not in SAMPLERS:
+        raise EvalkitError(f"task.fewshot.sampler={sampler} is not allowed; allowed: {', '.join(SAMPLERS)}")
+    return FewShot(num_fewshot, sampler, target_delimiter=str(task.get("target_delimiter", " ")),
+                   fewshot_delimiter=str(task.get("fewshot_delimiter", "\n\n")))
+
+
+def fewshot_pool(task: Mapping, data_dir: str | None, split: Sequence[Mapping], origin: str) -> tuple[list, bool]:
+    """The few-shot pool, and whether a document is kept out of its own examples: when the pool is the evaluated
+    split (the whole split, `limit` or not: no `fewshot` source, or one with the same origin), or when the task says
+    `fewshot.exclude_document: true`. lm-eval then draws n + 1 and drops the document, also from another split
+    where its task names neither split (hellaswag, winogrande): a different draw, hence the key."""
+    section = task.get("fewshot") or {}
+    exclude = section.get("exclude_document")
+    if not any(section.get(key) for key in ("path", "data_file", "hub")):
+        return list(split), True if exclude is None else bool(exclude)
+    pool, pool_origin, _ = task_records({**task, "name": f"{task.get('name')}.fewshot", **section}, data_dir,
+                                        fallback="jsonl")
+    return list(pool), pool_origin == origin if exclude is None else bool(exclude)
+
+
 def draw(pool: Sequence[Mapping], docs: Sequence[Mapping], fewshot: FewShot, same_split: bool) -> list[list[int]]:
-    """For each document in order, the indices into `pool` of its examples (`same_split`: the pool is the evaluated
-    split, so the document itself, and any row equal to it, is never its own example)."""
+    """For each document in order, the indices into `pool` of its examples (`same_split`: the document itself, and
+    any row equal to it, is never its own example; see fewshot_pool)."""
     count = fewshot.num_fewshot
     if count == 0:
         return [[] for _ in docs]

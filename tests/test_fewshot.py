@@ -2,12 +2,14 @@
 the reference): the same examples for every document, in order, with the same delimiters."""
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA
 from lm_eval.api.task import ConfigurableTask
 
 from evalkit.errors import EvalkitError
+from evalkit.evaluators.multiple_choice.questions import load_questions
 from evalkit.fewshot import FewShot, context, draw
 
 GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"
@@ -70,3 +72,63 @@ def test_a_document_is_never_its_own_example_when_the_pool_is_its_split(train, t
 def test_more_examples_than_the_pool_holds_is_one_error(train):
     with pytest.raises(EvalkitError, match="num_fewshot=5 exceeds the 5 examples"):
         draw(train[:5], train[:2], FewShot(5), same_split=True)
+
+
+def arc_record(i: int) -> dict:
+    labels = ["A", "B", "C", "D"] if i % 3 else ["1", "2", "3"]
+    return {"id": f"q{i}", "question": f"Which of these is item {i} of the list?",
+            "choices": {"text": [f"answer {i}-{k}" for k in range(len(labels))], "label": labels},
+            "answerKey": labels[i % len(labels)]}
+
+
+def hellaswag_record(i: int) -> dict:
+    return {"ind": i, "activity_label": f"Activity {i % 4}", "ctx_a": f"A person does step {i} [title] carefully.",
+            "ctx_b": "then they", "ctx": "", "endings": [f"ending {k} of {i} [step]" for k in range(4)],
+            "source_id": "s", "split": "train", "split_type": "indomain", "label": str(i % 4)}
+
+
+def winogrande_record(i: int) -> dict:
+    return {"sentence": f"Sam gave Alex the book {i} because _ was done reading it.", "option1": "Sam",
+            "option2": "Alex", "answer": str(1 + i % 2)}
+
+
+MC_TASKS = {  # lm-eval task yaml -> (evalkit's questions format, record maker, lm-eval's evaluated split, whether it
+    # leaves the document out of the pool: it names no test split, so lm-eval takes the pool for the evaluated split)
+    "arc/arc_easy.yaml": ("arc", arc_record, "test", False),
+    "hellaswag/hellaswag.yaml": ("hellaswag", hellaswag_record, "validation", True),
+    "winogrande/default.yaml": ("winogrande", winogrande_record, "validation", True),
+}
+
+
+def lm_eval_pairs(yaml_name: str, files: dict, num_fewshot: int) -> list[list[tuple[str, str]]]:
+    """Each document's (context, continuation) requests, built by lm-eval's own task definition on local files."""
+    import lm_eval.tasks
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    config = load_yaml(Path(lm_eval.tasks.__file__).parent / yaml_name)
+    config.update(dataset_path="json", dataset_name=None, num_fewshot=num_fewshot,
+                  dataset_kwargs={"data_files": {split: str(path) for split, path in files.items()}})
+    task = ConfigurableTask(config=config)
+    task.set_fewshot_seed(1234)
+    task.build_all_requests(limit=DOCS, rank=0, world_size=1)
+    pairs: dict[int, list] = {}
+    for instance in sorted(task.instances, key=lambda instance: (instance.doc_id, instance.idx)):
+        pairs.setdefault(instance.doc_id, []).append(tuple(instance.args))
+    return [pairs[doc] for doc in sorted(pairs)]
+
+
+@pytest.mark.parametrize("yaml_name", sorted(MC_TASKS))
+@pytest.mark.parametrize("num_fewshot", [0, 5])
+def test_multiple_choice_requests_equal_lm_eval(tmp_path, yaml_name, num_fewshot):
+    """arc_easy-, hellaswag- and winogrande-format questions with 5 examples drawn from a train split: every
+    (context, continuation) pair byte-identical to lm-eval's requests."""
+    questions_format, record, evaluated, exclude = MC_TASKS[yaml_name]
+    files = {"train": tmp_path / "train.jsonl", evaluated: tmp_path / "eval.jsonl"}
+    files["train"].write_text("\n".join(json.dumps(record(i)) for i in range(100, 160)), encoding="utf-8")
+    files[evaluated].write_text("\n".join(json.dumps(record(i)) for i in range(DOCS)), encoding="utf-8")
+    task = {"name": "mc", "questions": questions_format, "path": str(files[evaluated]),
+            "fewshot": {"path": str(files["train"]), "exclude_document": exclude}}
+    questions, _ = load_questions(task, None, DOCS, num_fewshot)
+    ours = [list(zip(question.contexts, question.continuations)) for question in questions]
+    assert ours == lm_eval_pairs(yaml_name, files, num_fewshot)
+    assert all(pair[0].count("\n\n") >= num_fewshot for question in ours for pair in question)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from evalkit.data import task_records
 from evalkit.errors import EvalkitError
+from evalkit.fewshot import FewShot, draw, fewshot_of, fewshot_pool
 
 
 @dataclass(frozen=True)
@@ -101,19 +102,40 @@ def question_format(task: Mapping) -> Callable[[Mapping], Question]:
     return FORMATS[name]
 
 
-def load_questions(task: Mapping, data_dir: str | None, limit: int | None) -> tuple[list[Question], str]:
-    """The task's questions from task.path, data_dir/task.data_file (JSON Lines or CSV), or the hub."""
-    records, origin, task = task_records(task, data_dir, fallback="jsonl")
+def load_questions(task: Mapping, data_dir: str | None, limit: int | None,
+                   num_fewshot: int = 0) -> tuple[list[Question], str]:
+    """The task's questions from task.path, data_dir/task.data_file (JSON Lines or CSV), or the hub; with
+    `num_fewshot`, each context follows that many solved examples from the task's few-shot pool."""
+    split, origin, fields_of = task_records(task, data_dir, fallback="jsonl")
+    split = list(split)
+    records = split[:limit]
+    questions = build_questions(records, fields_of, origin)
+    if not questions:
+        raise EvalkitError(f"{origin} holds no questions")
+    if num_fewshot:
+        fewshot = fewshot_of(task, num_fewshot)
+        pool, same_split = fewshot_pool(task, data_dir, split, origin)
+        solved = build_questions(pool, fields_of, f"{origin} few-shot pool")
+        questions = [with_examples(question, [solved[i] for i in picks], fewshot)
+                     for question, picks in zip(questions, draw(pool, records, fewshot, same_split))]
+    return questions, origin
+
+
+def build_questions(records: list[Mapping], task: Mapping, origin: str) -> list[Question]:
     build = question_format(task)
     questions = []
     for row, record in enumerate(records):
-        if limit is not None and row >= limit:
-            break
         try:
             questions.append(build(record))
         except (KeyError, ValueError, TypeError, AttributeError, EvalkitError) as error:
             raise EvalkitError(f"{origin} row {row} is not a {task.get('questions') or 'fields'} question "
                                f"({type(error).__name__}: {error})") from None
-    if not questions:
-        raise EvalkitError(f"{origin} holds no questions")
-    return questions, origin
+    return questions
+
+
+def with_examples(question: Question, examples: list[Question], fewshot: FewShot) -> Question:
+    """The question with solved examples ahead of every context: each example's gold context and continuation
+    (lm-eval's question, target delimiter and answer), then the few-shot delimiter."""
+    prefix = "".join(example.contexts[example.gold] + example.continuations[example.gold] + fewshot.fewshot_delimiter
+                     for example in examples)
+    return replace(question, contexts=[prefix + context for context in question.contexts])
