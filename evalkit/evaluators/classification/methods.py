@@ -16,6 +16,7 @@ import torch
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.classification.labels import nli_label_ids, softmax
 from evalkit.job.batching import batches, variable_shape_attention
+from evalkit.scoring.probes import model_device
 
 
 @torch.inference_mode()
@@ -23,7 +24,7 @@ from evalkit.job.batching import batches, variable_shape_attention
 def nli_scores(model, tokenizer, texts, hypotheses, multi_label, batch_size) -> np.ndarray:
     """[examples, labels] scores with the zero-shot-classification pipeline's postprocessing."""
     entailment, contradiction = nli_label_ids(model.config.label2id)
-    device = next(model.parameters()).device
+    device = model_device(model)
     premises = [text for text in texts for _ in hypotheses]
     encoded = tokenizer(premises, list(hypotheses) * len(texts), truncation="only_first")
     features = [{key: encoded[key][k] for key in encoded} for k in range(len(premises))]
@@ -47,7 +48,7 @@ def loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size) 
     row of its own (context + continuation minus its last token). Rows are left-padded, with position ids counted from
     the first real token, so the scored positions are the last ones of every row and the output layer runs only there.
     """
-    device = next(model.parameters()).device
+    device = model_device(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     targets = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
     if any(not t for t in targets):
@@ -89,7 +90,7 @@ def loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size) 
 @variable_shape_attention()
 def embed(model, tokenizer, texts, batch_size) -> torch.Tensor:
     """Mean-pooled (over the attention mask) last hidden states, one row per text, float32 on CPU."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     max_length = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512))
     out = []
     for start in range(0, len(texts), batch_size):

@@ -75,7 +75,7 @@ class MultipleChoice(Evaluator):
         return Data(questions, sha256_text(canonical_json([asdict(q) for q in questions])), origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
-        from evalkit.scoring.choices import encode_pair, shares_context
+        from evalkit.scoring.pairs import encode_pair, shares_context
 
         loaded = models["model"]
         loading.ensure_causal(loaded.model, loaded.provenance.get("name"))
@@ -92,7 +92,7 @@ class MultipleChoice(Evaluator):
         return state, Units(len(pairs), [1.0] * len(pairs), groups, order)
 
     def score(self, state: State, batch: list[int]) -> list[dict]:
-        from evalkit.scoring.choices import batch_scores
+        from evalkit.scoring.pairs import batch_scores
 
         scores = batch_scores(state.model, [state.pairs[i] for i in batch], state.max_length, state.shared[batch[0]])
         return [{"loglikelihoods": [ll for ll, _ in question], "is_greedy": [greedy for _, greedy in question]}
