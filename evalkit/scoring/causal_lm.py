@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from evalkit.errors import EvalkitError
 from evalkit.job.batching import resolve_batch_size, score_in_batches
 from evalkit.loading.loaded import LoadedModel
 from evalkit.loading.loader import ensure_causal
@@ -53,9 +54,15 @@ class CausalLM:
 
     def encode(self, questions: list[list[tuple[str, str]]]) -> EncodedQuestions:
         """Each question's (context, continuation) strings as tokens, by lm-eval's pair rule."""
-        encoded = [[pairs.encode_pair(self.tokenizer, context, continuation, self.prefix_id)
-                    for context, continuation in question] for question in questions]
+        encoded = [[self.encode_pair(context, continuation) for context, continuation in question]
+                   for question in questions]
         return EncodedQuestions(encoded, [pairs.shares_context(question, self.max_length) for question in encoded])
+
+    def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        context_ids, continuation_ids = pairs.encode_pair(self.tokenizer, context, continuation, self.prefix_id)
+        if not continuation_ids:
+            raise EvalkitError(f"the continuation {continuation!r} encodes to no tokens: nothing to score")
+        return context_ids, continuation_ids
 
     def loglikelihood_tokens(self, questions: list[TokenPairs], shared: bool) -> list[list[tuple[float, bool]]]:
         """(log-likelihood, is_greedy) of each pair of each question of one batch: `shared` questions (of one

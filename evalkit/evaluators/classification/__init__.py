@@ -1,8 +1,8 @@
-"""Zero-shot classification accuracy (units: examples), by one of three methods (zero_shot.py): nli (the HF
-zero-shot-classification pipeline's scores), loglikelihood (a causal LM scores each label's continuation; optional
-contextual calibration) or embedding (cosine similarity to label descriptions). Labels, templates and the default
-method live in the task YAML. zero_shot.py (torch) is imported when scoring starts: the command line reads this
-module (settings, checks) before torch is imported."""
+"""Zero-shot classification accuracy (units: examples), by one of three methods: nli (the HF zero-shot-classification
+pipeline's scores, methods.py), loglikelihood (a causal LM scores each label's continuation as lm-evaluation-harness
+does, through scoring.causal_lm; optional contextual calibration) or embedding (cosine similarity to label
+descriptions, methods.py). Labels, templates and the default method live in the task YAML. The scorers (torch) are
+imported when scoring starts: the command line reads this module (settings, checks) before torch is imported."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from evalkit import loading
 from evalkit.config.settings import is_number, setting
 from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
@@ -23,7 +22,8 @@ from evalkit.metrics import classification_metrics, count_bytes
 
 METHODS = {"nli": "sequence-classification", "loglikelihood": "causal-lm", "embedding": "encoder"}
 TEMPLATES = {"nli": ("hypothesis_template",), "loglikelihood": ("prompt", "continuation"), "embedding": ("description",)}
-CPU_ROWS, CUDA_ROWS = 16, 128  # model inputs per forward pass under batch_size=auto (an NLI example is one per label)
+# nli, embedding: model inputs per forward pass under batch_size=auto (an NLI example is one per label)
+CPU_ROWS, CUDA_ROWS = 16, 128
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,12 @@ class State:
     method: str
     labels: list[str]
     inputs: list[str]  # texts, or prompts around them (loglikelihood)
-    score_texts: functools.partial  # (texts, batch_size) -> [texts, labels] scores
+    score_texts: functools.partial | None  # nli, embedding: (texts, batch_size) -> [texts, labels] scores
     rows_per_example: int
     examples: object
     continuations: list[str] | None = None
+    lm: object = None  # loglikelihood: scoring.causal_lm.CausalLM
+    encoded: object = None  # loglikelihood: scoring.causal_lm.EncodedQuestions, one question per example
     prior: np.ndarray | None = None  # calibration: log label probabilities given content-free inputs
 
 
@@ -104,40 +106,36 @@ class Classification(Evaluator):
         return Data(examples, fingerprint, examples.origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
-        from evalkit.evaluators.classification.methods import embedding_scores, loglikelihood_scores, nli_scores
+        from evalkit.evaluators.classification.methods import embedding_scores, nli_scores
 
         loaded, examples = models["model"], data.content
         model, tokenizer = loaded.model, loaded.tokenizer
         labels = [str(label) for label in task["labels"]]
         templates = task[settings.method]
         state = State(settings.method, labels, examples.texts, None, 1, examples)
+        if settings.method == "loglikelihood":
+            return label_likelihoods(state, loaded, templates, settings.calibrate)
         if settings.method == "nli":
             hypotheses = [templates["hypothesis_template"].format(label) for label in labels]
             state.score_texts = functools.partial(nli_scores, model, tokenizer, hypotheses=hypotheses,
                                                   multi_label=settings.multi_label)
             state.rows_per_example = len(labels)
-        elif settings.method == "embedding":
+        else:
             descriptions = [templates["description"].format(label) for label in labels]
             state.score_texts = functools.partial(embedding_scores, model, tokenizer, descriptions=descriptions)
-        else:
-            loading.ensure_causal(model, loaded.provenance.get("name"))
-            state.continuations = [templates["continuation"].format(label) for label in labels]
-            state.score_texts = functools.partial(loglikelihood_scores, model, tokenizer,
-                                                  continuations=state.continuations)
-            state.inputs = [templates["prompt"].format(text) for text in examples.texts]
-            state.rows_per_example = 1 + sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) > 1
-                                             for c in state.continuations)
-            if settings.calibrate:
-                free = [templates["prompt"].format(text) for text in templates.get("content_free") or ["N/A"]]
-                # label probabilities given a content-free input, normalised over the labels and averaged
-                state.prior = np.log(softmax(state.score_texts(free, batch_size=len(free))).mean(0))
         order = sorted(range(len(state.inputs)), key=lambda i: len(state.inputs[i]))  # batches of similar length
         return state, Units(len(state.inputs), [1.0] * len(state.inputs), order=order)
 
     def auto_batch_size(self, state: State, device) -> int:
+        if state.lm is not None:
+            return state.lm.auto_batch_size()
         return max(1, (CPU_ROWS if device.type == "cpu" else CUDA_ROWS) // state.rows_per_example)
 
     def score(self, state: State, batch: list[int]) -> list[dict]:
+        if state.lm is not None:
+            questions = state.lm.loglikelihood_tokens([state.encoded.pairs[i] for i in batch],
+                                                      state.encoded.shared[batch[0]])
+            return [{"scores": [ll for ll, _ in question]} for question in questions]
         scores = state.score_texts([state.inputs[i] for i in batch], batch_size=len(batch) * state.rows_per_example)
         return [{"scores": [float(value) for value in row]} for row in scores]
 
@@ -168,6 +166,25 @@ class Classification(Evaluator):
         ]
         data = {"origin": state.examples.origin, "examples": len(truth)}
         return Outcome(metrics, samples, data)
+
+
+def label_likelihoods(state: State, loaded, templates: Mapping, calibrate: bool) -> tuple[State, Units]:
+    """method=loglikelihood: each example a question whose choices are its labels, the pairs (prompt around the
+    text, continuation around the label) scored by lm-eval's rule as multiple_choice scores them; with calibrate,
+    the label probabilities given the task's content-free inputs, normalised over the labels and averaged."""
+    from evalkit.scoring.causal_lm import CausalLM
+
+    state.lm = CausalLM(loaded)
+    state.continuations = [templates["continuation"].format(label) for label in state.labels]
+    state.inputs = [templates["prompt"].format(text) for text in state.inputs]
+    state.encoded = state.lm.encode([[(prompt, c) for c in state.continuations] for prompt in state.inputs])
+    if calibrate:
+        free = [templates["prompt"].format(text) for text in templates.get("content_free") or ["N/A"]]
+        scores = state.lm.loglikelihood([(prompt, c) for prompt in free for c in state.continuations])
+        lls = np.array([ll for ll, _ in scores]).reshape(len(free), len(state.labels))
+        state.prior = np.log(softmax(lls).mean(0))
+    count = len(state.inputs)
+    return state, Units(count, [1.0] * count, state.encoded.groups(), state.encoded.order())
 
 
 EVALUATOR = Classification()

@@ -1,8 +1,8 @@
 """Multiple choice and LAMBADA as lm-evaluation-harness scores them (units: questions). Each question's choices are
-scored by the log-likelihood of their continuation (choice_scoring.py); acc takes the most likely choice, acc_norm
-divides by the choice's length first; a one-choice task (LAMBADA) reports acc as "the target is the greedy
+scored by the log-likelihood of their continuation (scoring.causal_lm.CausalLM); acc takes the most likely choice,
+acc_norm divides by the choice's length first; a one-choice task (LAMBADA) reports acc as "the target is the greedy
 continuation" and the perplexity of the targets, exp(-mean log-likelihood), as lm-eval's lambada_openai does. The
-task YAML names its question format (choice_tasks.py), its data file and hub copy. choice_scoring (torch) is
+task YAML names its question format (questions.py), its data file and hub copy. The scoring layer (torch) is
 imported when scoring starts: the command line reads this module before torch is imported."""
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from evalkit import loading
 from evalkit.config.settings import is_number, setting
 from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, Units
 from evalkit.evaluators.multiple_choice.questions import Question, load_questions, question_format
 from evalkit.hashing import canonical_json, sha256_text
 from evalkit.metrics import bootstrap_ratio_interval, count_bytes
-
-DEFAULT_MAX_LENGTH = 2048  # lm-eval's, for a model whose config names no context length
 
 
 @dataclass(frozen=True)
@@ -32,11 +29,9 @@ class Settings:
 
 @dataclass
 class State:
-    model: object
+    lm: object  # scoring.causal_lm.CausalLM
     questions: list[Question]
-    pairs: list[list[tuple[list[int], list[int]]]]  # per question, per choice: (context ids, continuation ids)
-    shared: list[bool]  # per question: whether its choices share one context (choice_scoring.shares_context)
-    max_length: int
+    encoded: object  # scoring.causal_lm.EncodedQuestions: per question, per choice (context ids, continuation ids)
     norm: str
     origin: str
 
@@ -54,7 +49,6 @@ class MultipleChoice(Evaluator):
     throughput = "questions"
     progress_unit = "q"
     unit_name = "question"
-    cpu_auto_batch, cuda_auto_batch = 8, 256  # questions; a batch holds one context length, halved on OOM
     metrics = (
         Metric("acc", "share of questions whose most likely choice is the gold one (one-choice tasks: whose target "
                "is the greedy continuation)", True, headline=True, interval="acc_ci95"),
@@ -75,32 +69,24 @@ class MultipleChoice(Evaluator):
         return Data(questions, sha256_text(canonical_json([asdict(q) for q in questions])), origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
-        from evalkit.scoring.pairs import encode_pair, shares_context
+        from evalkit.scoring.causal_lm import CausalLM
 
-        loaded = models["model"]
-        loading.ensure_causal(loaded.model, loaded.provenance.get("name"))
-        tokenizer = loaded.tokenizer
-        prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-        pairs = [[encode_pair(tokenizer, context, continuation, prefix)
-                  for context, continuation in zip(q.contexts, q.continuations)] for q in data.content]
-        max_length = loaded.context_length or DEFAULT_MAX_LENGTH
-        shared = [shares_context(question, max_length) for question in pairs]
-        state = State(loaded.model, data.content, pairs, shared, max_length, settings.norm, data.origin)
-        # a batch holds questions whose shared contexts have one length (no padding there), or unshared ones
-        groups = [len(question[0][0]) if is_shared else "unshared" for question, is_shared in zip(pairs, shared)]
-        order = sorted(range(len(pairs)), key=lambda i: -max(len(c) + len(t) for c, t in pairs[i]))
-        return state, Units(len(pairs), [1.0] * len(pairs), groups, order)
+        lm = CausalLM(models["model"])
+        encoded = lm.encode([list(zip(q.contexts, q.continuations)) for q in data.content])
+        state = State(lm, data.content, encoded, settings.norm, data.origin)
+        return state, Units(len(data.content), [1.0] * len(data.content), encoded.groups(), encoded.order())
+
+    def auto_batch_size(self, state: State, device) -> int:
+        return state.lm.auto_batch_size()
 
     def score(self, state: State, batch: list[int]) -> list[dict]:
-        from evalkit.scoring.pairs import batch_scores
-
-        scores = batch_scores(state.model, [state.pairs[i] for i in batch], state.max_length, state.shared[batch[0]])
+        scores = state.lm.loglikelihood_tokens([state.encoded.pairs[i] for i in batch], state.encoded.shared[batch[0]])
         return [{"loglikelihoods": [ll for ll, _ in question], "is_greedy": [greedy for _, greedy in question]}
                 for question in scores]
 
     def check_record(self, state: State, index: int, record: dict) -> bool:
         lls, greedy = record.get("loglikelihoods"), record.get("is_greedy")
-        choices = len(state.pairs[index])
+        choices = len(state.encoded.pairs[index])
         return (set(record) == {"loglikelihoods", "is_greedy"} and isinstance(lls, list) and len(lls) == choices
                 and all(is_number(v) for v in lls) and isinstance(greedy, list) and len(greedy) == choices
                 and all(isinstance(v, bool) for v in greedy))
@@ -111,7 +97,7 @@ class MultipleChoice(Evaluator):
         for index, (question, record) in enumerate(zip(state.questions, records)):
             lls = np.array(record["loglikelihoods"])
             prediction = int(lls.argmax())
-            prediction_norm = int((lls / choice_lengths(question, state.pairs[index], state.norm)).argmax())
+            prediction_norm = int((lls / choice_lengths(question, state.encoded.pairs[index], state.norm)).argmax())
             correct.append(record["is_greedy"][0] if one_choice else prediction == question.gold)
             correct_norm.append(prediction_norm == question.gold)
             samples.append({"index": index, "contexts": sorted(set(question.contexts)), "choices": question.choices,

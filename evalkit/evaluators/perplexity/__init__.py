@@ -4,8 +4,8 @@ Every token after the first is scored exactly once (windows.py); the NLL is summ
 of the whole corpus, never averaged over windows. With reference_model, the same windows also give KL(reference ||
 model), top-1 agreement and the perplexity change (quantization cost).
 
-torch and nll.py are imported by the methods that score: the command line reads this module (settings, checks)
-before torch is imported.
+Windows are scored by the causal LM's loglikelihood_rolling (scoring.causal_lm, scoring.rolling), imported by the
+methods that score, with torch: the command line reads this module (settings, checks) before torch is imported.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ from evalkit.metrics import count_bytes, count_words, divergence_metrics, perple
 if TYPE_CHECKING:
     import torch
 
-    from evalkit.scoring import rolling as nll
+    from evalkit.scoring.causal_lm import CausalLM
+    from evalkit.scoring.rolling import WindowInputs
 
 BOS_MODES = ("auto", "stream", "window")
 DEFAULT_MAX_LENGTH = 1024  # cap on the default window: cost grows with it, and GPT-2-era figures use 1024
@@ -52,15 +53,14 @@ class Settings:
 
 @dataclass
 class State:
-    model: torch.nn.Module
+    lm: CausalLM
     reference: torch.nn.Module | None
-    inputs: nll.WindowInputs
+    inputs: WindowInputs
     windows: list[Window]
     texts: list[str]  # what was scored, as read: the stream (cut by limit), or each document before detokenizing
     owners: list[int] | None  # per-document tasks: each window's document
     tokens: int
     origin: str
-    compile_nll: bool
     clock: dict = field(default_factory=lambda: defaultdict(float))
     max_length: int = 0
     stride: int = 0
@@ -168,11 +168,12 @@ class Perplexity(Evaluator):
         return Data(source.text, sha256_text(source.text), source.origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
-        from evalkit.scoring import rolling as nll
+        from evalkit.scoring.causal_lm import CausalLM
+        from evalkit.scoring.rolling import WindowInputs
 
         loaded, reference = models["model"], models.get("reference")
         tokenizer = loaded.tokenizer
-        loading.ensure_causal(loaded.model, loaded.provenance.get("name"))
+        lm = CausalLM(loaded)
         if reference:
             if not same_tokenizer(tokenizer, reference.tokenizer):
                 raise EvalkitError(f"reference_model={settings.reference_model} has another tokenizer than the "
@@ -186,24 +187,21 @@ class Perplexity(Evaluator):
                                            settings.last_window == "full")
         bos_id = tokenizer.bos_token_id if settings.bos == "window" else None
         merge = isinstance(data.content, list) and reference is None  # documents' final windows batched together
-        inputs = nll.WindowInputs(tokens, windows, bos_id, loaded.device, merge_contexts=merge)
-        state = State(loaded.model, reference and reference.model, inputs, windows, texts,
+        inputs = WindowInputs(tokens, windows, bos_id, loaded.device, merge_contexts=merge)
+        state = State(lm, reference and reference.model, inputs, windows, texts,
                       owners if isinstance(data.content, list) else None, len(tokens), data.origin,
-                      compile_nll=bool(loaded.provenance.get("compile")), max_length=max_length,
-                      stride=settings.stride)
+                      max_length=max_length, stride=settings.stride)
         units = Units(len(windows), [w.num_targets for w in windows], [inputs.shape(i) for i in range(len(windows))])
         return state, units
 
     def auto_batch_size(self, state: State, device: torch.device) -> int:
-        from evalkit.scoring import rolling as nll
+        from evalkit.scoring import rolling
 
-        return nll.CPU_AUTO_BATCH if device.type == "cpu" else nll.CUDA_AUTO_BATCH
+        return rolling.CPU_AUTO_BATCH if device.type == "cpu" else rolling.CUDA_AUTO_BATCH
 
     def score(self, state: State, batch: list[int]) -> list[dict]:
-        from evalkit.scoring import rolling as nll
-
         clock = state.clock if state.reference is not None else None
-        figures = nll.score_batch(state.model, *state.inputs(batch), state.reference, clock, state.compile_nll)
+        figures = state.lm.loglikelihood_rolling(*state.inputs(batch), reference=state.reference, clock=clock)
         token_kl = figures.pop("token_kl", None)
         columns = {name: values.tolist() for name, values in figures.items()}
         records = [{name: column[row] for name, column in columns.items()} for row in range(len(batch))]
