@@ -64,10 +64,11 @@ class CausalLM:
             raise EvalkitError(f"the continuation {continuation!r} encodes to no tokens: nothing to score")
         return context_ids, continuation_ids
 
-    def loglikelihood_tokens(self, questions: list[TokenPairs], shared: bool) -> list[list[tuple[float, bool]]]:
-        """(log-likelihood, is_greedy) of each pair of each question of one batch: `shared` questions (of one
-        EncodedQuestions group) through their shared context's cache, others pair by pair."""
-        return pairs.batch_scores(self.model, questions, self.max_length, shared)
+    def loglikelihood_tokens(self, encoded: EncodedQuestions, batch: list[int]) -> list[list[tuple[float, bool]]]:
+        """(log-likelihood, is_greedy) of each pair of each question of one batch (question indices of one
+        EncodedQuestions group): shared contexts through their key/value cache, others pair by pair."""
+        return pairs.batch_scores(self.model, [encoded.pairs[i] for i in batch], self.max_length,
+                                  encoded.shared[batch[0]])
 
     def loglikelihood(self, requests: list[tuple[str, str]],
                       batch_size: int | str = "auto") -> list[tuple[float, bool]]:
@@ -86,8 +87,8 @@ class CausalLM:
                     results[index] = score
 
         size = resolve_batch_size(batch_size, self.auto_batch_size())
-        score_in_batches(encoded.order(), size, batch_size == "auto", lambda batch: self.loglikelihood_tokens(
-            [encoded.pairs[i] for i in batch], encoded.shared[batch[0]]), keep, encoded.groups(), self.device)
+        score_in_batches(encoded.order(), size, batch_size == "auto",
+                         lambda batch: self.loglikelihood_tokens(encoded, batch), keep, encoded.groups(), self.device)
         return results
 
     def loglikelihood_rolling(self, input_ids, positions, mask=None, reference=None, clock=None) -> dict:

@@ -12,10 +12,19 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from evalkit.config.settings import is_number, setting
+from evalkit.config.settings import setting
 from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
-from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.evaluators.base import (
+    Data,
+    Evaluator,
+    Metric,
+    ModelRequest,
+    Outcome,
+    PreparedJob,
+    Units,
+    numbers,
+)
 from evalkit.evaluators.classification.labels import check_labels, check_template, nli_label_ids, softmax
 from evalkit.hashing import sha256_text
 from evalkit.metrics import classification_metrics, count_bytes
@@ -32,20 +41,6 @@ class Settings:
                                  choices=tuple(METHODS))
     multi_label: bool = setting(False, "nli: score each label on its own (entailment vs contradiction)")
     calibrate: bool = setting(False, "loglikelihood: contextual calibration against the task's content-free inputs")
-
-
-@dataclass
-class State:
-    method: str
-    labels: list[str]
-    inputs: list[str]  # texts, or prompts around them (loglikelihood)
-    score_texts: functools.partial | None  # nli, embedding: (texts, batch_size) -> [texts, labels] scores
-    rows_per_example: int
-    examples: object
-    continuations: list[str] | None = None
-    lm: object = None  # loglikelihood: scoring.causal_lm.CausalLM
-    encoded: object = None  # loglikelihood: scoring.causal_lm.EncodedQuestions, one question per example
-    prior: np.ndarray | None = None  # calibration: log label probabilities given content-free inputs
 
 
 class Classification(Evaluator):
@@ -105,86 +100,121 @@ class Classification(Evaluator):
         fingerprint = sha256_text("\n".join(f"{label}\t{text}" for label, text in zip(examples.labels, examples.texts)))
         return Data(examples, fingerprint, examples.origin)
 
-    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> ClassificationJob:
         from evalkit.evaluators.classification.methods import embedding_scores, nli_scores
 
         loaded, examples = models["model"], data.content
-        model, tokenizer = loaded.model, loaded.tokenizer
         labels = [str(label) for label in task["labels"]]
         templates = task[settings.method]
-        state = State(settings.method, labels, examples.texts, None, 1, examples)
         if settings.method == "loglikelihood":
-            return label_likelihoods(state, loaded, templates, settings.calibrate)
+            return label_likelihoods(loaded, examples, labels, templates, settings.calibrate)
+        texts = examples.texts
+        units = Units(len(texts), [1.0] * len(texts), order=sorted(range(len(texts)), key=lambda i: len(texts[i])))
         if settings.method == "nli":
             hypotheses = [templates["hypothesis_template"].format(label) for label in labels]
-            state.score_texts = functools.partial(nli_scores, model, tokenizer, hypotheses=hypotheses,
-                                                  multi_label=settings.multi_label)
-            state.rows_per_example = len(labels)
-        else:
-            descriptions = [templates["description"].format(label) for label in labels]
-            state.score_texts = functools.partial(embedding_scores, model, tokenizer, descriptions=descriptions)
-        order = sorted(range(len(state.inputs)), key=lambda i: len(state.inputs[i]))  # batches of similar length
-        return state, Units(len(state.inputs), [1.0] * len(state.inputs), order=order)
+            score_texts = functools.partial(nli_scores, loaded.model, loaded.tokenizer, hypotheses=hypotheses,
+                                            multi_label=settings.multi_label)
+            return TextScoresJob(units, settings.method, labels, examples, score_texts, len(labels))
+        descriptions = [templates["description"].format(label) for label in labels]
+        score_texts = functools.partial(embedding_scores, loaded.model, loaded.tokenizer, descriptions=descriptions)
+        return TextScoresJob(units, settings.method, labels, examples, score_texts, 1)
 
-    def auto_batch_size(self, state: State, device) -> int:
-        if state.lm is not None:
-            return state.lm.auto_batch_size()
-        return max(1, (CPU_ROWS if device.type == "cpu" else CUDA_ROWS) // state.rows_per_example)
 
-    def score(self, state: State, batch: list[int]) -> list[dict]:
-        if state.lm is not None:
-            questions = state.lm.loglikelihood_tokens([state.encoded.pairs[i] for i in batch],
-                                                      state.encoded.shared[batch[0]])
-            return [{"scores": [ll for ll, _ in question]} for question in questions]
-        scores = state.score_texts([state.inputs[i] for i in batch], batch_size=len(batch) * state.rows_per_example)
-        return [{"scores": [float(value) for value in row]} for row in scores]
+@dataclass
+class ClassificationJob(PreparedJob):
+    """Each example's score per label (units: examples, batched by length), and the metrics of their argmax."""
 
-    def check_record(self, state: State, index: int, record: dict) -> bool:
-        scores = record.get("scores")
-        return (set(record) == {"scores"} and isinstance(scores, list) and len(scores) == len(state.labels)
-                and all(is_number(value) for value in scores))
+    units: Units
+    method: str
+    labels: list[str]
+    examples: object  # data.Examples
 
-    def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
-        scores = np.array([record["scores"] for record in records], dtype=float)
-        truth, labels = np.array(state.examples.labels), state.labels
-        extra = {}
-        if state.method == "loglikelihood":
-            lengths = np.array([count_bytes(c) for c in state.continuations], dtype=float)
-            extra["norm"] = (scores / lengths).argmax(1)
-            if state.prior is not None:
-                extra["uncalibrated"] = scores.argmax(1)
-                scores = np.log(softmax(scores)) - state.prior
+    def record_type(self, index: int) -> dict:
+        return {"scores": numbers(len(self.labels))}
+
+    def adjusted(self, scores: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The scores predictions are made from, and other predictions reported as accuracy_<name>."""
+        return scores, {}
+
+    def calibrated(self) -> bool:
+        return False
+
+    def aggregate(self, records: list[dict], throughput: float) -> Outcome:
+        scores, extra = self.adjusted(np.array([record["scores"] for record in records], dtype=float))
+        truth, labels = np.array(self.examples.labels), self.labels
         predictions = scores.argmax(1)
         metrics = classification_metrics(truth, predictions, labels)
         for name, predicted in extra.items():
             metrics[f"accuracy_{name}"] = float((predicted == truth).mean())
-        metrics.update(method=state.method, examples=len(truth), calibrated=state.prior is not None)
+        metrics.update(method=self.method, examples=len(truth), calibrated=self.calibrated())
         samples = [
             {"index": i, "text": text, "label": labels[truth[i]], "prediction": labels[predictions[i]],
              "correct": bool(truth[i] == predictions[i]), "scores": dict(zip(labels, map(float, scores[i])))}
-            for i, text in enumerate(state.examples.texts)
+            for i, text in enumerate(self.examples.texts)
         ]
-        data = {"origin": state.examples.origin, "examples": len(truth)}
-        return Outcome(metrics, samples, data)
+        return Outcome(metrics, samples, {"origin": self.examples.origin, "examples": len(truth)})
 
 
-def label_likelihoods(state: State, loaded, templates: Mapping, calibrate: bool) -> tuple[State, Units]:
-    """method=loglikelihood: each example a question whose choices are its labels, the pairs (prompt around the
-    text, continuation around the label) scored by lm-eval's rule as multiple_choice scores them; with calibrate,
-    the label probabilities given the task's content-free inputs, normalised over the labels and averaged."""
+@dataclass
+class TextScoresJob(ClassificationJob):
+    """nli, embedding: a methods.py scorer of (texts, batch_size), `rows` model inputs per example."""
+
+    score_texts: functools.partial
+    rows: int
+
+    def auto_batch_size(self, device) -> int:
+        return max(1, (CPU_ROWS if device.type == "cpu" else CUDA_ROWS) // self.rows)
+
+    def score(self, batch: list[int]) -> list[dict]:
+        scores = self.score_texts([self.examples.texts[i] for i in batch], batch_size=len(batch) * self.rows)
+        return [{"scores": [float(value) for value in row]} for row in scores]
+
+
+@dataclass
+class LabelLikelihoodJob(ClassificationJob):
+    """loglikelihood: each example a question whose choices are its labels, scored by the causal LM as
+    multiple_choice scores a question; optionally calibrated by a content-free prior (Zhao et al. 2021)."""
+
+    lm: object  # scoring.causal_lm.CausalLM
+    encoded: object  # scoring.causal_lm.EncodedQuestions: per example, per label (prompt ids, continuation ids)
+    continuations: list[str]
+    prior: np.ndarray | None  # calibration: log label probabilities given content-free inputs
+
+    def auto_batch_size(self, device) -> int:
+        return self.lm.auto_batch_size()
+
+    def score(self, batch: list[int]) -> list[dict]:
+        return [{"scores": [ll for ll, _ in question]} for question in self.lm.loglikelihood_tokens(self.encoded,
+                                                                                                   batch)]
+
+    def adjusted(self, scores: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        lengths = np.array([count_bytes(c) for c in self.continuations], dtype=float)
+        extra = {"norm": (scores / lengths).argmax(1)}
+        if self.prior is None:
+            return scores, extra
+        return np.log(softmax(scores)) - self.prior, {**extra, "uncalibrated": scores.argmax(1)}
+
+    def calibrated(self) -> bool:
+        return self.prior is not None
+
+
+def label_likelihoods(loaded, examples, labels: list[str], templates: Mapping, calibrate: bool) -> LabelLikelihoodJob:
+    """The pairs (prompt around the text, continuation around the label) of every example, encoded by lm-eval's
+    rule; with calibrate, the prior: label probabilities given the task's content-free inputs, normalised over the
+    labels and averaged."""
     from evalkit.scoring.causal_lm import CausalLM
 
-    state.lm = CausalLM(loaded)
-    state.continuations = [templates["continuation"].format(label) for label in state.labels]
-    state.inputs = [templates["prompt"].format(text) for text in state.inputs]
-    state.encoded = state.lm.encode([[(prompt, c) for c in state.continuations] for prompt in state.inputs])
+    lm = CausalLM(loaded)
+    continuations = [templates["continuation"].format(label) for label in labels]
+    prompts = [templates["prompt"].format(text) for text in examples.texts]
+    encoded = lm.encode([[(prompt, c) for c in continuations] for prompt in prompts])
+    prior = None
     if calibrate:
         free = [templates["prompt"].format(text) for text in templates.get("content_free") or ["N/A"]]
-        scores = state.lm.loglikelihood([(prompt, c) for prompt in free for c in state.continuations])
-        lls = np.array([ll for ll, _ in scores]).reshape(len(free), len(state.labels))
-        state.prior = np.log(softmax(lls).mean(0))
-    count = len(state.inputs)
-    return state, Units(count, [1.0] * count, state.encoded.groups(), state.encoded.order())
+        scores = lm.loglikelihood([(prompt, c) for prompt in free for c in continuations])
+        prior = np.log(softmax(np.reshape([ll for ll, _ in scores], (len(free), len(labels)))).mean(0))
+    units = Units(len(prompts), [1.0] * len(prompts), encoded.groups(), encoded.order())
+    return LabelLikelihoodJob(units, "loglikelihood", labels, examples, lm, encoded, continuations, prior)
 
 
 EVALUATOR = Classification()

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from evalkit.config.settings import is_number, setting
-from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.config.settings import setting
+from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units, bools, numbers
 from evalkit.evaluators.multiple_choice.questions import Question, load_questions, question_format
 from evalkit.hashing import canonical_json, sha256_text
 from evalkit.metrics import bootstrap_ratio_interval, count_bytes
@@ -25,15 +25,6 @@ class Settings:
     norm: str = setting("characters", "what acc_norm divides a choice's log-likelihood by: characters (lm-eval's "
                         "acc_norm: the length of the choice's text), bytes (its UTF-8 bytes), tokens",
                         choices=("characters", "bytes", "tokens"))
-
-
-@dataclass
-class State:
-    lm: object  # scoring.causal_lm.CausalLM
-    questions: list[Question]
-    encoded: object  # scoring.causal_lm.EncodedQuestions: per question, per choice (context ids, continuation ids)
-    norm: str
-    origin: str
 
 
 def choice_lengths(question: Question, pairs: list, norm: str) -> np.ndarray:
@@ -68,36 +59,42 @@ class MultipleChoice(Evaluator):
         questions, origin = load_questions(task, run.data_dir, run.limit)
         return Data(questions, sha256_text(canonical_json([asdict(q) for q in questions])), origin)
 
-    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> ChoiceJob:
         from evalkit.scoring.causal_lm import CausalLM
 
         lm = CausalLM(models["model"])
         encoded = lm.encode([list(zip(q.contexts, q.continuations)) for q in data.content])
-        state = State(lm, data.content, encoded, settings.norm, data.origin)
-        return state, Units(len(data.content), [1.0] * len(data.content), encoded.groups(), encoded.order())
+        units = Units(len(data.content), [1.0] * len(data.content), encoded.groups(), encoded.order())
+        return ChoiceJob(units, lm, data.content, encoded, settings.norm, data.origin)
 
-    def auto_batch_size(self, state: State, device) -> int:
-        return state.lm.auto_batch_size()
 
-    def score(self, state: State, batch: list[int]) -> list[dict]:
-        scores = state.lm.loglikelihood_tokens([state.encoded.pairs[i] for i in batch], state.encoded.shared[batch[0]])
+@dataclass
+class ChoiceJob(PreparedJob):
+    units: Units
+    lm: object  # scoring.causal_lm.CausalLM
+    questions: list[Question]
+    encoded: object  # scoring.causal_lm.EncodedQuestions: per question, per choice (context ids, continuation ids)
+    norm: str
+    origin: str
+
+    def record_type(self, index: int) -> dict:
+        choices = len(self.questions[index].choices)
+        return {"loglikelihoods": numbers(choices), "is_greedy": bools(choices)}
+
+    def auto_batch_size(self, device) -> int:
+        return self.lm.auto_batch_size()
+
+    def score(self, batch: list[int]) -> list[dict]:
         return [{"loglikelihoods": [ll for ll, _ in question], "is_greedy": [greedy for _, greedy in question]}
-                for question in scores]
+                for question in self.lm.loglikelihood_tokens(self.encoded, batch)]
 
-    def check_record(self, state: State, index: int, record: dict) -> bool:
-        lls, greedy = record.get("loglikelihoods"), record.get("is_greedy")
-        choices = len(state.encoded.pairs[index])
-        return (set(record) == {"loglikelihoods", "is_greedy"} and isinstance(lls, list) and len(lls) == choices
-                and all(is_number(v) for v in lls) and isinstance(greedy, list) and len(greedy) == choices
-                and all(isinstance(v, bool) for v in greedy))
-
-    def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
-        one_choice = all(len(q.choices) == 1 for q in state.questions)
+    def aggregate(self, records: list[dict], throughput: float) -> Outcome:
+        one_choice = all(len(q.choices) == 1 for q in self.questions)
         samples, correct, correct_norm = [], [], []
-        for index, (question, record) in enumerate(zip(state.questions, records)):
+        for index, (question, record) in enumerate(zip(self.questions, records)):
             lls = np.array(record["loglikelihoods"])
             prediction = int(lls.argmax())
-            prediction_norm = int((lls / choice_lengths(question, state.encoded.pairs[index], state.norm)).argmax())
+            prediction_norm = int((lls / choice_lengths(question, self.encoded.pairs[index], self.norm)).argmax())
             correct.append(record["is_greedy"][0] if one_choice else prediction == question.gold)
             correct_norm.append(prediction_norm == question.gold)
             samples.append({"index": index, "contexts": sorted(set(question.contexts)), "choices": question.choices,
@@ -106,12 +103,12 @@ class MultipleChoice(Evaluator):
                             "prediction_norm": prediction_norm, "correct": bool(correct[-1])})
         hits = np.array(correct, dtype=float)
         metrics = {"acc": float(hits.mean()), "acc_ci95": bootstrap_ratio_interval(hits, np.ones_like(hits)),
-                   "questions": len(records), "norm": state.norm}
+                   "questions": len(records), "norm": self.norm}
         if one_choice:
             metrics["perplexity"] = math.exp(-float(np.mean([r["loglikelihoods"][0] for r in records])))
         else:
             metrics["acc_norm"] = float(np.mean(correct_norm))
-        return Outcome(metrics, samples, {"origin": state.origin, "questions": len(records)})
+        return Outcome(metrics, samples, {"origin": self.origin, "questions": len(records)})
 
 
 EVALUATOR = MultipleChoice()
