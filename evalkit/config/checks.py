@@ -15,7 +15,14 @@ from evalkit import evaluators
 from evalkit.config.settings import read_settings
 from evalkit.data import check_task
 from evalkit.errors import EvalkitError
-from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelRequest, RunSettings, check_batch_size
+from evalkit.evaluators.base import (
+    NOT_SETTINGS,
+    Evaluator,
+    ModelCheck,
+    ModelRequest,
+    RunSettings,
+    check_batch_size,
+)
 from evalkit.loading.facts import ModelFacts, check_trained_head, file_facts
 from evalkit.loading.options import LoadOptions, check_values
 
@@ -65,14 +72,14 @@ def check_config(cfg) -> CheckedConfig:
     check_batch_size(run.batch_size)
     loading = LoadOptions.from_config(config)
     check_values(loading)
-    settings = evaluator.resolve(read_settings(evaluator.Settings, config), task)
-    evaluator.check(settings, run, task)
+    settings = evaluator.validate(read_settings(evaluator.Settings, config), run, task)
     return CheckedConfig(evaluator, config, run, loading, settings)
 
 
 def check_pairing(checked: CheckedConfig, role: str, request: ModelRequest, facts: ModelFacts) -> None:
     """The evaluator's checks of a model's facts (their hints name what would work), then the head's."""
-    checked.evaluator.check_model(checked.settings, role, request.spec, facts)
+    model = ModelCheck(role, request.spec, facts)
+    checked.evaluator.validate(checked.settings, checked.run, checked.config["task"], model)
     check_trained_head(request.spec, facts, request.head)
 
 

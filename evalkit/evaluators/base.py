@@ -73,6 +73,15 @@ class ModelRequest:
     unquantized: bool = False
 
 
+@dataclass(frozen=True)
+class ModelCheck:
+    """A model a job's settings are validated against: its role, its spec and what its config says."""
+
+    role: str
+    spec: Mapping
+    facts: ModelFacts
+
+
 @dataclass
 class Data:
     """A task's data as read: the content, sha256 of what is evaluated (part of the job's identity), its origin."""
@@ -176,21 +185,17 @@ class Evaluator:
     progress_unit: ClassVar[str] = "unit"  # on the progress bar
     unit_name: ClassVar[str] = "unit"  # in messages: window, example, utterance
 
-    def resolve(self, settings, task: Mapping):
-        """The settings with anything left to the task filled in (e.g. the task's default method)."""
+    def validate(self, settings, run, task: Mapping, model: ModelCheck | None = None):
+        """The settings with anything left to the task filled in (e.g. the task's default method), checked across
+        settings and the task (each value's own type is checked already) before any data; with `model`, also
+        against what that model's config says (loading/facts.py: e.g. its context length), before its weights are
+        read. Asked without a model first, then for each model: on config.json alone before torch is imported,
+        then on the transformers config."""
         return settings
-
-    def check(self, settings, run, task: Mapping) -> None:
-        """Checks across settings and the task (each value's own type is checked already); before any data."""
 
     def models(self, settings, model: Mapping, facts: ModelFacts) -> dict[str, ModelRequest]:
         """The models to load by role ("model" first), given the model spec and what its config says."""
         raise NotImplementedError
-
-    def check_model(self, settings, role: str, spec: Mapping, facts: ModelFacts) -> None:
-        """Checks against what a model's config says (loading/facts.py), before its weights are read (e.g. the
-        context length). Runs twice: on config.json alone before torch is imported, then on the transformers
-        config."""
 
     def read_data(self, task: Mapping, settings, run) -> Data:
         raise NotImplementedError

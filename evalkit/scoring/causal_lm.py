@@ -29,8 +29,8 @@ class EncodedQuestions:
 
     def groups(self) -> list:
         """A batch holds questions whose shared contexts have one length (no padding there), or unshared ones."""
-        return [len(question[0][0]) if is_shared else "unshared" for question, is_shared in zip(self.pairs,
-                                                                                                self.shared)]
+        return [len(question[0][0]) if is_shared else "unshared"
+                for question, is_shared in zip(self.pairs, self.shared)]
 
     def order(self) -> list[int]:
         """Longest question first: an out-of-memory error comes with the first batch, before work is spent."""

@@ -19,6 +19,7 @@ from evalkit.evaluators.base import (
     Data,
     Evaluator,
     Metric,
+    ModelCheck,
     ModelRequest,
     Outcome,
     PreparedJob,
@@ -64,36 +65,17 @@ class Classification(Evaluator):
         Metric("calibrated", "whether scores were calibrated by the content-free prior", None),
     )
 
-    def resolve(self, settings: Settings, task: Mapping) -> Settings:
+    def validate(self, settings: Settings, run, task: Mapping, model: ModelCheck | None = None) -> Settings:
         method = settings.method or task.get("method")
         if method not in METHODS:
             raise EvalkitError(f"method={method} is not allowed; allowed: {', '.join(METHODS)}")
+        check_labels_and_templates(task, method)
+        if model is not None:
+            check_model_suits(method, model)
         return replace(settings, method=method)
-
-    def check(self, settings: Settings, run, task: Mapping) -> None:
-        labels = task.get("labels")
-        if labels is not None and not isinstance(labels, list):
-            raise EvalkitError(f"task.labels={labels} is not a list; give the candidate labels, e.g. "
-                               "task.labels=[negative,positive]")
-        check_labels([str(label) for label in labels or []])
-        templates = task.get(settings.method) or {}
-        for key in TEMPLATES[settings.method]:
-            check_template(templates.get(key, ""), f"task.{settings.method}.{key}")
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         return {"model": ModelRequest(model, METHODS[settings.method])}
-
-    def check_model(self, settings: Settings, role: str, spec: Mapping, facts) -> None:
-        if settings.method == "nli":
-            nli_label_ids(facts.label2id)
-        if settings.method == "loglikelihood" and facts.without_lm_head:
-            instead = "method=nli (for an NLI model)" if facts.classifier_only else "method=embedding"
-            raise EvalkitError(f"method=loglikelihood needs a causal LM, but model '{spec.get('name')}' was saved as "
-                               f"{', '.join(facts.architectures)}; use {instead} with it, or a causal LM")
-        if settings.method == "embedding" and facts.decoder_only:
-            raise EvalkitError(f"method=embedding compares sentence-encoder embeddings, but model '{spec.get('name')}' "
-                               "is a causal LM; use method=loglikelihood with it, or a sentence encoder (e.g. "
-                               "model=minilm-l6-v2)")
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         examples = load_examples(task, run.data_dir, run.limit)
@@ -118,6 +100,31 @@ class Classification(Evaluator):
         descriptions = [templates["description"].format(label) for label in labels]
         score_texts = functools.partial(embedding_scores, loaded.model, loaded.tokenizer, descriptions=descriptions)
         return TextScoresJob(units, settings.method, labels, examples, score_texts, 1)
+
+
+def check_labels_and_templates(task: Mapping, method: str) -> None:
+    labels = task.get("labels")
+    if labels is not None and not isinstance(labels, list):
+        raise EvalkitError(f"task.labels={labels} is not a list; give the candidate labels, e.g. "
+                           "task.labels=[negative,positive]")
+    check_labels([str(label) for label in labels or []])
+    templates = task.get(method) or {}
+    for key in TEMPLATES[method]:
+        check_template(templates.get(key, ""), f"task.{method}.{key}")
+
+
+def check_model_suits(method: str, model: ModelCheck) -> None:
+    """Whether the model's config (saved heads, NLI labels) suits the method; the error names what would."""
+    facts, name = model.facts, model.spec.get("name")
+    if method == "nli":
+        nli_label_ids(facts.label2id)
+    if method == "loglikelihood" and facts.without_lm_head:
+        instead = "method=nli (for an NLI model)" if facts.classifier_only else "method=embedding"
+        raise EvalkitError(f"method=loglikelihood needs a causal LM, but model '{name}' was saved as "
+                           f"{', '.join(facts.architectures)}; use {instead} with it, or a causal LM")
+    if method == "embedding" and facts.decoder_only:
+        raise EvalkitError(f"method=embedding compares sentence-encoder embeddings, but model '{name}' is a causal "
+                           "LM; use method=loglikelihood with it, or a sentence encoder (e.g. model=minilm-l6-v2)")
 
 
 @dataclass

@@ -49,8 +49,9 @@ class MultipleChoice(Evaluator):
         Metric("norm", "what acc_norm divided by", None),
     )
 
-    def check(self, settings: Settings, run, task: Mapping) -> None:
+    def validate(self, settings: Settings, run, task: Mapping, model=None) -> Settings:
         question_format(task)
+        return settings
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         return {"model": ModelRequest(model, "causal-lm")}

@@ -20,7 +20,18 @@ from evalkit.config.presets import model_spec
 from evalkit.config.settings import setting
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
-from evalkit.evaluators.base import NUMBER, Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units, numbers
+from evalkit.evaluators.base import (
+    NUMBER,
+    Data,
+    Evaluator,
+    Metric,
+    ModelCheck,
+    ModelRequest,
+    Outcome,
+    PreparedJob,
+    Units,
+    numbers,
+)
 from evalkit.evaluators.perplexity.documents import check_documents, detokenizer, load_documents
 from evalkit.evaluators.perplexity.windows import Window, check_window_args, document_windows
 from evalkit.hashing import canonical_json, sha256_text
@@ -126,24 +137,24 @@ class Perplexity(Evaluator):
         Metric("reference_nll_sum", "the reference model's summed NLL", None, "nats"),
     )
 
-    def check(self, settings: Settings, run, task: Mapping) -> None:
+    def validate(self, settings: Settings, run, task: Mapping, model: ModelCheck | None = None) -> Settings:
         check_documents(task)
         if settings.max_length is not None:
             check_window_args(settings.max_length, settings.stride)
+        if model is not None:
+            context = model.facts.context_length
+            max_length = window_length(settings, context)
+            if context and max_length > context:
+                raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
+                                   f"allowed: max_length <= {context}")
+            check_window_args(max_length, settings.stride)
+        return settings
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         requests = {"model": ModelRequest(model, "causal-lm")}
         if settings.reference_model:
             requests["reference"] = ModelRequest(model_spec(settings.reference_model), "causal-lm", unquantized=True)
         return requests
-
-    def check_model(self, settings: Settings, role: str, spec: Mapping, facts) -> None:
-        context = facts.context_length
-        max_length = window_length(settings, context)
-        if context and max_length > context:
-            raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
-                               f"allowed: max_length <= {context}")
-        check_window_args(max_length, settings.stride)
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         if task.get("documents"):  # limit: the first N documents
