@@ -2,8 +2,8 @@
 
     python benchmarks/classification.py --out outputs/bench_classification.json
 
-- loglikelihood: the packaged SmolLM2-135M on the first 200 SST-2 dev sentences, evalkit vs one full forward per
-  example and label;
+- loglikelihood: the packaged SmolLM2-135M on the first 200 SST-2 dev sentences, evalkit's CausalLM.loglikelihood vs
+  lm-evaluation-harness's HFLM.loglikelihood (batch 16) on the same (prompt, label) pairs;
 - nli: a random-init DistilBERT-base-shaped MNLI classifier (the packaged MiniLM tokenizer, or --nli-tokenizer), 500
   AG News texts x 4 labels, evalkit in each of --nli-dtypes vs transformers' zero-shot-classification pipeline
   (float32). bfloat16 pays only on CPUs with bfloat16 instructions (AVX512-BF16, AMX); the record holds the CPU's.
@@ -25,13 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
 
 from evalkit.config.presets import model_spec
 from evalkit.data import load_examples
-from evalkit.evaluators.classification.methods import loglikelihood_scores, nli_scores
+from evalkit.evaluators.classification.methods import nli_scores
 from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_model, resolve_location
-from oracles import naive_loglikelihood, pipeline_nli_scores  # noqa: E402 (tests/ joins the path first)
+from evalkit.scoring.causal_lm import CausalLM
+from oracles import pipeline_nli_scores  # noqa: E402 (tests/ joins the path first)
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / ".." / "shared" / "data"
@@ -63,11 +66,14 @@ def loglikelihood_benchmark(count: int) -> dict:
     task = {"name": "sst2", "data_file": "classification/sst2/stsa.binary.dev", "format": "label_first",
             "text_field": "text", "label_field": "label", "labels": ["negative", "positive"]}
     texts = load_examples(task, str(DATA), count).texts
-    contexts = [f"Review: {text}\nSentiment:" for text in texts]
-    continuations = [" negative", " positive"]
-    reference, reference_seconds = timed(lambda: naive_loglikelihood(plain, loaded.tokenizer, contexts, continuations))
-    ours, seconds = timed(lambda: loglikelihood_scores(loaded.model, loaded.tokenizer, contexts, continuations, 16))
-    return compare("one full forward per example and label", reference, ours, reference_seconds, seconds, count)
+    pairs = [(f"Review: {text}\nSentiment:", label) for text in texts for label in (" negative", " positive")]
+    lm = HFLM(pretrained=plain, tokenizer=loaded.tokenizer, batch_size=16, device="cpu")
+    requests = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)]
+    reference, reference_seconds = timed(lambda: lm.loglikelihood(requests))
+    ours, seconds = timed(lambda: CausalLM(loaded).loglikelihood(pairs, 16))
+    reference, ours = ([ll for ll, _ in scores] for scores in (reference, ours))
+    return compare("lm-evaluation-harness HFLM.loglikelihood (batch 16)", np.reshape(reference, (-1, 2)),
+                   np.reshape(ours, (-1, 2)), reference_seconds, seconds, count)
 
 
 def nli_benchmark(count: int, path: Path, tokenizer: str | None, dtypes: list[str]) -> dict:

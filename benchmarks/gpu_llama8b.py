@@ -31,6 +31,7 @@ from evalkit.evaluators.perplexity.windows import window_schedule
 from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_fresh
 from evalkit.loading.fingerprints import tensors_fingerprint
+from evalkit.scoring import logprobs
 from evalkit.scoring import rolling as nll
 from oracles import docs_loop_nll  # noqa: E402 (tests/ joins the path first)
 
@@ -106,9 +107,9 @@ class Bench:
             reference = self.evalkit_pass(f"evalkit_eager_auto_run{run}", model, "auto")
         batch = self.args.batch
         self.evalkit_pass(f"evalkit_eager_b{batch}_chunked", model, batch)
-        budget, nll.LOGIT_BUDGET = nll.LOGIT_BUDGET, 1 << 62  # the whole batch's logits at once
+        budget, logprobs.LOGIT_BUDGET = logprobs.LOGIT_BUDGET, 1 << 62  # the whole batch's logits at once
         self.evalkit_pass(f"evalkit_eager_b{batch}_unchunked", model, batch)
-        nll.LOGIT_BUDGET = budget
+        logprobs.LOGIT_BUDGET = budget
         prefix = self.windows[: self.args.docs_windows]
         sums, seconds, memory = timed(lambda: docs_loop_nll(model, self.tokens, prefix))
         share = sum(w.length for w in prefix) / sum(w.length for w in self.windows)

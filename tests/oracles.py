@@ -56,24 +56,6 @@ def docs_loop_perplexity(model, input_ids: torch.Tensor, max_length: int, stride
     return nll_sum, n_tokens
 
 
-@torch.inference_mode()
-def naive_loglikelihood(model, tokenizer, contexts: list[str], continuations: list[str]) -> list[list[float]]:
-    """One full forward per (context, continuation): the summed log-probability of the continuation's tokens
-    (context and continuation encoded separately, as lm-evaluation-harness does)."""
-    device = next(model.parameters()).device
-    scores = []
-    for context in contexts:
-        context_ids = tokenizer(context)["input_ids"]
-        row = []
-        for continuation in continuations:
-            target = tokenizer(continuation, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([context_ids + target], device=device)
-            log_probs = model(ids).logits[0].float().log_softmax(-1)
-            row.append(sum(float(log_probs[len(context_ids) - 1 + k, t]) for k, t in enumerate(target)))
-        scores.append(row)
-    return scores
-
-
 def pipeline_nli_scores(model, tokenizer, texts, labels, hypothesis_template, multi_label, batch_size=1):
     """transformers' zero-shot-classification pipeline, scores rearranged to [texts, labels] in label order."""
     import transformers

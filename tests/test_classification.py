@@ -1,5 +1,6 @@
-"""Zero-shot classification against independent references: the HF pipeline (nli), one full forward per example
-and label (loglikelihood), direct pooling with the model (embedding); the CLI on real data."""
+"""Zero-shot classification against independent references: the HF pipeline (nli), lm-evaluation-harness's
+HFLM.loglikelihood on the same (context, continuation) strings (loglikelihood), direct pooling with the model
+(embedding); the CLI on real data."""
 
 import json
 import math
@@ -9,10 +10,16 @@ import pytest
 import torch
 import transformers
 from conftest import SHARED_DATA, minilm_dir, read_samples, run_cli, run_results
+from lm_eval.api.instance import Instance
+from lm_eval.models.huggingface import HFLM
 
+import evalkit
 from evalkit.data import load_examples
-from evalkit.evaluators.classification.methods import embedding_scores, loglikelihood_scores, nli_scores
-from oracles import naive_loglikelihood, pipeline_nli_scores
+from evalkit.evaluators.classification.methods import embedding_scores, nli_scores
+from evalkit.loading.facts import context_length
+from evalkit.loading.loaded import LoadedModel
+from evalkit.scoring.causal_lm import CausalLM
+from oracles import pipeline_nli_scores
 
 SST2 = {"name": "sst2", "data_file": "classification/sst2/stsa.binary.dev", "format": "label_first",
         "text_field": "text", "label_field": "label", "labels": ["negative", "positive"]}
@@ -38,30 +45,54 @@ def test_nli_equals_pipeline(nli_models, architecture, multi_label):
                                                                     False)), rtol=1e-5, atol=1e-5)
 
 
+def lm_eval_loglikelihood(model, tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+    """lm-eval's HFLM.loglikelihood of (context, continuation) pairs, at the model's context length."""
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=1, max_length=context_length(model.config),
+              device="cpu")
+    return lm.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)])
+
+
+def causal_lm(model, tokenizer) -> CausalLM:
+    return CausalLM(LoadedModel(model, tokenizer, torch.device("cpu"), "causal-lm", context_length(model.config)))
+
+
+def assert_same_loglikelihoods(ours: list[tuple[float, bool]], expected: list[tuple[float, bool]], atol: float):
+    np.testing.assert_allclose([ll for ll, _ in ours], [ll for ll, _ in expected], rtol=1e-5, atol=atol)
+    assert [greedy for _, greedy in ours] == [greedy for _, greedy in expected]
+
+
 @pytest.mark.parametrize("model_dir", ["tiny_gpt2_dir", "tiny_llama_dir"])
-def test_loglikelihood_equals_naive_reference(request, model_dir):
+def test_label_loglikelihoods_equal_lm_eval(request, model_dir, tmp_path):
+    """Each example's label log-likelihoods and is_greedy as lm-eval's HFLM.loglikelihood gives them for the pairs
+    (prompt around the text, continuation around the label): through the CausalLM at several batch sizes, and the
+    classification evaluator's per-example scores (samples.jsonl)."""
     path = request.getfixturevalue(model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-    contexts = [f"Article: {text}\nTopic:" for text in TEXTS]
-    continuations = [f" {label}" for label in LABELS]  # " Sci/Tech" is several tokens, the others one
+    prompt, continuations = "Article: {}\nTopic:", [f" {label}" for label in LABELS]  # " Sci/Tech": several tokens
     assert len({len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations}) > 1
-    expected = np.array(naive_loglikelihood(model, tokenizer, contexts, continuations))
-    for batch_size in (1, 3, 32):
-        ours = loglikelihood_scores(model, tokenizer, contexts, continuations, batch_size)
-        np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    pairs = [(prompt.format(text), continuation) for text in TEXTS for continuation in continuations]
+    expected = lm_eval_loglikelihood(model, tokenizer, pairs)
+    for batch_size in (1, 3, "auto"):
+        assert_same_loglikelihoods(causal_lm(model, tokenizer).loglikelihood(pairs, batch_size), expected, 1e-5)
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": text, "label": LABELS[k % 4]}) + "\n" for k, text in enumerate(TEXTS)))
+    evalkit.evaluate(model={"name": model_dir, "name_or_path": str(path)}, task="classification",
+                     method="loglikelihood", device="cpu", cache_dir=None, out_dir=tmp_path / "run",
+                     **{"task.path": str(data), "task.labels": LABELS, "task.loglikelihood.prompt": prompt})
+    scores = [[sample["scores"][label] for label in LABELS] for sample in read_samples(tmp_path / "run")]
+    np.testing.assert_allclose(scores, np.reshape([ll for ll, _ in expected], (len(TEXTS), len(LABELS))),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_loglikelihood_real_model_on_sst2(smol):
     model, tokenizer = smol
     examples = load_examples(SST2, str(SHARED_DATA), limit=40)
-    contexts = [f"Review: {text}\nSentiment:" for text in examples.texts]
-    continuations = [" negative", " positive"]
-    ours = loglikelihood_scores(model, tokenizer, contexts, continuations, 16)
-    expected = np.array(naive_loglikelihood(model, tokenizer, contexts, continuations))
-    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-4)
-    assert (ours.argmax(1) == expected.argmax(1)).all()
-    assert (ours.argmax(1) == np.array(examples.labels)).mean() > 0.6  # a real model, better than chance
+    pairs = [(f"Review: {text}\nSentiment:", label) for text in examples.texts for label in (" negative", " positive")]
+    ours = causal_lm(model, tokenizer).loglikelihood(pairs)
+    assert_same_loglikelihoods(ours, lm_eval_loglikelihood(model, tokenizer, pairs), 1e-4)
+    predictions = np.reshape([ll for ll, _ in ours], (-1, 2)).argmax(1)
+    assert (predictions == np.array(examples.labels)).mean() > 0.6  # a real model, better than chance
 
 
 def test_embedding_equals_direct_computation():

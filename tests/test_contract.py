@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, SHARED_DATA, WIKITEXT, read_samples, run_cli
+from conftest import ROOT, SHARED_DATA, WIKITEXT, patch_jobs, read_samples, run_cli
 
 import evalkit
 from evalkit import evaluators
@@ -187,20 +187,19 @@ def test_catalogue_names_every_metric_and_the_summary_shows_it(reference_runs, n
 @pytest.mark.parametrize("name", EVALUATORS)
 def test_out_of_memory_halves_the_batch_and_changes_no_number(jobs, reference_runs, monkeypatch, name):
     evaluator = evaluators.get(name)
-    score, sizes = evaluator.score, []
+    sizes = []
 
-    def score_or_run_out_of_memory(state, batch):
+    def score_or_run_out_of_memory(score, batch):
         if len(batch) > 1:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         sizes.append(len(batch))
-        return score(state, batch)
+        return score(batch)
 
-    monkeypatch.setattr(evaluator, "auto_batch_size", lambda state, device: 4)
-    monkeypatch.setattr(evaluator, "score", score_or_run_out_of_memory)
+    patch_jobs(monkeypatch, evaluator, "auto_batch_size", lambda original, device: 4)
+    patch_jobs(monkeypatch, evaluator, "score", score_or_run_out_of_memory)
     record = evalkit.evaluate(**jobs[name], batch_size="auto")
     assert record["timing"]["batch_size"] == 1 and set(sizes) == {1}  # 4 -> 2 -> 1
     assert same_figures(record["metrics"], reference_runs[name][0]["metrics"])
-    monkeypatch.setattr(evaluator, "auto_batch_size", lambda state, device: 4)
     with pytest.raises(torch.OutOfMemoryError):  # an explicit batch size is the user's: never halved
         evalkit.evaluate(**jobs[name], batch_size=2)
 
@@ -208,19 +207,19 @@ def test_out_of_memory_halves_the_batch_and_changes_no_number(jobs, reference_ru
 @pytest.mark.parametrize("name", EVALUATORS)
 def test_interrupted_run_resumes_and_computes_only_the_rest(jobs, reference_runs, monkeypatch, tmp_path, name):
     evaluator = evaluators.get(name)
-    score, batches = evaluator.score, []
+    batches = []
 
-    def score_then_interrupt(state, batch):
+    def score_then_interrupt(score, batch):
         if len(batches) == 2:
             raise KeyboardInterrupt
         batches.append(batch)
-        return score(state, batch)
+        return score(batch)
 
     job = {**jobs[name], "batch_size": 1, "cache_dir": str(tmp_path / "cache")}
-    monkeypatch.setattr(evaluator, "score", score_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        evalkit.evaluate(**job)
-    monkeypatch.setattr(evaluator, "score", score)
+    with monkeypatch.context() as patch:
+        patch_jobs(patch, evaluator, "score", score_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            evalkit.evaluate(**job)
     record = evalkit.evaluate(**job, out_dir=tmp_path / "resumed")
     reference, reference_samples = reference_runs[name]
     assert record["run"]["resumed_units"] == 2

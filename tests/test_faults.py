@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import ROOT, SHARED_DATA, api_keys, read_samples, run_cli
+from conftest import ROOT, SHARED_DATA, api_keys, patch_jobs, read_samples, run_cli
 
 import evalkit
 from evalkit import evaluators
@@ -93,16 +93,16 @@ def test_non_finite_scores_stop_the_run_naming_the_unit(tmp_path, tiny_gpt2_dir)
 def interrupted_log(job: dict, monkeypatch, batches: int = 3) -> Path:
     """Run `job` until `batches` batches are done, then Ctrl-C; return its progress log."""
     evaluator = evaluators.get("perplexity")
-    score, done = evaluator.score, []
+    done = []
 
-    def score_then_interrupt(state, batch):
+    def score_then_interrupt(score, batch):
         if len(done) == batches:
             raise KeyboardInterrupt
         done.append(batch)
-        return score(state, batch)
+        return score(batch)
 
     with monkeypatch.context() as patch:
-        patch.setattr(evaluator, "score", score_then_interrupt)
+        patch_jobs(patch, evaluator, "score", score_then_interrupt)
         with pytest.raises(KeyboardInterrupt, match="3 finished units are saved"):
             evalkit.evaluate(**job)
     (log,) = Path(job["cache_dir"]).glob("*/progress.rank0.jsonl")

@@ -5,11 +5,14 @@ import importlib.util
 import json
 import math
 import re
+import sys
+import types
 from pathlib import Path
 
 import lm_eval
 import numpy as np
 import pytest
+import torch
 import transformers
 from conftest import SHARED_DATA, WIKITEXT
 from lm_eval.api.instance import Instance
@@ -18,6 +21,8 @@ from lm_eval.models.huggingface import HFLM
 import evalkit
 from evalkit.evaluators.multiple_choice.questions import load_questions
 from evalkit.evaluators.perplexity.documents import articles, wikitext_detokenize
+from evalkit.loading.loaded import LoadedModel
+from evalkit.scoring.causal_lm import DEFAULT_MAX_LENGTH, CausalLM
 
 WINDOW = 128  # lm-eval's max_length; evalkit's windows hold one more token: the BOS/prefix context
 QUESTIONS = {"multiple_choice": "fields", "winogrande": "winogrande", "lambada_openai": "lambada"}
@@ -141,3 +146,17 @@ def test_wikitext_documents_equal_lm_evals_wikitext(reference):
     assert math.isclose(metrics["word_perplexity"], math.exp(-loglikelihood / words), rel_tol=1e-6)
     assert math.isclose(metrics["byte_perplexity"], math.exp(-loglikelihood / size), rel_tol=1e-6)
     assert math.isclose(metrics["bits_per_byte"], -loglikelihood / size / math.log(2), rel_tol=1e-6)
+
+
+def test_generate_until_goes_to_the_generation_module(tiny_gpt2_dir, monkeypatch):
+    """CausalLM.generate_until hands the prompts to evalkit.scoring.generation.generate_until with the model, its
+    tokenizer and the model's max length (lm-eval's 2048 when its config names none)."""
+    calls = []
+    generation = types.ModuleType("evalkit.scoring.generation")
+    generation.generate_until = lambda *args, **kwargs: calls.append((args, kwargs)) or ["text"]
+    monkeypatch.setitem(sys.modules, "evalkit.scoring.generation", generation)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_gpt2_dir)
+    lm = CausalLM(LoadedModel(model, tokenizer, torch.device("cpu"), "causal-lm"))
+    assert lm.generate_until(["Question:"], ["\n"], 8, temperature=0.0) == ["text"]
+    assert calls == [((model, tokenizer, ["Question:"], ["\n"], 8, DEFAULT_MAX_LENGTH), {"temperature": 0.0})]

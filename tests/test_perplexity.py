@@ -8,8 +8,10 @@ import transformers
 
 from evalkit.evaluators.perplexity.windows import window_schedule
 from evalkit.loading import LoadOptions, load_model
-from evalkit.scoring.choices import batch_scores
-from evalkit.scoring.rolling import output_split, position_chunks, score_windows
+from evalkit.scoring.logprobs import position_chunks
+from evalkit.scoring.pairs import batch_scores
+from evalkit.scoring.probes import output_split
+from evalkit.scoring.rolling import score_windows
 from oracles import docs_loop_nll, docs_loop_perplexity
 
 MAX_LENGTH = 300
@@ -124,7 +126,8 @@ def test_large_logits_run_in_chunks_of_scored_positions_with_the_same_nll(models
     whole = score_windows(ours, tokens, windows, 3)[0]["nll"]
     calls = []
     hook = ours.get_output_embeddings().register_forward_hook(lambda module, args, out: calls.append(out.shape[:-1]))
-    monkeypatch.setattr("evalkit.scoring.rolling.LOGIT_BUDGET", 3 * 50 * ours.config.vocab_size)  # 50 positions of 3 windows
+    # 50 positions of 3 windows
+    monkeypatch.setattr("evalkit.scoring.logprobs.LOGIT_BUDGET", 3 * 50 * ours.config.vocab_size)
     try:
         chunked = score_windows(ours, tokens, windows, 3)[0]["nll"]
     finally:
@@ -143,7 +146,7 @@ def test_cpu_log_softmax_in_chunks_changes_no_number(models, tokens, monkeypatch
              [(tokens[50:60].tolist(), tokens[60:90].tolist())]]
     chunks = position_chunks(torch.empty(3, MAX_LENGTH, ours.config.vocab_size, dtype=torch.bfloat16))
     chunked = (score_windows(ours, tokens, windows, 3)[0]["nll"], batch_scores(ours, pairs, MAX_LENGTH, False))
-    monkeypatch.setattr("evalkit.scoring.rolling.CPU_LOG_SOFTMAX_ELEMENTS", 1 << 62)
+    monkeypatch.setattr("evalkit.scoring.logprobs.CPU_LOG_SOFTMAX_ELEMENTS", 1 << 62)
     whole = (score_windows(ours, tokens, windows, 3)[0]["nll"], batch_scores(ours, pairs, MAX_LENGTH, False))
     assert len(chunks) > 1 and torch.equal(chunked[0], whole[0]) and chunked[1] == whole[1]
 
@@ -156,7 +159,7 @@ def test_a_model_that_caps_its_logits_is_not_split(tokens, monkeypatch):
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     windows = window_schedule(NUM_TOKENS, MAX_LENGTH, 256)
-    monkeypatch.setattr("evalkit.scoring.rolling.LOGIT_BUDGET", 1)
+    monkeypatch.setattr("evalkit.scoring.logprobs.LOGIT_BUDGET", 1)
     assert output_split(model) is None
     nll = score_windows(model, tokens, windows, 2)[0]["nll"]
     assert math.isclose(float(nll.sum()), math.fsum(docs_loop_nll(model, tokens, windows)), rel_tol=1e-6)

@@ -15,7 +15,7 @@ from evalkit import evaluators
 from evalkit.config.settings import check_only_with, read_settings
 from evalkit.data import check_task
 from evalkit.errors import EvalkitError
-from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelRequest, RunSettings
+from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelCheck, ModelRequest, RunSettings
 from evalkit.loading.facts import ModelFacts, check_trained_head, file_facts
 from evalkit.loading.options import LoadOptions, check_combinations
 
@@ -65,15 +65,15 @@ def check_config(cfg) -> CheckedConfig:
     run = read_settings(RunSettings, config)
     loading = read_settings(LoadOptions, config)
     check_combinations(loading)
-    settings = evaluator.resolve(read_settings(evaluator.Settings, config), task)
+    settings = evaluator.validate(read_settings(evaluator.Settings, config), run, task)
     check_only_with(settings)
-    evaluator.check(settings, run, task)
     return CheckedConfig(evaluator, config, run, loading, settings)
 
 
 def check_pairing(checked: CheckedConfig, role: str, request: ModelRequest, facts: ModelFacts) -> None:
     """The evaluator's checks of a model's facts (their hints name what would work), then the head's."""
-    checked.evaluator.check_model(checked.settings, role, request.spec, facts)
+    model = ModelCheck(role, request.spec, facts)
+    checked.evaluator.validate(checked.settings, checked.run, checked.config["task"], model)
     check_trained_head(request.spec, facts, request.head)
 
 

@@ -1,10 +1,12 @@
 """What an evaluator is: a small strategy the runner drives (runner.py owns the job).
 
 An evaluator declares its typed settings (a dataclass of `setting(...)` fields: the top-level keys it reads), the
-models it needs and with which head, how it reads its data, how it turns data and loaded models into units (windows,
-examples, utterances), how it scores a batch of units into per-unit records (JSON-able: they are the resume log), how
-records aggregate into metrics and samples, and its metric catalogue (name, meaning, direction, unit, headline).
-A new evaluator is one module in evalkit/evaluators/ defining `EVALUATOR`, plus a task YAML naming it.
+models it needs and with which head, how it reads its data, and its metric catalogue (name, meaning, direction,
+unit, headline). Its prepare() turns data and loaded models into one job's PreparedJob: the units (windows,
+examples, utterances), how a batch of them scores into per-unit records (JSON-able: they are the resume log, checked
+against the record type the job declares), and how records aggregate into metrics and samples. The evaluator itself
+holds nothing of a job. A new evaluator is one package in evalkit/evaluators/ defining `EVALUATOR`, plus a task YAML
+naming it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from evalkit.config.settings import setting
+from evalkit.config.settings import is_number, setting
 
 if TYPE_CHECKING:  # torch is imported after the command line's checks, which read this module
     import torch
@@ -69,6 +71,15 @@ class ModelRequest:
     unquantized: bool = False
 
 
+@dataclass(frozen=True)
+class ModelCheck:
+    """A model a job's settings are validated against: its role, its spec and what its config says."""
+
+    role: str
+    spec: Mapping
+    facts: ModelFacts
+
+
 @dataclass
 class Data:
     """A task's data as read: the content, sha256 of what is evaluated (part of the job's identity), its origin."""
@@ -100,6 +111,67 @@ class Outcome:
     timing: dict = field(default_factory=dict)  # the evaluator's own timing figures, beside the runner's
 
 
+@dataclass(frozen=True)
+class Field:
+    """One key of a unit's record: a number, a bool or a text, or (with `length`) a list of that many of them."""
+
+    kind: str
+    length: int | None = None
+
+    def holds(self, value) -> bool:
+        if self.length is None:
+            return KINDS[self.kind](value)
+        return isinstance(value, list) and len(value) == self.length and all(map(KINDS[self.kind], value))
+
+
+KINDS = {"number": is_number, "bool": lambda value: isinstance(value, bool),
+         "text": lambda value: isinstance(value, str)}
+NUMBER, BOOL, TEXT = Field("number"), Field("bool"), Field("text")
+
+
+def numbers(length: int) -> Field:
+    return Field("number", length)
+
+
+def bools(length: int) -> Field:
+    return Field("bool", length)
+
+
+class PreparedJob:
+    """One job's work, made by Evaluator.prepare from the data and the loaded models: its units, how a batch of them
+    scores, the record each unit keeps, and how records aggregate. Subclasses set `units` and override the methods
+    that raise."""
+
+    units: Units
+    cpu_auto_batch: ClassVar[int] = 1
+    cuda_auto_batch: ClassVar[int] = 64
+
+    def record_type(self, index: int) -> dict[str, Field]:
+        """The keys of unit `index`'s record and what each holds."""
+        raise NotImplementedError
+
+    def check_record(self, index: int, record: dict) -> bool:
+        """Whether a record read back from a progress log has the type unit `index`'s record has (else the unit is
+        computed again)."""
+        fields = self.record_type(index)
+        return set(record) == set(fields) and all(fields[key].holds(record[key]) for key in fields)
+
+    def auto_batch_size(self, device: torch.device) -> int:
+        return self.cpu_auto_batch if device.type == "cpu" else self.cuda_auto_batch
+
+    def warm_up(self, todo: list[int]) -> None:
+        """Untimed work before the timed scoring (e.g. kernels that compile on first use)."""
+
+    def score(self, batch: list[int]) -> list[dict]:
+        """Per-unit records (JSON-able) for one batch of unit indices."""
+        raise NotImplementedError
+
+    def aggregate(self, records: list[dict], throughput: float) -> Outcome:
+        """Metrics and samples from every unit's record (in unit order); `throughput` is the measured rate (e.g.
+        audio seconds per second)."""
+        raise NotImplementedError
+
+
 class Evaluator:
     """The strategy interface; see the module docstring. Subclasses set the class attributes and override the
     methods that raise."""
@@ -110,50 +182,24 @@ class Evaluator:
     throughput: ClassVar[str]  # timing key prefix: "tokens" -> tokens_per_second
     progress_unit: ClassVar[str] = "unit"  # on the progress bar
     unit_name: ClassVar[str] = "unit"  # in messages: window, example, utterance
-    cpu_auto_batch: ClassVar[int] = 1
-    cuda_auto_batch: ClassVar[int] = 64
 
-    def resolve(self, settings, task: Mapping):
-        """The settings with anything left to the task filled in (e.g. the task's default method)."""
+    def validate(self, settings, run, task: Mapping, model: ModelCheck | None = None):
+        """The settings with anything left to the task filled in (e.g. the task's default method), checked across
+        settings and the task (each value's own type is checked already) before any data; with `model`, also
+        against what that model's config says (loading/facts.py: e.g. its context length), before its weights are
+        read. Asked without a model first, then for each model: on config.json alone before torch is imported,
+        then on the transformers config."""
         return settings
-
-    def check(self, settings, run, task: Mapping) -> None:
-        """Checks across settings and the task (each value's own type is checked already); before any data."""
 
     def models(self, settings, model: Mapping, facts: ModelFacts) -> dict[str, ModelRequest]:
         """The models to load by role ("model" first), given the model spec and what its config says."""
         raise NotImplementedError
 
-    def check_model(self, settings, role: str, spec: Mapping, facts: ModelFacts) -> None:
-        """Checks against what a model's config says (loading/facts.py), before its weights are read (e.g. the
-        context length). Runs twice: on config.json alone before torch is imported, then on the transformers
-        config."""
-
     def read_data(self, task: Mapping, settings, run) -> Data:
         raise NotImplementedError
 
-    def prepare(self, settings, run, task: Mapping, data: Data, models: dict) -> tuple[Any, Units]:
-        """(state, units) from the data and the loaded models (role -> LoadedModel)."""
-        raise NotImplementedError
-
-    def auto_batch_size(self, state, device: torch.device) -> int:
-        return self.cpu_auto_batch if device.type == "cpu" else self.cuda_auto_batch
-
-    def warm_up(self, state, todo: list[int]) -> None:
-        """Untimed work before the timed scoring (e.g. kernels that compile on first use)."""
-
-    def score(self, state, batch: list[int]) -> list[dict]:
-        """Per-unit records (JSON-able) for one batch of unit indices."""
-        raise NotImplementedError
-
-    def check_record(self, state, index: int, record: dict) -> bool:
-        """Whether a record read back from a progress log has the shape score() gives unit `index` (else the unit
-        is computed again)."""
-        raise NotImplementedError
-
-    def aggregate(self, state, records: list[dict], throughput: float) -> Outcome:
-        """Metrics and samples from every unit's record (in unit order); `throughput` is the measured rate (e.g.
-        audio seconds per second)."""
+    def prepare(self, settings, run, task: Mapping, data: Data, models: dict) -> PreparedJob:
+        """This job's PreparedJob from the data and the loaded models (role -> LoadedModel)."""
         raise NotImplementedError
 
     def headline(self) -> Metric:

@@ -1,7 +1,8 @@
 """THE runner: one job, for every evaluator. It validates the whole config before any data or weights are read,
 reads the data, fingerprints it, looks up the result cache, loads the models through the loading layer, shards the
 units across ranks, scores them in batches with one out-of-memory policy, keeps and reads back resume records, times,
-aggregates and writes the results. The evaluator (evaluator.py) only says what a unit is and how to score it."""
+aggregates and writes the results. The evaluator (evaluators/base.py) only says what a unit is and how to score it:
+its prepare() gives the job's PreparedJob, which the runner scores, checks and aggregates."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from evalkit.config.checks import CheckedConfig, check_config, check_pairing
 from evalkit.data import read_jsonl
 from evalkit.errors import EvalkitError, Interrupted
-from evalkit.evaluators.base import Data, Evaluator, ModelRequest, Units
+from evalkit.evaluators.base import Data, Evaluator, ModelRequest, PreparedJob
 from evalkit.job import distributed
 from evalkit.job.batching import score_in_batches
 from evalkit.job.cache import Job, Progress
@@ -113,11 +114,11 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     distributed.init(job.device)  # before loading: tensor parallelism shards the weights over the process group
     models = load_models(job)
     main = models["model"]
-    state, units = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
-    progress = cache.progress(units.count)
-    progress.keep_only(lambda index, record: job.evaluator.check_record(state, index, record))
-    records, timing = score_units(job, state, units, progress, main.device)
-    outcome = job.evaluator.aggregate(state, records, timing[f"{job.evaluator.throughput}_per_second"])
+    prepared = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
+    progress = cache.progress(prepared.units.count)
+    progress.keep_only(prepared.check_record)
+    records, timing = score_units(job, prepared, progress, main.device)
+    outcome = prepared.aggregate(records, timing[f"{job.evaluator.throughput}_per_second"])
     provenance = main.provenance
     if "reference" in models:
         provenance = {**provenance, "reference": models["reference"].provenance}
@@ -125,16 +126,16 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
                       data={"sha256": data.fingerprint, **outcome.data}, timing={**timing, **outcome.timing})
 
 
-def score_units(job: Plan, state, units: Units, progress: Progress, device: torch.device) -> tuple[list, dict]:
+def score_units(job: Plan, prepared: PreparedJob, progress: Progress, device: torch.device) -> tuple[list, dict]:
     """Every unit's record, in unit order, and the timing of the units this run computed."""
-    evaluator = job.evaluator
+    evaluator, units = job.evaluator, prepared.units
     tensor_parallel = bool(job.loading.tp_plan)
     mine = distributed.shard(units.order or list(range(units.count)), tensor_parallel)
     todo = [i for i in mine if i not in progress.done]
     auto = job.run.batch_size == "auto"
-    size = min(evaluator.auto_batch_size(state, device), max(len(todo), 1)) if auto else job.run.batch_size
+    size = min(prepared.auto_batch_size(device), max(len(todo), 1)) if auto else job.run.batch_size
     computed: dict[int, dict] = {}
-    evaluator.warm_up(state, todo)
+    prepared.warm_up(todo)
     bar = tqdm(total=sum(units.amounts[i] for i in todo), unit=evaluator.progress_unit,
                desc=evaluator.name, dynamic_ncols=True, disable=not distributed.is_main())
 
@@ -147,7 +148,7 @@ def score_units(job: Plan, state, units: Units, progress: Progress, device: torc
     with bar, torch.inference_mode():
         started = time.perf_counter()
         try:
-            size = score_in_batches(todo, size, auto, lambda batch: evaluator.score(state, batch), keep,
+            size = score_in_batches(todo, size, auto, prepared.score, keep,
                                     units.groups, device)
         except KeyboardInterrupt:
             raise Interrupted(len(progress.done) + len(computed), progress.path is not None) from None

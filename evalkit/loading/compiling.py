@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
+from evalkit.scoring.probes import model_device
+
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
@@ -79,7 +81,7 @@ def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     keep_compiled_artifacts()
     options = {**torch._inductor.list_mode_options(mode or "default"), "coordinate_descent_tuning": True,
                "pre_grad_custom_pass": GeluEpilogue()}
-    if next(model.parameters()).device.type == "cpu":
+    if model_device(model).type == "cpu":
         # weights as constants: Inductor prepacks them for oneDNN and fuses the ops around each matmul (what
         # cpu_linear=onednn does for eager runs, which compiling cannot take)
         options["freezing"] = True

@@ -19,6 +19,7 @@ import transformers
 
 from evalkit.errors import EvalkitError
 from evalkit.loading.options import LoadOptions
+from evalkit.scoring.probes import model_device
 
 
 class AlignedLinear(torch.nn.Module):
@@ -113,7 +114,7 @@ def swap_in_onednn_linear(module: torch.nn.Module) -> None:
 def speed_up(model: torch.nn.Module, options: LoadOptions, provenance: dict) -> None:
     """Apply every kernel swap that fits this model and device (after fingerprinting: the oneDNN swap moves weights
     out of the state dict), noting each in the provenance."""
-    input_device = next(model.parameters()).device
+    input_device = model_device(model)
     # the swaps replace or reshape layers, which tensor parallelism has sharded and hooked: then only compile applies
     swaps = not options.tp_plan
     if swaps and uses_onednn_linear(model, options):

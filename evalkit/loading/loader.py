@@ -26,6 +26,7 @@ from evalkit.loading.locations import (
 )
 from evalkit.loading.options import QUANTIZATIONS, LoadOptions, torch_dtype
 from evalkit.loading.sources import HEADS, check_head, model_class, model_config
+from evalkit.scoring.probes import model_device
 
 
 def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = None) -> LoadedModel:
@@ -55,7 +56,7 @@ def load_fresh(spec: Mapping, options: LoadOptions, head: str, config: Any = Non
     if copy:
         provenance["loaded_from"] = f"{copy.path} (the GGUF's dequantized copy)"
     speed_up(model, options, provenance)
-    return LoadedModel(model=model, tokenizer=tokenizer, device=next(model.parameters()).device, head=head,
+    return LoadedModel(model=model, tokenizer=tokenizer, device=model_device(model), head=head,
                        context_length=context_length(config), provenance=provenance)
 
 
@@ -188,7 +189,7 @@ def ensure_causal(model: torch.nn.Module, name: str) -> None:
     """Reject models whose outputs at a position depend on later tokens (e.g. a BERT given a causal-LM head), and
     models whose outputs are not finite."""
     vocab = model.get_input_embeddings().num_embeddings
-    device = next(model.parameters()).device
+    device = model_device(model)
     generator = torch.Generator().manual_seed(0)
     probe = torch.randint(0, vocab, (2, 4), generator=generator)
     probe[1, :3] = probe[0, :3]  # same prefix, different last token

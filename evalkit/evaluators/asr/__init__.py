@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import jiwer
 
@@ -23,7 +23,7 @@ from evalkit.evaluators.asr.audio import (
     read_audio,
     wer_metrics,
 )
-from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.evaluators.base import TEXT, Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units
 
 if TYPE_CHECKING:
     from evalkit.evaluators.asr.transcriber import Transcriber
@@ -44,23 +44,12 @@ class Settings:
                             choices=("raise", "skip"))
 
 
-@dataclass
-class State:
-    transcribe: Transcriber
-    prepared: list[Prepared]
-    skipped: list[dict]
-    normalize: object
-    settings: Settings
-    origin: str
-
-
 class Asr(Evaluator):
     name = "asr"
     Settings = Settings
     throughput = "audio_seconds"
     progress_unit = "s"
     unit_name = "utterance"
-    cpu_auto_batch = cuda_auto_batch = 8  # utterances sorted by duration: little padding
     metrics = (
         Metric("wer", "word error rate over the corpus: (substitutions + deletions + insertions) / reference words",
                False, "", headline=True, interval="wer_ci95"),
@@ -87,7 +76,7 @@ class Asr(Evaluator):
         utterances, origin = load_utterances(task, run.data_dir, run.limit)
         return Data(utterances, utterances_fingerprint(utterances), origin)
 
-    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
+    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> AsrJob:
         from evalkit.evaluators.asr.transcriber import Transcriber  # torch: imported after the command line's checks
 
         loaded = models["model"]
@@ -97,39 +86,55 @@ class Asr(Evaluator):
         prepared, skipped = prepare(data.content, normalize, settings.on_error)
         durations = [p.duration for p in prepared]
         order = sorted(range(len(prepared)), key=lambda i: -durations[i])  # batches of similar length
-        return State(transcribe, prepared, skipped, normalize, settings, data.origin), \
-            Units(len(prepared), durations, order=order)
+        return AsrJob(Units(len(prepared), durations, order=order), transcribe, prepared, skipped, normalize, settings,
+                      data.origin)
 
-    def warm_up(self, state: State, todo: list[int]) -> None:
+
+@dataclass
+class AsrJob(PreparedJob):
+    """Utterances (units, longest first), transcribed in batches and scored by corpus WER."""
+
+    units: Units
+    transcribe: Transcriber
+    prepared: list[Prepared]
+    skipped: list[dict]
+    normalize: object
+    settings: Settings
+    origin: str
+    # utterances sorted by duration: little padding
+    cpu_auto_batch: ClassVar[int] = 8
+    cuda_auto_batch: ClassVar[int] = 8
+
+    def warm_up(self, todo: list[int]) -> None:
         if todo:  # the shortest utterance, at most one Whisper window (and one segment) of it
-            shortest = min((state.prepared[i] for i in todo), key=lambda p: p.duration)
+            shortest = min((self.prepared[i] for i in todo), key=lambda p: p.duration)
             stop = min(WHISPER_WINDOW_S, SEGMENT_S)
-            state.transcribe([read_audio(shortest.utterance.audio, state.transcribe.rate, 0.0, stop)])
+            self.transcribe([read_audio(shortest.utterance.audio, self.transcribe.rate, 0.0, stop)])
 
-    def score(self, state: State, batch: list[int]) -> list[dict]:
+    def score(self, batch: list[int]) -> list[dict]:
         """A batch of utterances read now; one longer than SEGMENT_S alone, a segment at a time."""
-        rate, prepared = state.transcribe.rate, state.prepared
+        rate, prepared = self.transcribe.rate, self.prepared
         short = [i for i in batch if prepared[i].duration <= SEGMENT_S]
-        texts = dict(zip(short, state.transcribe([read_audio(prepared[i].utterance.audio, rate) for i in short])
+        texts = dict(zip(short, self.transcribe([read_audio(prepared[i].utterance.audio, rate) for i in short])
                          if short else []))
         for i in (i for i in batch if i not in texts):
             starts = [k * SEGMENT_S for k in range(math.ceil(prepared[i].duration / SEGMENT_S))]
-            texts[i] = " ".join(state.transcribe([read_audio(prepared[i].utterance.audio, rate, start,
-                                                             start + SEGMENT_S)])[0] for start in starts).strip()
+            texts[i] = " ".join(self.transcribe([read_audio(prepared[i].utterance.audio, rate, start,
+                                                            start + SEGMENT_S)])[0] for start in starts).strip()
         return [{"text": texts[i]} for i in batch]
 
-    def check_record(self, state: State, index: int, record: dict) -> bool:
-        return set(record) == {"text"} and isinstance(record["text"], str)
+    def record_type(self, index: int) -> dict:
+        return {"text": TEXT}
 
-    def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
-        prepared = state.prepared
+    def aggregate(self, records: list[dict], throughput: float) -> Outcome:
+        prepared = self.prepared
         raw = [record["text"] for record in records]
         references = [p.reference for p in prepared]
-        hypotheses = [state.normalize(text) for text in raw]
+        hypotheses = [self.normalize(text) for text in raw]
         metrics = wer_metrics(references, hypotheses)
-        metrics.update(utterances=len(prepared), skipped=len(state.skipped), skipped_utterances=state.skipped,
+        metrics.update(utterances=len(prepared), skipped=len(self.skipped), skipped_utterances=self.skipped,
                        audio_seconds=sum(p.duration for p in prepared), rtfx=throughput,
-                       normalizer=state.settings.normalizer)
+                       normalizer=self.settings.normalizer)
         samples = [
             {"id": p.utterance.id,
              "audio": str(p.utterance.audio) if not isinstance(p.utterance.audio, Mapping) else None,
@@ -137,7 +142,7 @@ class Asr(Evaluator):
              "reference_normalized": ref, "hypothesis_normalized": hyp, "wer": jiwer.wer(ref, hyp)}
             for p, text, ref, hyp in zip(prepared, raw, references, hypotheses)
         ]
-        return Outcome(metrics, samples, {"origin": state.origin, "utterances": len(prepared)})
+        return Outcome(metrics, samples, {"origin": self.origin, "utterances": len(prepared)})
 
 
 EVALUATOR = Asr()

@@ -8,6 +8,7 @@ import torch
 
 from evalkit.evaluators.asr.audio import WHISPER_WINDOW_S
 from evalkit.job.batching import variable_shape_attention
+from evalkit.scoring.probes import model_device
 
 
 class Transcriber:
@@ -16,7 +17,7 @@ class Transcriber:
     def __init__(self, model, processor, seq2seq: bool, language=None, asr_task="transcribe", chunk_length_s=30.0,
                  num_beams=1):
         self.model, self.processor, self.seq2seq = model, processor, seq2seq
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
         self.dtype = next(model.parameters()).dtype
         self.rate = processor.feature_extractor.sampling_rate
         self.generate_kwargs = {"num_beams": num_beams}  # explicit: the HF pipeline would default to 5 beams

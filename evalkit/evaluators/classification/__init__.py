@@ -1,8 +1,8 @@
-"""Zero-shot classification accuracy (units: examples), by one of three methods (zero_shot.py): nli (the HF
-zero-shot-classification pipeline's scores), loglikelihood (a causal LM scores each label's continuation; optional
-contextual calibration) or embedding (cosine similarity to label descriptions). Labels, templates and the default
-method live in the task YAML. zero_shot.py (torch) is imported when scoring starts: the command line reads this
-module (settings, checks) before torch is imported."""
+"""Zero-shot classification accuracy (units: examples), by one of three methods: nli (the HF zero-shot-classification
+pipeline's scores, methods.py), loglikelihood (a causal LM scores each label's continuation as lm-evaluation-harness
+does, through scoring.causal_lm; optional contextual calibration) or embedding (cosine similarity to label
+descriptions, methods.py). Labels, templates and the default method live in the task YAML. The scorers (torch) are
+imported when scoring starts: the command line reads this module (settings, checks) before torch is imported."""
 
 from __future__ import annotations
 
@@ -12,18 +12,28 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from evalkit import loading
-from evalkit.config.settings import is_number, setting
+from evalkit.config.settings import setting
 from evalkit.data import load_examples
 from evalkit.errors import EvalkitError
-from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.evaluators.base import (
+    Data,
+    Evaluator,
+    Metric,
+    ModelCheck,
+    ModelRequest,
+    Outcome,
+    PreparedJob,
+    Units,
+    numbers,
+)
 from evalkit.evaluators.classification.labels import check_labels, check_template, nli_label_ids, softmax
 from evalkit.hashing import sha256_text
 from evalkit.metrics import classification_metrics, count_bytes
 
 METHODS = {"nli": "sequence-classification", "loglikelihood": "causal-lm", "embedding": "encoder"}
 TEMPLATES = {"nli": ("hypothesis_template",), "loglikelihood": ("prompt", "continuation"), "embedding": ("description",)}
-CPU_ROWS, CUDA_ROWS = 16, 128  # model inputs per forward pass under batch_size=auto (an NLI example is one per label)
+# nli, embedding: model inputs per forward pass under batch_size=auto (an NLI example is one per label)
+CPU_ROWS, CUDA_ROWS = 16, 128
 
 
 @dataclass(frozen=True)
@@ -34,18 +44,6 @@ class Settings:
                                 only_with={"method": "nli"})
     calibrate: bool = setting(False, "contextual calibration against the task's content-free inputs",
                               only_with={"method": "loglikelihood"})
-
-
-@dataclass
-class State:
-    method: str
-    labels: list[str]
-    inputs: list[str]  # texts, or prompts around them (loglikelihood)
-    score_texts: functools.partial  # (texts, batch_size) -> [texts, labels] scores
-    rows_per_example: int
-    examples: object
-    continuations: list[str] | None = None
-    prior: np.ndarray | None = None  # calibration: log label probabilities given content-free inputs
 
 
 class Classification(Evaluator):
@@ -70,107 +68,163 @@ class Classification(Evaluator):
         Metric("calibrated", "whether scores were calibrated by the content-free prior", None),
     )
 
-    def resolve(self, settings: Settings, task: Mapping) -> Settings:
+    def validate(self, settings: Settings, run, task: Mapping, model: ModelCheck | None = None) -> Settings:
         method = settings.method or task.get("method")
         if method not in METHODS:
             raise EvalkitError(f"method={method} is not allowed; allowed: {', '.join(METHODS)}")
+        check_labels_and_templates(task, method)
+        if model is not None:
+            check_model_suits(method, model)
         return replace(settings, method=method)
-
-    def check(self, settings: Settings, run, task: Mapping) -> None:
-        labels = task.get("labels")
-        if labels is not None and not isinstance(labels, list):
-            raise EvalkitError(f"task.labels={labels} is not a list; give the candidate labels, e.g. "
-                               "task.labels=[negative,positive]")
-        check_labels([str(label) for label in labels or []])
-        templates = task.get(settings.method) or {}
-        for key in TEMPLATES[settings.method]:
-            check_template(templates.get(key, ""), f"task.{settings.method}.{key}")
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         return {"model": ModelRequest(model, METHODS[settings.method])}
-
-    def check_model(self, settings: Settings, role: str, spec: Mapping, facts) -> None:
-        if settings.method == "nli":
-            nli_label_ids(facts.label2id)
-        if settings.method == "loglikelihood" and facts.without_lm_head:
-            instead = "method=nli (for an NLI model)" if facts.classifier_only else "method=embedding"
-            raise EvalkitError(f"method=loglikelihood needs a causal LM, but model '{spec.get('name')}' was saved as "
-                               f"{', '.join(facts.architectures)}; use {instead} with it, or a causal LM")
-        if settings.method == "embedding" and facts.decoder_only:
-            raise EvalkitError(f"method=embedding compares sentence-encoder embeddings, but model '{spec.get('name')}' "
-                               "is a causal LM; use method=loglikelihood with it, or a sentence encoder (e.g. "
-                               "model=minilm-l6-v2)")
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         examples = load_examples(task, run.data_dir, run.limit)
         fingerprint = sha256_text("\n".join(f"{label}\t{text}" for label, text in zip(examples.labels, examples.texts)))
         return Data(examples, fingerprint, examples.origin)
 
-    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
-        from evalkit.evaluators.classification.methods import embedding_scores, loglikelihood_scores, nli_scores
+    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> ClassificationJob:
+        from evalkit.evaluators.classification.methods import embedding_scores, nli_scores
 
         loaded, examples = models["model"], data.content
-        model, tokenizer = loaded.model, loaded.tokenizer
         labels = [str(label) for label in task["labels"]]
         templates = task[settings.method]
-        state = State(settings.method, labels, examples.texts, None, 1, examples)
+        if settings.method == "loglikelihood":
+            return label_likelihoods(loaded, examples, labels, templates, settings.calibrate)
+        texts = examples.texts
+        units = Units(len(texts), [1.0] * len(texts), order=sorted(range(len(texts)), key=lambda i: len(texts[i])))
         if settings.method == "nli":
             hypotheses = [templates["hypothesis_template"].format(label) for label in labels]
-            state.score_texts = functools.partial(nli_scores, model, tokenizer, hypotheses=hypotheses,
-                                                  multi_label=settings.multi_label)
-            state.rows_per_example = len(labels)
-        elif settings.method == "embedding":
-            descriptions = [templates["description"].format(label) for label in labels]
-            state.score_texts = functools.partial(embedding_scores, model, tokenizer, descriptions=descriptions)
-        else:
-            loading.ensure_causal(model, loaded.provenance.get("name"))
-            state.continuations = [templates["continuation"].format(label) for label in labels]
-            state.score_texts = functools.partial(loglikelihood_scores, model, tokenizer,
-                                                  continuations=state.continuations)
-            state.inputs = [templates["prompt"].format(text) for text in examples.texts]
-            state.rows_per_example = 1 + sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) > 1
-                                             for c in state.continuations)
-            if settings.calibrate:
-                free = [templates["prompt"].format(text) for text in templates.get("content_free") or ["N/A"]]
-                # label probabilities given a content-free input, normalised over the labels and averaged
-                state.prior = np.log(softmax(state.score_texts(free, batch_size=len(free))).mean(0))
-        order = sorted(range(len(state.inputs)), key=lambda i: len(state.inputs[i]))  # batches of similar length
-        return state, Units(len(state.inputs), [1.0] * len(state.inputs), order=order)
+            score_texts = functools.partial(nli_scores, loaded.model, loaded.tokenizer, hypotheses=hypotheses,
+                                            multi_label=settings.multi_label)
+            return TextScoresJob(units, settings.method, labels, examples, score_texts, len(labels))
+        descriptions = [templates["description"].format(label) for label in labels]
+        score_texts = functools.partial(embedding_scores, loaded.model, loaded.tokenizer, descriptions=descriptions)
+        return TextScoresJob(units, settings.method, labels, examples, score_texts, 1)
 
-    def auto_batch_size(self, state: State, device) -> int:
-        return max(1, (CPU_ROWS if device.type == "cpu" else CUDA_ROWS) // state.rows_per_example)
 
-    def score(self, state: State, batch: list[int]) -> list[dict]:
-        scores = state.score_texts([state.inputs[i] for i in batch], batch_size=len(batch) * state.rows_per_example)
-        return [{"scores": [float(value) for value in row]} for row in scores]
+def check_labels_and_templates(task: Mapping, method: str) -> None:
+    labels = task.get("labels")
+    if labels is not None and not isinstance(labels, list):
+        raise EvalkitError(f"task.labels={labels} is not a list; give the candidate labels, e.g. "
+                           "task.labels=[negative,positive]")
+    check_labels([str(label) for label in labels or []])
+    templates = task.get(method) or {}
+    for key in TEMPLATES[method]:
+        check_template(templates.get(key, ""), f"task.{method}.{key}")
 
-    def check_record(self, state: State, index: int, record: dict) -> bool:
-        scores = record.get("scores")
-        return (set(record) == {"scores"} and isinstance(scores, list) and len(scores) == len(state.labels)
-                and all(is_number(value) for value in scores))
 
-    def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
-        scores = np.array([record["scores"] for record in records], dtype=float)
-        truth, labels = np.array(state.examples.labels), state.labels
-        extra = {}
-        if state.method == "loglikelihood":
-            lengths = np.array([count_bytes(c) for c in state.continuations], dtype=float)
-            extra["norm"] = (scores / lengths).argmax(1)
-            if state.prior is not None:
-                extra["uncalibrated"] = scores.argmax(1)
-                scores = np.log(softmax(scores)) - state.prior
+def check_model_suits(method: str, model: ModelCheck) -> None:
+    """Whether the model's config (saved heads, NLI labels) suits the method; the error names what would."""
+    facts, name = model.facts, model.spec.get("name")
+    if method == "nli":
+        nli_label_ids(facts.label2id)
+    if method == "loglikelihood" and facts.without_lm_head:
+        instead = "method=nli (for an NLI model)" if facts.classifier_only else "method=embedding"
+        raise EvalkitError(f"method=loglikelihood needs a causal LM, but model '{name}' was saved as "
+                           f"{', '.join(facts.architectures)}; use {instead} with it, or a causal LM")
+    if method == "embedding" and facts.decoder_only:
+        raise EvalkitError(f"method=embedding compares sentence-encoder embeddings, but model '{name}' is a causal "
+                           "LM; use method=loglikelihood with it, or a sentence encoder (e.g. model=minilm-l6-v2)")
+
+
+@dataclass
+class ClassificationJob(PreparedJob):
+    """Each example's score per label (units: examples, batched by length), and the metrics of their argmax."""
+
+    units: Units
+    method: str
+    labels: list[str]
+    examples: object  # data.Examples
+
+    def record_type(self, index: int) -> dict:
+        return {"scores": numbers(len(self.labels))}
+
+    def adjusted(self, scores: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The scores predictions are made from, and other predictions reported as accuracy_<name>."""
+        return scores, {}
+
+    def calibrated(self) -> bool:
+        return False
+
+    def aggregate(self, records: list[dict], throughput: float) -> Outcome:
+        scores, extra = self.adjusted(np.array([record["scores"] for record in records], dtype=float))
+        truth, labels = np.array(self.examples.labels), self.labels
         predictions = scores.argmax(1)
         metrics = classification_metrics(truth, predictions, labels)
         for name, predicted in extra.items():
             metrics[f"accuracy_{name}"] = float((predicted == truth).mean())
-        metrics.update(method=state.method, examples=len(truth), calibrated=state.prior is not None)
+        metrics.update(method=self.method, examples=len(truth), calibrated=self.calibrated())
         samples = [
             {"index": i, "text": text, "label": labels[truth[i]], "prediction": labels[predictions[i]],
              "correct": bool(truth[i] == predictions[i]), "scores": dict(zip(labels, map(float, scores[i])))}
-            for i, text in enumerate(state.examples.texts)
+            for i, text in enumerate(self.examples.texts)
         ]
-        data = {"origin": state.examples.origin, "examples": len(truth)}
-        return Outcome(metrics, samples, data)
+        return Outcome(metrics, samples, {"origin": self.examples.origin, "examples": len(truth)})
+
+
+@dataclass
+class TextScoresJob(ClassificationJob):
+    """nli, embedding: a methods.py scorer of (texts, batch_size), `rows` model inputs per example."""
+
+    score_texts: functools.partial
+    rows: int
+
+    def auto_batch_size(self, device) -> int:
+        return max(1, (CPU_ROWS if device.type == "cpu" else CUDA_ROWS) // self.rows)
+
+    def score(self, batch: list[int]) -> list[dict]:
+        scores = self.score_texts([self.examples.texts[i] for i in batch], batch_size=len(batch) * self.rows)
+        return [{"scores": [float(value) for value in row]} for row in scores]
+
+
+@dataclass
+class LabelLikelihoodJob(ClassificationJob):
+    """loglikelihood: each example a question whose choices are its labels, scored by the causal LM as
+    multiple_choice scores a question; optionally calibrated by a content-free prior (Zhao et al. 2021)."""
+
+    lm: object  # scoring.causal_lm.CausalLM
+    encoded: object  # scoring.causal_lm.EncodedQuestions: per example, per label (prompt ids, continuation ids)
+    continuations: list[str]
+    prior: np.ndarray | None  # calibration: log label probabilities given content-free inputs
+
+    def auto_batch_size(self, device) -> int:
+        return self.lm.auto_batch_size()
+
+    def score(self, batch: list[int]) -> list[dict]:
+        return [{"scores": [ll for ll, _ in question]} for question in self.lm.loglikelihood_tokens(self.encoded,
+                                                                                                   batch)]
+
+    def adjusted(self, scores: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        lengths = np.array([count_bytes(c) for c in self.continuations], dtype=float)
+        extra = {"norm": (scores / lengths).argmax(1)}
+        if self.prior is None:
+            return scores, extra
+        return np.log(softmax(scores)) - self.prior, {**extra, "uncalibrated": scores.argmax(1)}
+
+    def calibrated(self) -> bool:
+        return self.prior is not None
+
+
+def label_likelihoods(loaded, examples, labels: list[str], templates: Mapping, calibrate: bool) -> LabelLikelihoodJob:
+    """The pairs (prompt around the text, continuation around the label) of every example, encoded by lm-eval's
+    rule; with calibrate, the prior: label probabilities given the task's content-free inputs, normalised over the
+    labels and averaged."""
+    from evalkit.scoring.causal_lm import CausalLM
+
+    lm = CausalLM(loaded)
+    continuations = [templates["continuation"].format(label) for label in labels]
+    prompts = [templates["prompt"].format(text) for text in examples.texts]
+    encoded = lm.encode([[(prompt, c) for c in continuations] for prompt in prompts])
+    prior = None
+    if calibrate:
+        free = [templates["prompt"].format(text) for text in templates.get("content_free") or ["N/A"]]
+        scores = lm.loglikelihood([(prompt, c) for prompt in free for c in continuations])
+        prior = np.log(softmax(np.reshape([ll for ll, _ in scores], (len(free), len(labels)))).mean(0))
+    units = Units(len(prompts), [1.0] * len(prompts), encoded.groups(), encoded.order())
+    return LabelLikelihoodJob(units, "loglikelihood", labels, examples, lm, encoded, continuations, prior)
 
 
 EVALUATOR = Classification()

@@ -4,8 +4,8 @@ Every token after the first is scored exactly once (windows.py); the NLL is summ
 of the whole corpus, never averaged over windows. With reference_model, the same windows also give KL(reference ||
 model), top-1 agreement and the perplexity change (quantization cost).
 
-torch and nll.py are imported by the methods that score: the command line reads this module (settings, checks)
-before torch is imported.
+Windows are scored by the causal LM's loglikelihood_rolling (scoring.causal_lm, scoring.rolling), imported by the
+methods that score, with torch: the command line reads this module (settings, checks) before torch is imported.
 """
 
 from __future__ import annotations
@@ -17,10 +17,21 @@ from typing import TYPE_CHECKING
 
 from evalkit import loading
 from evalkit.config.presets import model_spec
-from evalkit.config.settings import is_number, setting
+from evalkit.config.settings import setting
 from evalkit.data import load_text
 from evalkit.errors import EvalkitError
-from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, Units
+from evalkit.evaluators.base import (
+    NUMBER,
+    Data,
+    Evaluator,
+    Metric,
+    ModelCheck,
+    ModelRequest,
+    Outcome,
+    PreparedJob,
+    Units,
+    numbers,
+)
 from evalkit.evaluators.perplexity.documents import check_documents, detokenizer, load_documents
 from evalkit.evaluators.perplexity.windows import Window, check_window_args, document_windows
 from evalkit.hashing import canonical_json, sha256_text
@@ -29,7 +40,8 @@ from evalkit.metrics import count_bytes, count_words, divergence_metrics, perple
 if TYPE_CHECKING:
     import torch
 
-    from evalkit.scoring import rolling as nll
+    from evalkit.scoring.causal_lm import CausalLM
+    from evalkit.scoring.rolling import WindowInputs
 
 BOS_MODES = ("auto", "stream", "window")
 DEFAULT_MAX_LENGTH = 1024  # cap on the default window: cost grows with it, and GPT-2-era figures use 1024
@@ -49,22 +61,6 @@ class Settings:
                                "full: it reaches back to a full max_length of context (lm-evaluation-harness's "
                                "rolling windows; with max_length=L+1 stride=L bos=stream, its figures)",
                                choices=("short", "full"))
-
-
-@dataclass
-class State:
-    model: torch.nn.Module
-    reference: torch.nn.Module | None
-    inputs: nll.WindowInputs
-    windows: list[Window]
-    texts: list[str]  # what was scored, as read: the stream (cut by limit), or each document before detokenizing
-    owners: list[int] | None  # per-document tasks: each window's document
-    tokens: int
-    origin: str
-    compile_nll: bool
-    clock: dict = field(default_factory=lambda: defaultdict(float))
-    max_length: int = 0
-    stride: int = 0
 
 
 def window_length(settings: Settings, context: int | None) -> int:
@@ -142,24 +138,24 @@ class Perplexity(Evaluator):
         Metric("reference_nll_sum", "the reference model's summed NLL", None, "nats"),
     )
 
-    def check(self, settings: Settings, run, task: Mapping) -> None:
+    def validate(self, settings: Settings, run, task: Mapping, model: ModelCheck | None = None) -> Settings:
         check_documents(task)
         if settings.max_length is not None:
             check_window_args(settings.max_length, settings.stride)
+        if model is not None:
+            context = model.facts.context_length
+            max_length = window_length(settings, context)
+            if context and max_length > context:
+                raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
+                                   f"allowed: max_length <= {context}")
+            check_window_args(max_length, settings.stride)
+        return settings
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         requests = {"model": ModelRequest(model, "causal-lm")}
         if settings.reference_model:
             requests["reference"] = ModelRequest(model_spec(settings.reference_model), "causal-lm", unquantized=True)
         return requests
-
-    def check_model(self, settings: Settings, role: str, spec: Mapping, facts) -> None:
-        context = facts.context_length
-        max_length = window_length(settings, context)
-        if context and max_length > context:
-            raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
-                               f"allowed: max_length <= {context}")
-        check_window_args(max_length, settings.stride)
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         if task.get("documents"):  # limit: the first N documents
@@ -168,12 +164,13 @@ class Perplexity(Evaluator):
         source = load_text(task, run.data_dir)
         return Data(source.text, sha256_text(source.text), source.origin)
 
-    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> tuple[State, Units]:
-        from evalkit.scoring import rolling as nll
+    def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> PerplexityJob:
+        from evalkit.scoring.causal_lm import CausalLM
+        from evalkit.scoring.rolling import WindowInputs
 
         loaded, reference = models["model"], models.get("reference")
         tokenizer = loaded.tokenizer
-        loading.ensure_causal(loaded.model, loaded.provenance.get("name"))
+        lm = CausalLM(loaded)
         if reference:
             if not same_tokenizer(tokenizer, reference.tokenizer):
                 raise EvalkitError(f"reference_model={settings.reference_model} has another tokenizer than the "
@@ -187,63 +184,73 @@ class Perplexity(Evaluator):
                                            settings.last_window == "full")
         bos_id = tokenizer.bos_token_id if settings.bos == "window" else None
         merge = isinstance(data.content, list) and reference is None  # documents' final windows batched together
-        inputs = nll.WindowInputs(tokens, windows, bos_id, loaded.device, merge_contexts=merge)
-        state = State(loaded.model, reference and reference.model, inputs, windows, texts,
-                      owners if isinstance(data.content, list) else None, len(tokens), data.origin,
-                      compile_nll=bool(loaded.provenance.get("compile")), max_length=max_length,
-                      stride=settings.stride)
+        inputs = WindowInputs(tokens, windows, bos_id, loaded.device, merge_contexts=merge)
         units = Units(len(windows), [w.num_targets for w in windows], [inputs.shape(i) for i in range(len(windows))])
-        return state, units
+        return PerplexityJob(units, lm, reference and reference.model, inputs, windows, texts,
+                             owners if isinstance(data.content, list) else None, len(tokens), data.origin,
+                             max_length=max_length, stride=settings.stride)
 
-    def auto_batch_size(self, state: State, device: torch.device) -> int:
-        from evalkit.scoring import rolling as nll
 
-        return nll.CPU_AUTO_BATCH if device.type == "cpu" else nll.CUDA_AUTO_BATCH
+@dataclass
+class PerplexityJob(PreparedJob):
+    """Windows of the token stream (units), scored by the causal LM's loglikelihood_rolling."""
 
-    def score(self, state: State, batch: list[int]) -> list[dict]:
-        from evalkit.scoring import rolling as nll
+    units: Units
+    lm: CausalLM
+    reference: torch.nn.Module | None
+    inputs: WindowInputs
+    windows: list[Window]
+    texts: list[str]  # what was scored, as read: the stream (cut by limit), or each document before detokenizing
+    owners: list[int] | None  # per-document tasks: each window's document
+    tokens: int
+    origin: str
+    clock: dict = field(default_factory=lambda: defaultdict(float))
+    max_length: int = 0
+    stride: int = 0
 
-        clock = state.clock if state.reference is not None else None
-        figures = nll.score_batch(state.model, *state.inputs(batch), state.reference, clock, state.compile_nll)
+    def auto_batch_size(self, device: torch.device) -> int:
+        from evalkit.scoring import rolling
+
+        return rolling.CPU_AUTO_BATCH if device.type == "cpu" else rolling.CUDA_AUTO_BATCH
+
+    def score(self, batch: list[int]) -> list[dict]:
+        clock = self.clock if self.reference is not None else None
+        figures = self.lm.loglikelihood_rolling(*self.inputs(batch), reference=self.reference, clock=clock)
         token_kl = figures.pop("token_kl", None)
         columns = {name: values.tolist() for name, values in figures.items()}
         records = [{name: column[row] for name, column in columns.items()} for row in range(len(batch))]
         if token_kl is not None:
             for record, row in zip(records, token_kl.tolist()):
                 record["token_kl"] = row
-        state.clock["tokens"] += sum(state.windows[i].num_targets for i in batch)
+        self.clock["tokens"] += sum(self.windows[i].num_targets for i in batch)
         return records
 
-    def check_record(self, state: State, index: int, record: dict) -> bool:
-        names = ("nll",) if state.reference is None else ("nll", "reference_nll", "kl_sum", "kl_max", "top1_agree")
-        if set(record) != set(names) | ({"token_kl"} if state.reference is not None else set()):
-            return False
-        if not all(is_number(record[name]) for name in names):
-            return False
-        token_kl = record.get("token_kl", [])
-        return state.reference is None or (isinstance(token_kl, list) and len(token_kl) == state.windows[index]
-                                           .num_targets and all(is_number(value) for value in token_kl))
+    def record_type(self, index: int) -> dict:
+        if self.reference is None:
+            return {"nll": NUMBER}
+        return {**dict.fromkeys(("nll", "reference_nll", "kl_sum", "kl_max", "top1_agree"), NUMBER),
+                "token_kl": numbers(self.windows[index].num_targets)}
 
-    def aggregate(self, state: State, records: list[dict], throughput: float) -> Outcome:
+    def aggregate(self, records: list[dict], throughput: float) -> Outcome:
         import torch
 
-        windows = state.windows
+        windows = self.windows
         column = {name: torch.tensor([r[name] for r in records], dtype=torch.float64)
                   for name in records[0] if name != "token_kl"}
         nll_sum = float(column["nll"].sum())
         total = sum(w.num_targets for w in windows)
-        metrics = perplexity_metrics(nll_sum, total, sum(map(count_bytes, state.texts)),
-                                     sum(map(count_words, state.texts)))
+        metrics = perplexity_metrics(nll_sum, total, sum(map(count_bytes, self.texts)),
+                                     sum(map(count_words, self.texts)))
         metrics["perplexity_ci95"] = perplexity_interval(column["nll"].numpy(), [w.num_targets for w in windows])
-        metrics.update(windows=len(windows), max_length=state.max_length, stride=state.stride)
+        metrics.update(windows=len(windows), max_length=self.max_length, stride=self.stride)
         samples = [{"window": i, "begin": w.begin, "end": w.end, "tokens_scored": w.num_targets,
                     "nll": float(column["nll"][i])} for i, w in enumerate(windows)]
-        if state.owners is not None:
-            metrics["documents"] = len(state.texts)
-            for sample, owner in zip(samples, state.owners):
+        if self.owners is not None:
+            metrics["documents"] = len(self.texts)
+            for sample, owner in zip(samples, self.owners):
                 sample["document"] = owner
         timing = {}
-        if state.reference is not None:
+        if self.reference is not None:
             metrics.update(divergence_metrics(
                 token_kl=torch.cat([torch.tensor(r["token_kl"], dtype=torch.float32) for r in records]).numpy(),
                 window_kl=column["kl_sum"].numpy(), window_tokens=[w.num_targets for w in windows],
@@ -253,11 +260,11 @@ class Perplexity(Evaluator):
                 sample.update(reference_nll=float(column["reference_nll"][i]),
                               kl_mean=float(column["kl_sum"][i]) / windows[i].num_targets,
                               kl_max=float(column["kl_max"][i]), top1_agree=int(column["top1_agree"][i]))
-            scored = state.clock["tokens"] or 1
-            timing = {f"{key}_per_token": state.clock[key] / scored for key in ("model_seconds", "reference_seconds")}
-        scored_text = state.texts[0] if state.owners is None else canonical_json(state.texts)
-        data = {"origin": state.origin, "sha256": sha256_text(scored_text), "tokens": state.tokens,
-                "characters": sum(map(len, state.texts))}
+            scored = self.clock["tokens"] or 1
+            timing = {f"{key}_per_token": self.clock[key] / scored for key in ("model_seconds", "reference_seconds")}
+        scored_text = self.texts[0] if self.owners is None else canonical_json(self.texts)
+        data = {"origin": self.origin, "sha256": sha256_text(scored_text), "tokens": self.tokens,
+                "characters": sum(map(len, self.texts))}
         return Outcome(metrics, samples, data, timing)
 
 

@@ -6,19 +6,11 @@ otherwise the pairs run as one right-padded batch (causal attention never looks 
 
 from __future__ import annotations
 
-import functools
-import inspect
-
 import torch
 
 from evalkit.job.batching import variable_shape_attention
-from evalkit.scoring.rolling import log_softmax_chunks
-
-
-@functools.cache
-def cache_argument(model_class: type) -> str:
-    """The forward's name for a key/value cache: `cache` in newer transformers, `past_key_values` before."""
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+from evalkit.scoring.logprobs import step_scores
+from evalkit.scoring.probes import cache_argument, model_device
 
 
 def encode_pair(tokenizer, context: str, continuation: str, prefix_id: int) -> tuple[list[int], list[int]]:
@@ -42,18 +34,6 @@ def padded(rows: list[list[int]], width: int, device) -> tuple[torch.Tensor, tor
     tokens = torch.tensor([row + [0] * (width - len(row)) for row in rows], device=device)
     lengths = torch.tensor([len(row) for row in rows], device=device)
     return tokens, torch.arange(width, device=device)[None] < lengths[:, None]
-
-
-def step_scores(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Per row: the summed float64 log-probability of the masked targets, and whether each is the argmax of its
-    float32 log-probabilities, as lm-eval compares them (logits [rows, steps, vocab] predicts targets [rows, steps];
-    nll.log_softmax_chunks); on the device, no synchronisation per row."""
-    picked, best = [], []
-    for chunk, log_probs in log_softmax_chunks(logits):
-        picked.append(log_probs.gather(-1, targets[:, chunk, None]).squeeze(-1))
-        best.append(log_probs.argmax(-1))
-    greedy = ((torch.cat(best, 1) == targets) | ~mask).all(1)
-    return torch.where(mask, torch.cat(picked, 1), 0.0).double().sum(1), greedy
 
 
 def as_pairs(lls: torch.Tensor, greedy: torch.Tensor) -> list[tuple[float, bool]]:
@@ -112,7 +92,7 @@ def batch_scores(model, questions: list[list[tuple[list[int], list[int]]]], max_
                  shared: bool) -> list[list[tuple[float, bool]]]:
     """(log-likelihood, is_greedy) of each (context tokens, continuation tokens) pair of each question: `shared`
     questions (shares_context, contexts of one length) through their shared context, others pair by pair."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     if shared:
         return shared_contexts(model, [(pairs[0][0], [c for _, c in pairs]) for pairs in questions], device)
     scores = separate_contexts(model, [pair for pairs in questions for pair in pairs], max_length, device)
