@@ -44,6 +44,9 @@ def jobs(tiny_gpt2_dir, tmp_path_factory) -> dict[str, dict]:
                        "limit": 400, "max_length": 64, "stride": 32, **common},
         "classification": {"model": "minilm-l6-v2", "task": "sst2", "method": "embedding", "limit": 24, **common},
         "asr": {"model": "whisper-tiny.en-packaged", "task": "asr_manifest", "limit": 4, **common},
+        "generation": {"model": {"name": "tiny-gpt2", "name_or_path": str(tiny_gpt2_dir)}, "task": "generation",
+                       "task.path": str(SHARED_DATA / "gsm8k" / "train.jsonl"), "limit": 5, "max_gen_toks": 4,
+                       **common},
     }
 
 
@@ -118,7 +121,7 @@ def test_keys_the_evaluator_does_not_read_are_rejected(jobs, monkeypatch, name, 
 
 
 ALTERNATIVES = {"reference_model": "smollm2-135m", "max_length": 48, "language": "en", "method": "nli",
-                "limit": 7, "batch_size": 3}
+                "limit": 7, "batch_size": 3, "num_fewshot": 1, "max_gen_toks": 3, "system_instruction": "Be brief."}
 
 
 def another_value(spec, default):

@@ -137,6 +137,10 @@ def bools(length: int) -> Field:
     return Field("bool", length)
 
 
+def texts(length: int) -> Field:
+    return Field("text", length)
+
+
 class PreparedJob:
     """One job's work, made by Evaluator.prepare from the data and the loaded models: its units, how a batch of them
     scores, the record each unit keeps, and how records aggregate. Subclasses set `units` and override the methods

@@ -101,3 +101,24 @@ class CausalLM:
         from evalkit.scoring.generation import generate_until  # imported when a job generates
 
         return generate_until(self.model, self.tokenizer, prompts, until, max_gen_toks, self.max_length, **sampling)
+
+    def encode_prompt(self, prompt: str, max_gen_toks: int) -> list[int]:
+        """A prompt's tokens as generate_until encodes it, leaving room for max_gen_toks new ones."""
+        from evalkit.scoring.generation import encode_prompt
+
+        return encode_prompt(self.tokenizer, prompt, self.max_length - max_gen_toks)
+
+    def chat_prompt(self, turns: list[dict]) -> str:
+        """The turns rendered by the tokenizer's chat template, ready for the assistant's reply (as lm-eval renders
+        them); a tokenizer without a template is one error line."""
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise EvalkitError("apply_chat_template=true needs a tokenizer with a chat template, and this model's has "
+                               "none; allowed with it: apply_chat_template=false")
+        return self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+    def generate_tokens(self, prompt_ids: list[list[int]], until: list[str], max_gen_toks: int, sampling) -> list:
+        """One batch of encoded prompts continued together (scoring.generation.generate_batch): each row's text and
+        how many tokens it generated."""
+        from evalkit.scoring.generation import generate_batch
+
+        return generate_batch(self.model, self.tokenizer, prompt_ids, until, max_gen_toks, sampling)

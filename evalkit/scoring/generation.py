@@ -17,10 +17,7 @@ from dataclasses import dataclass
 import torch
 import transformers
 
-
-def model_device(model):
-    return next(model.parameters()).device
-
+from evalkit.scoring.probes import model_device
 
 LOOKBACK_SLACK = 2  # tokens beyond a stop string's own: a string may be generated as other, shorter tokens
 

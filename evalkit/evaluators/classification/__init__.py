@@ -31,7 +31,8 @@ from evalkit.hashing import sha256_text
 from evalkit.metrics import classification_metrics, count_bytes
 
 METHODS = {"nli": "sequence-classification", "loglikelihood": "causal-lm", "embedding": "encoder"}
-TEMPLATES = {"nli": ("hypothesis_template",), "loglikelihood": ("prompt", "continuation"), "embedding": ("description",)}
+TEMPLATES = {"nli": ("hypothesis_template",), "loglikelihood": ("prompt", "continuation"),
+             "embedding": ("description",)}
 # nli, embedding: model inputs per forward pass under batch_size=auto (an NLI example is one per label)
 CPU_ROWS, CUDA_ROWS = 16, 128
 

@@ -25,6 +25,8 @@ class Settings:
     norm: str = setting("characters", "what acc_norm divides a choice's log-likelihood by: characters (lm-eval's "
                         "acc_norm: the length of the choice's text), bytes (its UTF-8 bytes), tokens",
                         choices=("characters", "bytes", "tokens"))
+    num_fewshot: int = setting(0, "solved examples ahead of each question, drawn from the task's few-shot pool as "
+                               "lm-eval 0.4.13 draws them (seed 1234)", minimum=0)
 
 
 def choice_lengths(question: Question, pairs: list, norm: str) -> np.ndarray:
@@ -57,7 +59,7 @@ class MultipleChoice(Evaluator):
         return {"model": ModelRequest(model, "causal-lm")}
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
-        questions, origin = load_questions(task, run.data_dir, run.limit)
+        questions, origin = load_questions(task, run.data_dir, run.limit, settings.num_fewshot)
         return Data(questions, sha256_text(canonical_json([asdict(q) for q in questions])), origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> ChoiceJob:
