@@ -51,7 +51,8 @@ class LoadOptions:
                                               allowed="eager, sdpa, flash_attention_2, flex_attention, ..., a hub "
                                               "kernel (org/repo), or null")
     quantization: str = setting("none", "int8 / int4: bitsandbytes while loading (CUDA); torchao-int8 (CPU too) / "
-                                "torchao-int4 (CUDA): the loaded model quantized in place", choices=tuple(QUANTIZATIONS))
+                                "torchao-int4 (CUDA): the loaded model quantized in place",
+                                choices=tuple(QUANTIZATIONS))
     trust_remote_code: bool = setting(False, "run the model's own code from its folder or hub repository (read it "
                                       "first)")
     cpu_linear: str = setting("auto", "CPU float32 linear layers through oneDNN with prepacked weights (auto, "
@@ -124,7 +125,8 @@ def check_values(options: LoadOptions) -> None:
         if getattr(options, key) not in allowed:
             raise EvalkitError(f"{key}={getattr(options, key)} is not allowed; allowed: {', '.join(allowed)}")
     if not (isinstance(options.compile, bool) or options.compile in COMPILE_MODES):
-        raise EvalkitError(f"compile={options.compile} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
+        raise EvalkitError(
+            f"compile={options.compile} is not allowed; allowed: true, false, {', '.join(COMPILE_MODES)}")
     if options.compile and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
@@ -148,7 +150,8 @@ def check_tensor_parallel(options: LoadOptions) -> None:
     if options.tp_plan != "auto":
         raise EvalkitError(f"tp_plan={options.tp_plan} is not allowed; allowed: auto, or null")
     if options.device_map or options.quantization != "none":
-        raise EvalkitError("tp_plan=auto shards the model itself: it cannot be combined with device_map or quantization")
+        raise EvalkitError(
+            "tp_plan=auto shards the model itself: it cannot be combined with device_map or quantization")
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise EvalkitError("tp_plan=auto shards the model over several processes: start evalkit with torchrun "
                            "--nproc_per_node N (one per GPU)")
