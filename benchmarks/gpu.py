@@ -74,7 +74,8 @@ def plain_batched_nll(model, tokens, windows, batch_size: int) -> float:
 
 
 def matmul_tflops(n: int = 8192, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16), torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16),
+            torch.randn(n, n, device="cuda", dtype=torch.bfloat16))
     a @ b
     _, seconds, _ = timed(lambda: [a @ b for _ in range(repeats)])
     return 2 * n**3 * repeats / seconds / 1e12

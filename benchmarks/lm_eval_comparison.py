@@ -73,7 +73,8 @@ def against_lm_eval(plain, tokenizer, method: str, requests: list, batches: list
         started = time.perf_counter()
         theirs = getattr(lm, method)(requests)
         reference_seconds = time.perf_counter() - started
-        rows[f"batch{batch}"] = {"seconds": reference_seconds, "speedup": reference_seconds / seconds, **compare(theirs)}
+        rows[f"batch{batch}"] = {"seconds": reference_seconds, "speedup": reference_seconds / seconds,
+                                 **compare(theirs)}
         print(f"{method} lm-eval batch {batch}: {reference_seconds:.1f} s; evalkit {seconds:.1f} s; "
               f"{reference_seconds / seconds:.2f}x; {compare(theirs)}", flush=True)
     return {"evalkit_seconds": seconds, "lm_eval": rows,
@@ -92,7 +93,8 @@ def multiple_choice(folder: Path, args, plain, tokenizer) -> dict:
 
     def compare(theirs) -> dict:
         return {"max_abs_loglikelihood_difference": max(abs(a[0] - b[0]) for a, b in zip(ours, theirs)),
-                "max_relative_loglikelihood_difference": max(abs(a[0] - b[0]) / abs(b[0]) for a, b in zip(ours, theirs)),
+                "max_relative_loglikelihood_difference": max(abs(a[0] - b[0]) / abs(b[0])
+                                                             for a, b in zip(ours, theirs)),
                 "same_is_greedy": all(a[1] == b[1] for a, b in zip(ours, theirs))}
 
     return {"questions": len(questions), "choices": len(requests), "evalkit_batch_size": record["timing"]["batch_size"],

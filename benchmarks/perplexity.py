@@ -154,15 +154,17 @@ def main() -> None:
         lambda: docs_loop_perplexity(plain, tokens, args.max_length, args.stride), torch.device(args.device))
     scored = sum(w.num_targets for w in windows)
     assert scored == ref_tokens, (scored, ref_tokens)
-    variants = {name: run_variant(spec, name, args.device, tokens, windows, ref_nll) for name in args.variants.split(",")}
+    variants = {name: run_variant(spec, name, args.device, tokens, windows, ref_nll)
+                for name in args.variants.split(",")}
     for row in variants.values():
         row["speedup"] = ref_seconds / row["seconds"]
     report = {
         "benchmark": "perplexity",
         "model": args.model, "tokens": len(tokens), "tokens_scored": scored, "windows": len(windows),
         "stride": args.stride, "max_length": args.max_length,
-        "reference": {"name": "HF docs loop, float32", "seconds": ref_seconds, "tokens_per_second": scored / ref_seconds,
-                      "nll_sum": ref_nll, "perplexity": math.exp(ref_nll / scored), "peak_memory_bytes": ref_peak},
+        "reference": {"name": "HF docs loop, float32", "seconds": ref_seconds,
+                      "tokens_per_second": scored / ref_seconds, "nll_sum": ref_nll,
+                      "perplexity": math.exp(ref_nll / scored), "peak_memory_bytes": ref_peak},
         "evalkit": variants,
         "hardware": hardware(),
         "versions": library_versions(),

@@ -118,7 +118,8 @@ def local_file(task: Mapping, data_dir: str | None, folder: bool = False) -> tup
     if task.get("path"):
         path = Path(str(task["path"])).expanduser()
         if not exists(path):
-            raise EvalkitError(f"task.path={task['path']} does not exist (or is not a {'folder' if folder else 'file'})")
+            raise EvalkitError(
+                f"task.path={task['path']} does not exist (or is not a {'folder' if folder else 'file'})")
         return path, ""
     if data_dir and task.get("data_file"):
         path = Path(str(data_dir)).expanduser() / str(task["data_file"])
@@ -183,7 +184,8 @@ def records_from_file(path: Path, task: Mapping, fallback: str = "label_first") 
         if not isinstance(text_field, str):
             raise EvalkitError(f"task.text_field={text_field} is not allowed for task.format=label_first; allowed: "
                                "one field name")
-        return [dict(zip((label_field, text_field), line.rstrip("\n").split(" ", 1))) for line in handle if line.strip()]
+        return [dict(zip((label_field, text_field), line.rstrip("\n").split(" ", 1)))
+                for line in handle if line.strip()]
     raise EvalkitError(f"task.format={file_format} is not allowed; allowed: label_first, csv, jsonl")
 
 
@@ -265,8 +267,8 @@ def load_utterances(task: Mapping, data_dir: str | None, limit: int | None = Non
                     utterances.append(Utterance(key, transcript.parent / f"{key}.flac", text))
     else:
         utterances = [
-            Utterance(str(record.get("id", number)), path.parent / str(record["audio"]) if record.get("audio") else None,
-                      record.get("text"))
+            Utterance(str(record.get("id", number)),
+                      path.parent / str(record["audio"]) if record.get("audio") else None, record.get("text"))
             for number, record in read_jsonl(path)
         ]
     return utterances[:limit], str(path.resolve())

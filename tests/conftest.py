@@ -6,6 +6,7 @@ import functools
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -167,3 +168,102 @@ def nli_models(tmp_path_factory, smol_tokenizer_dir) -> dict[str, Path]:
     transformers.AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(distilbert)
     models["distilbert"] = distilbert
     return models
+
+
+# --- tiers -----------------------------------------------------------------------------------------------------------
+# Every test has exactly one tier (pyproject.toml registers the markers; plain `pytest` runs the unit tier, `pytest -m
+# ""` all of them, `pytest -m contract` one):
+#   unit      pure and quick: no model weights on disk, no run of the CLI (a bare interpreter to watch imports is fine)
+#   contract  the runner and the evaluators on tiny random-init models, in this process
+#   oracle    figures against independent references (the HF docs loop, lm-eval's HFLM, HF pipelines, scikit-learn,
+#             jiwer), and the real packaged models
+#   cli       subprocess runs of `python -m evalkit`, the leaderboard, the installed wheel
+#   browser   the leaderboard page in headless Chromium
+# A test's tier is its own marker if it has one (a new file may set `pytestmark = pytest.mark.unit`), else its entry
+# in TEST_TIERS, else its file's in FILE_TIERS. A test with none stops the run: a new file is placed on purpose.
+TIERS = ("unit", "contract", "oracle", "cli", "browser")
+FILE_TIERS = {
+    "test_asr.py": "oracle",
+    "test_classification.py": "oracle",
+    "test_cli.py": "cli",
+    "test_contract.py": "contract",
+    "test_data.py": "unit",
+    "test_faults.py": "cli",
+    "test_imports.py": "unit",
+    "test_leaderboard.py": "cli",
+    "test_lm_eval.py": "oracle",
+    "test_loading.py": "unit",
+    "test_packaging.py": "cli",
+    "test_perplexity.py": "oracle",
+    "test_quantization.py": "contract",
+    "test_runs.py": "cli",
+    "test_windows.py": "unit",
+}
+TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its file's
+    "test_asr.py::test_long_audio_is_transcribed_whole": "cli",
+    "test_asr.py::test_bad_utterances_raise_or_are_skipped": "cli",
+    "test_asr.py::test_librispeech_folder_layout": "cli",
+    "test_classification.py::test_sst2_through_the_cli_with_calibration": "cli",
+    "test_classification.py::test_generic_file_task_with_nli": "cli",
+    "test_classification.py::test_bad_classification_input_fails_clearly": "cli",
+    "test_cli.py::test_packaged_model_on_wikitext_equals_docs_loop": "oracle",
+    "test_cli.py::test_startup_imports_nothing_heavy_and_detects_offline_once": "unit",
+    "test_cli.py::test_settings_and_pairings_fail_before_torch_is_imported": "unit",
+    "test_faults.py::test_a_finished_result_is_never_overwritten": "contract",
+    "test_faults.py::test_non_finite_scores_stop_the_run_naming_the_unit": "contract",
+    "test_faults.py::test_bad_or_conflicting_progress_records_are_set_aside": "contract",
+    "test_faults.py::test_a_corrupt_cache_entry_is_recomputed_and_an_unwritable_cache_only_warns": "contract",
+    "test_faults.py::test_remote_code_model_evaluates_with_trust_remote_code": "contract",
+    "test_faults.py::test_long_audio_is_read_a_segment_at_a_time": "oracle",
+    "test_leaderboard.py::test_page_in_headless_chromium": "browser",
+    "test_loading.py::test_compiled_model_gives_the_eager_nll": "contract",
+    "test_loading.py::test_compiled_model_with_fused_gelu_and_compiled_nll_gives_the_eager_nll": "contract",
+    "test_loading.py::test_gguf_is_dequantized_once_and_its_copy_gives_the_same_figures": "oracle",
+    "test_perplexity.py::test_auto_batch_halves_on_out_of_memory": "contract",
+    "test_perplexity.py::test_explicit_batch_size_does_not_hide_out_of_memory": "contract",
+    "test_perplexity.py::test_a_model_spread_by_a_device_map_scores_the_one_device_nll": "contract",
+    "test_perplexity.py::test_large_logits_run_in_chunks_of_scored_positions_with_the_same_nll": "contract",
+    "test_perplexity.py::test_cpu_log_softmax_in_chunks_changes_no_number": "contract",
+    "test_quantization.py::test_kl_and_agreement_equal_full_logits": "oracle",
+    "test_quantization.py::test_torchao_int8_sweep_against_reference": "cli",
+    "test_runs.py::test_cache_hit_on_identical_rerun_and_miss_on_any_change": "contract",
+    "test_runs.py::test_identity_json_takes_mixed_keys_in_any_order": "unit",
+}
+MODEL_FIXTURES = {"smol", "tiny_gpt2_dir", "tiny_llama_dir", "tiny_bert_dir", "nli_models"}  # never in the unit tier
+
+
+def pytest_configure(config):
+    """Plain `pytest` runs the unit tier (addopts: -m unit). Naming a test file or test on the command line runs it
+    whatever its tier (`pytest tests/test_perplexity.py`), unless the command line gives its own -m."""
+    given = [*config.invocation_params.args, *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    named = [arg for arg in config.args if "::" in arg or arg.split("::")[0].endswith(".py")]
+    if config.args_source == pytest.Config.ArgsSource.ARGS and named and not any(
+            str(arg).startswith("-m") for arg in given):
+        config.option.markexpr = ""
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers
+def pytest_collection_modifyitems(config, items):
+    problems, named = [], set()
+    for item in items:
+        file = item.path.name
+        test = f"{file}::{getattr(item, 'originalname', item.name)}"
+        named.add(test)
+        own = sorted({marker.name for marker in item.iter_markers() if marker.name in TIERS})
+        if len(own) > 1:
+            problems.append(f"{item.nodeid} has tiers {own}: give it one")
+            continue
+        tier = own[0] if own else TEST_TIERS.get(test, FILE_TIERS.get(file))
+        if tier is None:
+            problems.append(f"{file} has no tier: add it to FILE_TIERS in tests/conftest.py (or mark its tests)")
+            continue
+        if tier == "unit" and MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            problems.append(f"{item.nodeid} is in the unit tier but uses a model: give it another tier")
+        if not own:
+            item.add_marker(tier)
+    if config.args_source == pytest.Config.ArgsSource.TESTPATHS:  # whole files collected: no stale entries
+        files = {item.path.name for item in items}
+        problems += [f"TEST_TIERS names {test}, which is not a test: rename or drop it in tests/conftest.py"
+                     for test in TEST_TIERS if test.split("::")[0] in files and test not in named]
+    if problems:
+        raise pytest.UsageError("tiers (tests/conftest.py):\n  " + "\n  ".join(dict.fromkeys(problems)))

@@ -122,7 +122,8 @@ def bad_inputs(tmp_path, tiny_gpt2_dir, tiny_bert_dir):
     }
 
 
-BAD_CASES = ["stride=0", "stride>max_length", "stride=true", "max_length>context of the default model", "max_length>context", "unknown model", "unknown task", "missing file",
+BAD_CASES = ["stride=0", "stride>max_length", "stride=true", "max_length>context of the default model",
+             "max_length>context", "unknown model", "unknown task", "missing file",
              "empty text", "one token", "non-causal", "int8 on cpu", "wikitext offline", "unknown compile mode",
              "onednn with compile", "max_memory on a missing GPU"]
 

@@ -27,7 +27,8 @@ def test_local_wikitext_equals_hub_rows_joined():
 def test_explicit_path_wins_over_data_dir(tmp_path):
     own = tmp_path / "own.txt"
     own.write_text("my text")
-    assert load_text({**WIKITEXT_TASK, "path": str(own), "line_rows": False}, str(WIKITEXT.parent.parent)).text == "my text"
+    assert load_text({**WIKITEXT_TASK, "path": str(own), "line_rows": False},
+                     str(WIKITEXT.parent.parent)).text == "my text"
 
 
 def test_offline_without_local_copy_says_how_to_point_at_a_file(monkeypatch):
@@ -71,6 +72,7 @@ def test_documents_are_records_of_a_file_or_articles_of_wikitext(tmp_path):
     path.write_text("\n".join(json.dumps({"body": text}) for text in ["first document", "  ", "second document"]))
     task = {"name": "docs", "path": str(path), "documents": "records", "text_field": "body"}
     assert load_documents(task, None, None) == (["first document", "second document"], str(path.resolve()))
-    wikitext = {"name": "w", "path": None, "data_file": "wikitext-2-raw/wiki.test.raw", "documents": "wikitext_articles"}
+    wikitext = {"name": "w", "path": None, "data_file": "wikitext-2-raw/wiki.test.raw",
+                "documents": "wikitext_articles"}
     articles, _ = load_documents(wikitext, str(SHARED_DATA), 2)
     assert len(articles) == 2 and all(article.startswith(" = ") for article in articles)

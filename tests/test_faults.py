@@ -323,4 +323,5 @@ def test_a_failing_sweep_job_does_not_stop_the_others(tmp_path, tiny_gpt2_dir):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert (tmp_path / "0" / "results.json").is_file() and (tmp_path / "2" / "results.json").is_file()
     assert not (tmp_path / "1").exists()  # the failed job leaves no folder that looks like a run
-    assert "1 sweep job(s) failed" in done.stderr and "job 1 (" in done.stderr and "stride=0 is not allowed" in done.stderr
+    assert ("1 sweep job(s) failed" in done.stderr and "job 1 (" in done.stderr
+            and "stride=0 is not allowed" in done.stderr)

@@ -188,7 +188,8 @@ def weight_files(spec: Mapping, location: Location) -> list[Path]:
 def load_checkpoint(spec: Mapping, options: LoadOptions, device: torch.device, head: str) -> LoadedModel:
     """A CTranslate2 Whisper checkpoint as a transformers model on `device`, with its provenance."""
     if head != "speech-seq2seq":
-        raise EvalkitError(f"model '{spec.get('name')}' is a CTranslate2 Whisper checkpoint; this evaluation needs a {head}")
+        raise EvalkitError(
+            f"model '{spec.get('name')}' is a CTranslate2 Whisper checkpoint; this evaluation needs a {head}")
     if options.quantization != "none" or options.device_map:
         raise EvalkitError("CTranslate2 checkpoints load on one device, unquantized (quantization=none, no device_map)")
     location = resolve_location(spec)

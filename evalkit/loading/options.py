@@ -133,7 +133,8 @@ def check_tensor_parallel(options: LoadOptions) -> None:
     if options.tp_plan is None:
         return
     if options.device_map or options.quantization != "none":
-        raise EvalkitError("tp_plan=auto shards the model itself: it cannot be combined with device_map or quantization")
+        raise EvalkitError(
+            "tp_plan=auto shards the model itself: it cannot be combined with device_map or quantization")
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise EvalkitError("tp_plan=auto shards the model over several processes: start evalkit with torchrun "
                            "--nproc_per_node N (one per GPU)")
