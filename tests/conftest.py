@@ -183,12 +183,15 @@ def nli_models(tmp_path_factory, smol_tokenizer_dir) -> dict[str, Path]:
 # in TEST_TIERS, else its file's in FILE_TIERS. A test with none stops the run: a new file is placed on purpose.
 TIERS = ("unit", "contract", "oracle", "cli", "browser")
 FILE_TIERS = {
+    "test_answers.py": "unit",
     "test_asr.py": "oracle",
     "test_classification.py": "oracle",
     "test_cli.py": "cli",
     "test_contract.py": "contract",
     "test_data.py": "unit",
     "test_faults.py": "cli",
+    "test_fewshot.py": "oracle",
+    "test_generation.py": "oracle",
     "test_imports.py": "unit",
     "test_leaderboard.py": "cli",
     "test_lm_eval.py": "oracle",
@@ -197,6 +200,7 @@ FILE_TIERS = {
     "test_perplexity.py": "oracle",
     "test_quantization.py": "contract",
     "test_runs.py": "cli",
+    "test_settings.py": "unit",
     "test_windows.py": "unit",
 }
 TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its file's

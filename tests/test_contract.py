@@ -273,6 +273,7 @@ def test_tensor_parallel_over_two_processes_gives_the_one_process_nll(tiny_llama
         env={**os.environ, "OMP_NUM_THREADS": "1", "EVALKIT_CACHE_DIR": str(tmp_path / "cache")})
     assert pair.returncode == 0, pair.stderr
     two = json.loads((tmp_path / "two" / "results.json").read_text())
-    assert two["model"]["tensor_parallel"] == 2 and two["timing"]["units_computed_per_rank"] == [two["metrics"]["windows"]] * 2
+    assert two["model"]["tensor_parallel"] == 2
+    assert two["timing"]["units_computed_per_rank"] == [two["metrics"]["windows"]] * 2
     assert two["metrics"]["tokens_scored"] == one["metrics"]["tokens_scored"]
     assert math.isclose(two["metrics"]["nll_sum"], one["metrics"]["nll_sum"], rel_tol=1e-6)

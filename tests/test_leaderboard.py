@@ -219,7 +219,8 @@ def test_runs_of_different_task_definitions_are_different_rows(outputs, tmp_path
     record = json.loads((outputs / "sweep-new" / "0" / "results.json").read_text())
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        changed = {**record, "config": {**record["config"], "task": {**record["config"]["task"], "path": f"{name}.txt"}}}
+        task = {**record["config"]["task"], "path": f"{name}.txt"}
+        changed = {**record, "config": {**record["config"], "task": task}}
         (tmp_path / name / "results.json").write_text(json.dumps(changed))
     collected = collect(tmp_path)
     assert len(collected["rows"]) == 2 and not collected["superseded"]
