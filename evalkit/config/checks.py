@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from evalkit import evaluators
 from evalkit.config.settings import check_only_with, read_settings
+from evalkit.config.task_folders import TASK_DIR_KEY
 from evalkit.data import check_task
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelRequest, RunSettings
@@ -26,7 +27,7 @@ LOADING_KEYS = tuple(f.name for f in fields(LoadOptions))
 
 def allowed_keys(evaluator_name: str) -> tuple[str, ...]:
     own = tuple(f.name for f in fields(evaluators.get(evaluator_name).Settings))
-    return (*GROUPS, *RUN_KEYS, *LOADING_KEYS, *own)
+    return (*GROUPS, TASK_DIR_KEY, *RUN_KEYS, *LOADING_KEYS, *own)
 
 
 def check_keys(config: Mapping, evaluator_name: str, task: str) -> None:
