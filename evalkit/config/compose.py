@@ -17,7 +17,7 @@ from evalkit.config import CONF_DIR
 from evalkit.config.checks import GROUPS, check_config, check_config_files, check_keys
 from evalkit.config.task_folders import (
     TASK_DIR_KEY,
-    TaskFolder,
+    folders_of_task_dir,
     packaged_tasks,
     register_user_tasks,
     task_folders,
@@ -155,9 +155,9 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
 
     register_defaults()
     register_resolvers()
-    if settings.get(TASK_DIR_KEY) is not None:  # as the command line's task_dir=: recorded as text
+    if settings.get(TASK_DIR_KEY) is not None:  # recorded as text, as the command line's task_dir= is
         settings[TASK_DIR_KEY] = str(settings[TASK_DIR_KEY])
-    folders = [TaskFolder(Path(settings[TASK_DIR_KEY]), TASK_DIR_KEY)] if settings.get(TASK_DIR_KEY) is not None else []
+    folders = folders_of_task_dir(settings.get(TASK_DIR_KEY))
     own = user_tasks(folders)
     register_user_tasks(own, folders)
     if task is not None:

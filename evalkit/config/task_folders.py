@@ -27,12 +27,13 @@ class TaskFolder:
     named_by: str  # task_dir, hydra.searchpath or --config-dir
 
     @property
-    def given_as(self) -> str:  # as the command line said it, for errors
-        return f"task_dir={self.path}" if self.named_by == TASK_DIR_KEY else f"{self.named_by} {self.path}"
-
-    @property
     def searched_by_hydra(self) -> bool:  # Hydra itself reads DIR/task/NAME.yaml; task_dir= is evalkit's own key
         return self.named_by != TASK_DIR_KEY
+
+
+def folders_of_task_dir(*values) -> list[TaskFolder]:
+    """The folders of task_dir's values (null: none)."""
+    return [TaskFolder(Path(str(value)), TASK_DIR_KEY) for value in values if value is not None]
 
 
 def packaged_tasks() -> dict[str, Path]:
@@ -53,7 +54,7 @@ def task_folders(parsed_overrides, argv: list[str]) -> list[TaskFolder]:
         key = override.key_or_group
         if key == TASK_DIR_KEY and not override.is_delete():
             values = override.sweep_string_iterator() if override.is_sweep_override() else [override.value()]
-            folders += [TaskFolder(Path(str(value)), TASK_DIR_KEY) for value in values]
+            folders += folders_of_task_dir(*values)
         elif key == "hydra.searchpath":
             folders += [TaskFolder(path, key) for path in searchpath_folders(override.value())]
     for position, argument in enumerate(argv):
@@ -73,11 +74,11 @@ def task_files(folder: TaskFolder) -> list[Path]:
     if folder.searched_by_hydra:
         return []
     if not folder.path.is_dir():
-        raise EvalkitError(f"{folder.given_as}: no such folder; allowed: a folder of task YAMLs (DIR/NAME.yaml or "
+        raise EvalkitError(f"task_dir={folder.path}: no such folder; allowed: a folder of task YAMLs (DIR/NAME.yaml or "
                            "DIR/task/NAME.yaml)")
     files = sorted(folder.path.glob("*.yaml"))
     if not files:
-        raise EvalkitError(f"{folder.given_as} holds no task: no *.yaml in {folder.path} or in {hydra_layout}")
+        raise EvalkitError(f"task_dir={folder.path} holds no task: no *.yaml in {folder.path} or in {hydra_layout}")
     return files
 
 
