@@ -3,6 +3,8 @@
 evaluator's keys, checked before torch, listed by --help, run through the API and the CLI; a bad folder is one line."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 from conftest import run_cli
@@ -79,11 +81,24 @@ def test_own_task_through_the_cli_with_task_dir_and_hydra_searchpath(quiz_dir, t
 
 
 def test_own_tasks_are_listed_and_checked_before_torch(quiz_dir, tmp_path):
-    """--help marks them as the user's; --config-dir reads Hydra's layout; an evaluator's keys are checked as for a
-    packaged task (the check runs before torch: test_cli's early-check test covers that path)."""
-    listing = " ".join(manual([f"task_dir={quiz_dir}"]).split())  # as one line: a long folder wraps
-    assert f" quiz (multiple_choice, from {quiz_dir}): A quiz of the user's: four questions." in listing
+    """--help marks them as the user's; a bad value of the evaluator's keys is one error before torch is imported;
+    --config-dir reads Hydra's layout."""
+    listed = f" quiz (multiple_choice, from {quiz_dir}): A quiz of the user's: four questions."
+    assert listed in " ".join(manual([f"task_dir={quiz_dir}"]).split())  # as one line: a long folder wraps
+    assert listed in " ".join(run_cli(f"task_dir={quiz_dir}", "--help").stdout.split())  # the manual reads argv
     check_command_line([f"task_dir={quiz_dir}", "task=quiz", "norm=tokens"])
+    script = f"""
+import sys
+from evalkit.config.compose import check_command_line
+try:
+    check_command_line(["task_dir={quiz_dir}", "task=quiz", "norm=words"])
+except Exception as error:
+    print(error)
+print(sorted({{"torch", "transformers"}} & set(sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert done.stdout.splitlines()[0].startswith("norm=words is not allowed; allowed:"), done.stdout + done.stderr
+    assert done.stdout.splitlines()[1:] == ["[]"]
     (tmp_path / "conf" / "task").mkdir(parents=True)
     (quiz_dir / "quiz.yaml").rename(tmp_path / "conf" / "task" / "quiz.yaml")
     check_command_line(["--config-dir", str(tmp_path / "conf"), "task=quiz"])
