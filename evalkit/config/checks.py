@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 
 from evalkit import evaluators
 from evalkit.config.settings import check_only_with, read_settings
-from evalkit.config.task_folders import TASK_DIR_KEY
 from evalkit.data import check_task
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelRequest, RunSettings
@@ -21,6 +20,7 @@ from evalkit.loading.facts import ModelFacts, check_trained_head, file_facts
 from evalkit.loading.options import LoadOptions, check_combinations
 
 GROUPS = ("model", "task")
+TASK_DIR_KEY = "task_dir"  # the folder of the user's own tasks (task_folders.py): recorded, read by no evaluator
 RUN_KEYS = tuple(f.name for f in fields(RunSettings))
 LOADING_KEYS = tuple(f.name for f in fields(LoadOptions))
 

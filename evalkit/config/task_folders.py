@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 from evalkit import evaluators
 from evalkit.config import CONF_DIR
+from evalkit.config.checks import TASK_DIR_KEY
 from evalkit.errors import EvalkitError
 
-TASK_DIR_KEY = "task_dir"  # the command line's key; also recorded in results.json's config
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 STORED: set[str] = set()  # the user's task names this process has put into Hydra's config store
 
