@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 
@@ -237,3 +238,59 @@ assert not {{"torch", "transformers"}} & set(sys.modules)
     assert done.returncode == 0, done.stderr
     for (name, arguments, expected), line in zip(EARLY_CASES, done.stdout.splitlines(), strict=True):
         assert (line == "passed") if expected is None else (expected in line), (name, arguments, line)
+
+
+LM_EVAL_CASES = [  # (command line, the evalkit command line answered, what it says was not translated)
+    ("--model hf --model_args pretrained=gpt2 --tasks arc_easy,hellaswag --num_fewshot 5 --limit 20 --batch_size 8 "
+     "--device cuda", "-m model.name_or_path=gpt2 task=arc_easy,hellaswag num_fewshot=5 limit=20 batch_size=8 "
+     "device=cuda", None),
+    ("arc_easy", "task=arc_easy", None),
+    ("gpt2 piqa limit=10", "model=gpt2 task=piqa limit=10", None),
+    ("--tasks arc_easy", "task=arc_easy", None),
+    ("--tasks arc_easy hellaswag", "-m task=arc_easy,hellaswag", None),
+    ("--limit 20", "limit=20", None),
+    ("-t copa -f 0 -L 8.0 -b auto:4 -o runs/a stride=3", "task=copa stride=3 num_fewshot=0 limit=8 batch_size=auto "
+     "hydra.run.dir=runs/a", None),
+    ("--tasks=copa,piqa --output_path=runs/b", "-m task=copa,piqa hydra.sweep.dir=runs/b", None),
+    ("run --model hf-auto --model_args pretrained=m,dtype=half,trust_remote_code=True,revision=v1 --tasks piqa",
+     "model.name_or_path=m model.revision=v1 task=piqa dtype=float16 trust_remote_code=true", None),
+    ("--model_args pretrained=x --trust_remote_code --log_samples --include_path my/tasks --tasks quiz",
+     "model.name_or_path=x task_dir=my/tasks task=quiz trust_remote_code=true", None),
+    ("--model_args 'pretrained=/my models/m'", "'model.name_or_path=/my models/m'", None),
+    ("--model vllm --model_args pretrained=x,max_length=512 --tasks mmlu --limit 0.5 --gen_kwargs temperature=0",
+     "model.name_or_path=x task=mmlu", "--model vllm (evalkit loads models with transformers); --model_args "
+     "max_length=512; --limit 0.5 (a fraction; evalkit's limit counts examples); --gen_kwargs temperature=0; tasks "
+     "evalkit does not have: mmlu (its tasks: --help)"),
+    ("task=wikitext stride=512", None, None),  # evalkit's own command lines are left alone
+    ("-m stride=256,512 --cfg job", None, None),
+    ("--config-dir conf task=quiz", None, None),
+    ("nonsense", None, None),  # not a name evalkit knows: Hydra's check says what is wrong
+]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("line, command, left", LM_EVAL_CASES, ids=[case[0][:40] for case in LM_EVAL_CASES])
+def test_lm_eval_syntax_is_answered_with_the_evalkit_command_line(line, command, left):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from evalkit.cli.lm_eval_syntax import translation
+
+    answer = translation(shlex.split(line), startup.VALUE_FLAGS)
+    if command is None:
+        assert answer is None
+        return
+    lead = "lm-evaluation-harness's syntax" if line.startswith("-") or line.startswith("run ") else "task=NAME"
+    assert answer.startswith("evalkit: ") and lead in answer and "\n" not in answer
+    given, _, untranslated = answer.partition(" in evalkit: python -m evalkit ")[2].partition("; not translated: ")
+    assert given == command and untranslated == (left or "")
+    OverridesParser.create().parse_overrides([word for word in shlex.split(given) if word != "-m"])  # Hydra reads it
+
+
+def test_lm_eval_syntax_on_the_command_line_is_one_message_before_torch():
+    result = run_cli("--model", "hf", "--model_args", "pretrained=gpt2", "--tasks", "arc_easy", "--limit", "20",
+                     env={"PYTHONPROFILEIMPORTTIME": "1"})  # each import on stderr, as "import time: ... | NAME"
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import ")]
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import ")]
+    assert result.returncode == 2 and result.stdout == "" and "torch" not in imported and imported
+    assert said == ["evalkit: this is lm-evaluation-harness's syntax; in evalkit: python -m evalkit "
+                    "model.name_or_path=gpt2 task=arc_easy limit=20"]

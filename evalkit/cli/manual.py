@@ -3,13 +3,18 @@ dataclasses, so it cannot drift from what is checked), the tasks with their eval
 
 from __future__ import annotations
 
+import sys
 import textwrap
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from evalkit import evaluators
+from evalkit.cli.startup import command_line_overrides
 from evalkit.config.compose import CONF_DIR, choices
 from evalkit.config.settings import describe, shown
+from evalkit.config.task_folders import packaged_tasks, task_folders, user_tasks
+from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import RunSettings
 from evalkit.loading import LoadOptions
 
@@ -17,6 +22,7 @@ WIDTH = 118
 USAGE = """evalkit: language-model evaluation you can trust and compare.
 
 usage: python -m evalkit [model=PRESET] [task=TASK] [KEY=VALUE ...]
+       python -m evalkit task_dir=DIR task=NAME    your own task, DIR/NAME.yaml (or DIR/task/NAME.yaml)
        python -m evalkit -m KEY=A,B,C ...         a sweep (Hydra multirun), e.g. -m stride=256,512,1024
        python -m evalkit task=TASK --cfg job       the composed config, nothing run
        python -m evalkit.leaderboard outputs/     tables and a page of every run
@@ -48,15 +54,35 @@ def key_lines(title: str, schema: type) -> list[str]:
     return lines
 
 
-def manual() -> str:
+def own_tasks(argv: list[str]) -> tuple[dict[str, Path], str]:
+    """The user's tasks that the command line's task folders hold, and the line saying why none could be read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(command_line_overrides(argv))
+        return user_tasks(task_folders(parsed, argv)), ""
+    except EvalkitError as error:
+        return {}, f"  your tasks: error: {error}"
+    except Exception:  # a command line Hydra cannot read: the run says so; the manual lists the packaged tasks
+        return {}, ""
+
+
+def manual(argv: list[str] | None = None) -> str:
+    """The manual; the tasks of the task folders on the command line (`argv`, default this process's) with them."""
     lines = [USAGE, "", "Models (model=PRESET; or model.name_or_path=HUB_ID, a folder or a .gguf file):"]
     for name in choices("model"):
         lines += wrapped(f"{name}: {leading_comment(CONF_DIR / 'model' / f'{name}.yaml')}", 2, 4)
-    lines += ["", "Tasks (task=NAME; a task's fields are overridden as task.FIELD=...):"]
-    tasks = {name: str(OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml").get("evaluator")) for name in choices("task")}
+    lines += ["", "Tasks (task=NAME; a task's fields are overridden as task.FIELD=...; your own: task_dir=DIR):"]
+    own, problem = own_tasks(sys.argv[1:] if argv is None else argv)
+    files = {**packaged_tasks(), **own}
+    tasks = {name: str(OmegaConf.load(path).get("evaluator")) for name, path in files.items()}
     for name, evaluator in tasks.items():
-        lines += wrapped(f"{name} ({evaluator}): {leading_comment(CONF_DIR / 'task' / f'{name}.yaml')}", 2, 4)
+        origin = f", from {files[name].parent}" if name in own else ""
+        lines += wrapped(f"{name} ({evaluator}{origin}): {leading_comment(files[name])}", 2, 4)
+    lines += [problem] if problem else []
     lines += key_lines("Run keys (every task):", RunSettings)
+    lines += ["  task_dir=null", *wrapped("a folder of your own task YAMLs (DIR/NAME.yaml, or DIR/task/NAME.yaml); "
+                                         "task=NAME picks one, as hydra.searchpath=[file://DIR] does for DIR/task/", 6)]
     lines += key_lines("Loading keys (every task):", LoadOptions)
     for name in evaluators.names():
         using = ", ".join(task for task, evaluator in tasks.items() if evaluator == name)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
+import sys
 import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -46,9 +47,21 @@ def default_choice(group: str) -> str:
     return next(entry[group] for entry in defaults if isinstance(entry, Mapping) and group in entry)
 
 
+def answer_lm_eval_syntax(argv: list[str]) -> None:
+    """A command line in lm-eval's syntax, or a bare task name, ends here with its evalkit form (status 2): Hydra
+    would answer it with a grammar error or its usage text."""
+    from evalkit.cli.lm_eval_syntax import translation
+
+    answer = translation(argv, VALUE_FLAGS)
+    if answer is not None:
+        print(answer, file=sys.stderr)
+        sys.exit(2)
+
+
 def announcement(argv: list[str]) -> str | None:
     """'evalkit: MODEL (where its weights are) on TASK' from the command line and the presets' files alone; None for a
-    command that runs no job."""
+    command that runs no job. The first line on screen: lm-eval's syntax is answered before it."""
+    answer_lm_eval_syntax(argv)
     if NO_JOB_FLAGS & set(argv):
         return None
     values = {}

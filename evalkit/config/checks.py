@@ -20,13 +20,14 @@ from evalkit.loading.facts import ModelFacts, check_trained_head, file_facts
 from evalkit.loading.options import LoadOptions, check_combinations
 
 GROUPS = ("model", "task")
+TASK_DIR_KEY = "task_dir"  # the folder of the user's own tasks (task_folders.py): recorded, read by no evaluator
 RUN_KEYS = tuple(f.name for f in fields(RunSettings))
 LOADING_KEYS = tuple(f.name for f in fields(LoadOptions))
 
 
 def allowed_keys(evaluator_name: str) -> tuple[str, ...]:
     own = tuple(f.name for f in fields(evaluators.get(evaluator_name).Settings))
-    return (*GROUPS, *RUN_KEYS, *LOADING_KEYS, *own)
+    return (*GROUPS, TASK_DIR_KEY, *RUN_KEYS, *LOADING_KEYS, *own)
 
 
 def check_keys(config: Mapping, evaluator_name: str, task: str) -> None:

@@ -15,6 +15,15 @@ from evalkit import evaluators
 from evalkit.cli.startup import command_line_overrides, default_choice
 from evalkit.config import CONF_DIR
 from evalkit.config.checks import GROUPS, check_config, check_config_files, check_keys
+from evalkit.config.task_folders import (
+    TASK_DIR_KEY,
+    folders_of_task_dir,
+    packaged_tasks,
+    register_user_tasks,
+    task_folders,
+    user_tasks,
+    with_config_dirs,
+)
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import RunSettings
 from evalkit.loading.options import LoadOptions
@@ -38,7 +47,9 @@ def register_defaults() -> None:
     from hydra.core.config_store import ConfigStore
 
     store = ConfigStore.instance()
-    store.store(group="keys", name="run", node=asdict(RunSettings()))
+    # task_dir sits with the run keys: a key of the command line (where the user's tasks are), recorded in
+    # results.json's config but read by no evaluator; what the task holds reaches the cache key as the composed task
+    store.store(group="keys", name="run", node={**asdict(RunSettings()), TASK_DIR_KEY: None})
     store.store(group="keys", name="loading", node=asdict(LoadOptions()))
     for name in evaluators.names():
         store.store(group="evaluator", name=name, node=asdict(evaluators.get(name).Settings()))
@@ -48,10 +59,13 @@ def choices(group: str) -> list[str]:
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
 
 
-def task_evaluator(task: str) -> str:
-    if task not in choices("task"):
-        raise EvalkitError(f"task={task} is not known; allowed: {', '.join(choices('task'))}")
-    return str(OmegaConf.load(CONF_DIR / "task" / f"{task}.yaml").get("evaluator"))
+def task_evaluator(task: str, own: Mapping[str, Path] | None = None) -> str:
+    """The evaluator of a packaged task or of one of the user's (`own`: NAME -> YAML, from their task folders)."""
+    known = {**packaged_tasks(), **(own or {})}
+    if task not in known:
+        raise EvalkitError(f"task={task} is not known; allowed: {', '.join(sorted(known))}, or a task of your own "
+                           "with task_dir=DIR")
+    return str(OmegaConf.load(known[task]).get("evaluator"))
 
 
 def name_overridden_model(cfg: DictConfig, overrides: list[str]) -> None:
@@ -87,15 +101,18 @@ def check_command_line(argv: list[str]) -> None:
             raise EvalkitError(f"model={preset} is not a preset; allowed: {', '.join(choices('model'))} (or "
                                "model.name_or_path=HUB_ID_OR_PATH)")
     check_output_folder(values, multirun="-m" in argv or "--multirun" in argv)
+    folders = task_folders(parsed, argv)
+    own = user_tasks(folders)
+    register_user_tasks(own, folders)  # before Hydra composes, here and in the job that follows in this process
     for task in values.get("task", [default_choice("task")]):
-        evaluator = task_evaluator(task)
+        evaluator = task_evaluator(task, own)
         for override in parsed:
             key = override.key_or_group
             if "." in key or "/" in key or override.is_delete():
                 continue
             check_keys({key: None}, evaluator, task)
     if not any(override.is_sweep_override() for override in parsed):
-        cfg = check_composition(overrides)
+        cfg = check_composition(with_config_dirs(overrides, parsed, folders))
         name_overridden_model(cfg, overrides)
         check_config_files(check_config(cfg))
 
@@ -138,8 +155,13 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
 
     register_defaults()
     register_resolvers()
+    if settings.get(TASK_DIR_KEY) is not None:  # recorded as text, as the command line's task_dir= is
+        settings[TASK_DIR_KEY] = str(settings[TASK_DIR_KEY])
+    folders = folders_of_task_dir(settings.get(TASK_DIR_KEY))
+    own = user_tasks(folders)
+    register_user_tasks(own, folders)
     if task is not None:
-        task_evaluator(task)  # an unknown task is one clear error, not Hydra's
+        task_evaluator(task, own)  # an unknown task is one clear error, not Hydra's
     overrides = [f"task={task}"] if task else []
     if isinstance(model, str) and model in choices("model"):
         overrides.append(f"model={model}")
