@@ -30,7 +30,7 @@ TASK_FIELDS = {
     "text_field": (str, list), "label_field": (str,), "label_offset": (int,), "labels": (list,),
     "format": (str, None), "line_rows": (bool,), "join": (str,), "method": (str, None), "questions": (str, None),
     "context_field": (str,), "choices_field": (str,), "gold_field": (str,), "documents": (str, None),
-    "detokenize": (str, None),
+    "detokenize": (str, None), "columns": (list, None), "description": (str, None),
 }
 KINDS = {str: "a string", list: "a list", Mapping: "a mapping", int: "an integer", bool: "true or false", None: "null"}
 
@@ -171,14 +171,15 @@ class Examples:
 
 
 def records_from_file(path: Path, task: Mapping, fallback: str = "label_first") -> list[dict]:
-    """A local file's records. `label_first`: "LABEL TEXT" per line (the Kim 2014 SST-2 files); `csv`: a header row;
-    `jsonl`: one JSON object per line. task.format, else the suffix (.csv, .jsonl), else `fallback`, says which."""
+    """A local file's records. `label_first`: "LABEL TEXT" per line (the Kim 2014 SST-2 files); `csv`: a header row,
+    or the task's `columns` names for a file without one (MMLU's); `jsonl`: one JSON object per line. task.format,
+    else the suffix (.csv, .jsonl), else `fallback`, says which."""
     file_format = task.get("format") or {".csv": "csv", ".jsonl": "jsonl"}.get(path.suffix, fallback)
     if file_format == "jsonl":
         return [record for _, record in read_jsonl(path)]
     handle = io.StringIO(read_text(path, newline=""), newline="")  # lines as csv and the Kim 2014 files expect
     if file_format == "csv":
-        return list(csv.DictReader(handle))
+        return list(csv.DictReader(handle, fieldnames=task.get("columns")))
     if file_format == "label_first":
         label_field, text_field = task.get("label_field") or "label", task.get("text_field") or "text"
         if not isinstance(text_field, str):

@@ -47,8 +47,9 @@ def fewshot_pool(task: Mapping, data_dir: str | None, split: Sequence[Mapping], 
     exclude = section.get("exclude_document")
     if not any(section.get(key) for key in ("path", "data_file", "hub")):
         return list(split), True if exclude is None else bool(exclude)
-    pool, pool_origin, _ = task_records({**task, "name": f"{task.get('name')}.fewshot", **section}, data_dir,
-                                        fallback="jsonl")
+    sources = {"path": None, "data_file": None, "hub": None}  # the evaluated split's own are not the pool's
+    pool, pool_origin, _ = task_records({**task, **sources, "name": f"{task.get('name')}.fewshot", **section},
+                                        data_dir, fallback="jsonl")
     return list(pool), pool_origin == origin if exclude is None else bool(exclude)
 
 

@@ -196,6 +196,7 @@ FILE_TIERS = {
     "test_leaderboard.py": "cli",
     "test_lm_eval.py": "oracle",
     "test_loading.py": "unit",
+    "test_mmlu.py": "oracle",
     "test_packaging.py": "cli",
     "test_perplexity.py": "oracle",
     "test_quantization.py": "contract",

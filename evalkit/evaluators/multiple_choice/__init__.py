@@ -16,6 +16,7 @@ import numpy as np
 from evalkit.config.settings import setting
 from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units, bools, numbers
 from evalkit.evaluators.multiple_choice.questions import Question, load_questions, question_format
+from evalkit.evaluators.multiple_choice.subsets import grouped_accuracy, load_grouped, subsets_of
 from evalkit.hashing import canonical_json, sha256_text
 from evalkit.metrics import bootstrap_ratio_interval, count_bytes
 
@@ -49,17 +50,23 @@ class MultipleChoice(Evaluator):
         Metric("perplexity", "one-choice tasks (LAMBADA): exp(-mean log-likelihood of the targets)", False),
         Metric("questions", "questions evaluated", None, count=True, units=True),
         Metric("norm", "what acc_norm divided by", None),
+        Metric("subsets", "grouped tasks (mmlu): acc and questions per subset", None),
+        Metric("groups", "grouped tasks: acc and questions per category, each the mean over its questions", None),
     )
 
     def validate(self, settings: Settings, run, task: Mapping, model=None) -> Settings:
         question_format(task)
+        subsets_of(task)
         return settings
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         return {"model": ModelRequest(model, "causal-lm")}
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
-        questions, origin = load_questions(task, run.data_dir, run.limit, settings.num_fewshot)
+        def read(part: Mapping) -> tuple[list[Question], str]:
+            return load_questions(part, run.data_dir, run.limit, settings.num_fewshot)
+
+        questions, origin = load_grouped(task, read) if subsets_of(task) else read(task)
         return Data(questions, sha256_text(canonical_json([asdict(q) for q in questions])), origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> ChoiceJob:
@@ -68,7 +75,7 @@ class MultipleChoice(Evaluator):
         lm = CausalLM(models["model"])
         encoded = lm.encode([list(zip(q.contexts, q.continuations)) for q in data.content])
         units = Units(len(data.content), [1.0] * len(data.content), encoded.groups(), encoded.order())
-        return ChoiceJob(units, lm, data.content, encoded, settings.norm, data.origin)
+        return ChoiceJob(units, lm, data.content, encoded, settings.norm, data.origin, task)
 
 
 @dataclass
@@ -79,6 +86,7 @@ class ChoiceJob(PreparedJob):
     encoded: object  # scoring.causal_lm.EncodedQuestions: per question, per choice (context ids, continuation ids)
     norm: str
     origin: str
+    task: Mapping  # a grouped task's subsets and categories
 
     def record_type(self, index: int) -> dict:
         choices = len(self.questions[index].choices)
@@ -111,6 +119,8 @@ class ChoiceJob(PreparedJob):
             metrics["perplexity"] = math.exp(-float(np.mean([r["loglikelihoods"][0] for r in records])))
         else:
             metrics["acc_norm"] = float(np.mean(correct_norm))
+        if subsets_of(self.task):
+            metrics.update(grouped_accuracy(self.task, self.questions, correct))
         return Outcome(metrics, samples, {"origin": self.origin, "questions": len(records)})
 
 

@@ -20,6 +20,7 @@ class Question:
     continuations: list[str]  # what is scored after each context
     choices: list[str]  # the choice texts (their lengths normalise acc_norm, as lm-eval's)
     gold: int
+    subset: str | None = None  # a grouped task's subset (MMLU's subject)
 
 
 def shared(context: str, choices: list[str], gold: int, delimiter: str = " ") -> Question:
@@ -64,6 +65,16 @@ def copa(record: Mapping) -> Question:
     return shared(record["premise"].strip()[:-1] + f" {connector}", choices, int(record["label"]))
 
 
+def mmlu(record: Mapping) -> Question:
+    """lm-eval's mmlu prompt: the question, the four lettered choices, "Answer:"; the choices scored are " A".." D".
+    A hub record has `choices` and an index `answer`; a row of the original CSV files has columns A-D and a letter."""
+    choices = list(record["choices"]) if "choices" in record else [record[letter] for letter in "ABCD"]
+    answer = record["answer"]
+    gold = "ABCD".index(answer) if isinstance(answer, str) and answer in "ABCD" else int(answer)
+    lines = [str(record["question"]).strip(), *(f"{letter}. {choice}" for letter, choice in zip("ABCD", choices))]
+    return shared("\n".join(lines) + "\nAnswer:", list("ABCD"), gold)
+
+
 def lambada(record: Mapping) -> Question:
     """The last word of the text is the target, after a space; scored alone (acc: it is the greedy continuation)."""
     context, word = record["text"].rsplit(" ", 1)
@@ -90,6 +101,7 @@ def fields(task: Mapping) -> Callable[[Mapping], Question]:
 
 FORMATS: dict[str, Callable[[Mapping], Question]] = {
     "arc": arc, "hellaswag": hellaswag, "piqa": piqa, "winogrande": winogrande, "copa": copa, "lambada": lambada,
+    "mmlu": mmlu,
 }
 
 
@@ -112,11 +124,11 @@ def load_questions(task: Mapping, data_dir: str | None, limit: int | None,
     questions = build_questions(records, fields_of, origin)
     if not questions:
         raise EvalkitError(f"{origin} holds no questions")
-    if num_fewshot:
-        fewshot = fewshot_of(task, num_fewshot)
-        pool, same_split = fewshot_pool(task, data_dir, split, origin)
-        solved = build_questions(pool, fields_of, f"{origin} few-shot pool")
-        questions = [with_examples(question, [solved[i] for i in picks], fewshot)
+    fewshot, description = fewshot_of(task, num_fewshot), str(task.get("description") or "")
+    pool, same_split = fewshot_pool(task, data_dir, split, origin) if num_fewshot else ([], False)
+    solved = build_questions(pool, fields_of, f"{origin} few-shot pool")
+    if num_fewshot or description:
+        questions = [with_examples(question, [solved[i] for i in picks], fewshot, description)
                      for question, picks in zip(questions, draw(pool, records, fewshot, same_split))]
     return questions, origin
 
@@ -133,9 +145,9 @@ def build_questions(records: list[Mapping], task: Mapping, origin: str) -> list[
     return questions
 
 
-def with_examples(question: Question, examples: list[Question], fewshot: FewShot) -> Question:
-    """The question with solved examples ahead of every context: each example's gold context and continuation
-    (lm-eval's question, target delimiter and answer), then the few-shot delimiter."""
-    prefix = "".join(example.contexts[example.gold] + example.continuations[example.gold] + fewshot.fewshot_delimiter
-                     for example in examples)
+def with_examples(question: Question, examples: list[Question], fewshot: FewShot, description: str = "") -> Question:
+    """The question with the task's description and solved examples ahead of every context: each example's gold
+    context and continuation (lm-eval's question, target delimiter and answer), then the few-shot delimiter."""
+    prefix = description + "".join(example.contexts[example.gold] + example.continuations[example.gold]
+                                   + fewshot.fewshot_delimiter for example in examples)
     return replace(question, contexts=[prefix + context for context in question.contexts])
