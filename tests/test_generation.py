@@ -1,8 +1,12 @@
 """generate_until against lm-evaluation-harness's HFLM.generate_until (the independent reference): the same
 continuations, stop strings cut the same way, on random-init GPT-2 and LLaMA shapes with the packaged tokenizer."""
 
+import json
+from pathlib import Path
+
 import pytest
 import transformers
+from conftest import SHARED_DATA
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
@@ -85,3 +89,49 @@ def test_no_room_for_a_prompt_is_refused(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     with pytest.raises(ValueError, match="max_gen_toks=256 leaves no room"):
         generate_until(model, tokenizer, PROMPTS, [], 256, 256)
+
+
+def lm_eval_gsm8k(test_file, lm, limit: int, max_gen_toks: int, apply_chat_template: bool) -> dict:
+    """lm-eval's own evaluation of its gsm8k task definition (its YAML: filters, exact_match options, 5-shot from
+    train) on local files: its results and per-document samples."""
+    import lm_eval.tasks
+    import yaml
+    from lm_eval.api.task import ConfigurableTask
+    from lm_eval.evaluator import evaluate
+
+    config = yaml.safe_load((Path(lm_eval.tasks.__file__).parent / "gsm8k" / "gsm8k.yaml").read_text())
+    config.update(task="gsm8k_local", dataset_path="json", dataset_name=None,
+                  dataset_kwargs={"data_files": {"train": str(SHARED_DATA / "gsm8k" / "train.jsonl"),
+                                                 "test": str(test_file)}})
+    config["generation_kwargs"]["max_gen_toks"] = max_gen_toks
+    task = ConfigurableTask(config=config)
+    task.set_fewshot_seed(1234)
+    return evaluate(lm, {"gsm8k_local": task}, limit=limit, bootstrap_iters=0, log_samples=True,
+                    apply_chat_template=apply_chat_template)
+
+
+@pytest.mark.parametrize("apply_chat_template", [False, True])
+def test_gsm8k_on_the_packaged_model_equals_lm_eval(smol, tmp_path, apply_chat_template):
+    """The acceptance case: SmolLM2 (float32, CPU, greedy), lm-eval's gsm8k definition, 5-shot from the real train
+    split; documents from the train split's tail stand in for the test split (not shipped here). Responses are cut at
+    48 tokens on both sides to keep the test short (the task's 256 changes nothing but the time)."""
+    import evalkit
+
+    model, tokenizer = smol
+    test_file = tmp_path / "test.jsonl"
+    lines = (SHARED_DATA / "gsm8k" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    test_file.write_text("\n".join(lines[-2:]), encoding="utf-8")
+    ours = evalkit.evaluate(model="smollm2-135m", task="gsm8k", device="cpu", cache_dir=None, batch_size=2,
+                            max_gen_toks=48, apply_chat_template=apply_chat_template,
+                            data_dir=str(SHARED_DATA), out_dir=tmp_path / "run", **{"task.path": str(test_file)})
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=2, device="cpu")
+    theirs = lm_eval_gsm8k(test_file, lm, limit=2, max_gen_toks=48, apply_chat_template=apply_chat_template)
+    logged = theirs["samples"]["gsm8k_local"]  # one per document and filter
+    their_samples = sorted((sample for sample in logged if sample["filter"] == "strict-match"),
+                           key=lambda sample: sample["doc_id"])
+    our_samples = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [s["prompt"] for s in our_samples] == [s["arguments"][0][0] for s in their_samples]
+    assert [s["responses"] for s in our_samples] == [s["resps"][0] for s in their_samples]
+    for name in ("strict-match", "flexible-extract"):
+        assert ours["metrics"]["filters"][name]["exact_match"] == theirs["results"]["gsm8k_local"][
+            f"exact_match,{name}"]
