@@ -30,7 +30,10 @@ TASK_FIELDS = {
     "text_field": (str, list), "label_field": (str,), "label_offset": (int,), "labels": (list,),
     "format": (str, None), "line_rows": (bool,), "join": (str,), "method": (str, None), "questions": (str, None),
     "context_field": (str,), "choices_field": (str,), "gold_field": (str,), "documents": (str, None),
-    "detokenize": (str, None), "columns": (list, None), "description": (str, None),
+    "detokenize": (str, None), "columns": (list, None), "description": (str, None), "fewshot": (Mapping, None),
+    "subsets": (Mapping, None), "num_fewshot": (int,), "prompt": (str,), "target": (str,), "until": (list,),
+    "max_gen_toks": (int, None), "filters": (Mapping,), "exact_match": (Mapping, None), "target_delimiter": (str,),
+    "fewshot_delimiter": (str,),
 }
 KINDS = {str: "a string", list: "a list", Mapping: "a mapping", int: "an integer", bool: "true or false", None: "null"}
 

@@ -29,6 +29,14 @@ class FewShot:
     fewshot_delimiter: str = "\n\n"
 
 
+def num_fewshot_of(setting: int | None, task: Mapping) -> int:
+    """The examples per prompt: the num_fewshot setting, else the task's own (gsm8k: 5), else none."""
+    value = setting if setting is not None else task.get("num_fewshot", 0)
+    if value < 0:
+        raise EvalkitError(f"task.num_fewshot={value} is not allowed; allowed: an integer >= 0")
+    return value
+
+
 def fewshot_of(task: Mapping, num_fewshot: int) -> FewShot:
     section = task.get("fewshot") or {}
     sampler = section.get("sampler", "default")
@@ -71,7 +79,11 @@ def draw(pool: Sequence[Mapping], docs: Sequence[Mapping], fewshot: FewShot, sam
             continue
         picked = [i for i in rnd.sample(range(len(pool)), count + 1) if pool[i] != doc][:count]
         if len(picked) < count:  # the pool held copies of the document: draw again without any of them
-            picked = rnd.sample([i for i in range(len(pool)) if pool[i] != doc], count)
+            others = [i for i in range(len(pool)) if pool[i] != doc]
+            if len(others) < count:
+                raise EvalkitError(f"num_fewshot={count} exceeds the {len(others)} examples of the few-shot pool that "
+                                   "are not the document itself")
+            picked = rnd.sample(others, count)
         drawn.append(picked)
     return drawn
 

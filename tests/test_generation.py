@@ -10,6 +10,7 @@ from conftest import SHARED_DATA
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
+from evalkit.errors import EvalkitError
 from evalkit.scoring.generation import Sampling, cut_at_stop, generate_until, stop_strings
 
 PROMPTS = [
@@ -87,7 +88,7 @@ def test_stop_strings_are_cut_as_lm_eval_cuts_them(smol_tokenizer_dir):
 
 def test_no_room_for_a_prompt_is_refused(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
-    with pytest.raises(ValueError, match="max_gen_toks=256 leaves no room"):
+    with pytest.raises(EvalkitError, match="max_gen_toks leaves no room for a prompt"):
         generate_until(model, tokenizer, PROMPTS, [], 256, 256)
 
 

@@ -249,3 +249,24 @@ def test_exports_follow_what_the_evaluator_declares(board, monkeypatch):
     exported = lm_eval_results([{**row, "settings": {**row["settings"], "num_fewshot": 5}}])
     assert exported["n-shot"]["sst2"] == exported["configs"]["sst2"]["num_fewshot"] == 5
     assert exported["n-samples"]["sst2"] == {"original": 30, "effective": 30}
+
+
+def test_lm_eval_export_keys_filters_and_subtasks_as_lm_eval_does(board):
+    """A generation run's figures per filter become lm-eval's `exact_match,strict-match` keys; a grouped task's
+    subsets and categories become entries of their own (`mmlu_anatomy`), as lm-eval writes its groups."""
+    from evalkit.leaderboard.lm_eval_export import lm_eval_results
+
+    row = next(r for r in json.loads((board / "leaderboard.json").read_text())["rows"] if r["task"] == "sst2")
+    gsm8k = {**row, "task": "gsm8k", "evaluator": "generation", "metric": "exact_match", "interval": [0.1, 0.5],
+             "settings": {**row["settings"], "num_fewshot": 5},
+             "metrics": {"exact_match": 0.3, "documents": 10, "filters": {"strict-match": {"exact_match": 0.3},
+                                                                          "flexible-extract": {"exact_match": 0.4}}}}
+    mmlu = {**row, "task": "mmlu", "evaluator": "multiple_choice", "metric": "acc", "interval": [0.2, 0.4],
+            "metrics": {"acc": 0.3, "questions": 8, "subsets": {"anatomy": {"acc": 0.25, "questions": 4}},
+                        "groups": {"stem": {"acc": 0.25, "questions": 4}}}}
+    exported = lm_eval_results([gsm8k, mmlu])["results"]
+    assert exported["gsm8k"]["exact_match,strict-match"] == 0.3
+    assert exported["gsm8k"]["exact_match,flexible-extract"] == 0.4
+    assert exported["mmlu"]["acc,none"] == 0.3
+    assert exported["mmlu_anatomy"] == {"alias": " - anatomy", "acc,none": 0.25}
+    assert exported["mmlu_stem"] == {"alias": " - stem", "acc,none": 0.25}

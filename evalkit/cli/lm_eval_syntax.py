@@ -25,7 +25,8 @@ SHORT = {"-M": "--model", "-a": "--model_args", "-t": "--tasks", "-f": "--num_fe
          "-b": "--batch_size", "-o": "--output_path", "-s": "--log_samples", "-C": "--config", "-E": "--samples",
          "-v": "--verbosity", "-w": "--write_out", "-x": "--predict_only"}
 HF_MODELS = {"hf", "hf-auto", "huggingface"}  # lm-eval's transformers backend: what evalkit always uses
-SAME_KEYS = {"--num_fewshot": "num_fewshot", "--device": "device"}  # evalkit's key of the same meaning
+SAME_KEYS = {"--num_fewshot": "num_fewshot", "--device": "device", "--system_instruction": "system_instruction",
+             "--apply_chat_template": "apply_chat_template", "--fewshot_as_multiturn": "fewshot_as_multiturn"}
 MODEL_ARGS = {"pretrained": "model.name_or_path", "revision": "model.revision", "dtype": "dtype",
               "torch_dtype": "dtype", "trust_remote_code": "trust_remote_code"}
 DTYPES = {"half": "float16", "float": "float32", "torch.float16": "float16", "torch.bfloat16": "bfloat16",
@@ -86,8 +87,8 @@ def one_flag(flag: str, values: list[str], into: Translation) -> None:
         model_args(value, into)
     elif flag == "--tasks":
         into.tasks += [task for task in value.split(",") if task]
-    elif flag in SAME_KEYS:
-        into.keys.append(f"{SAME_KEYS[flag]}={value}")
+    elif flag in SAME_KEYS:  # a switch given without its value ("?") is on
+        into.keys.append(f"{SAME_KEYS[flag]}={value or 'true'}")
     elif flag == "--limit":
         whole = value.removesuffix(".0")
         if whole.isdigit():

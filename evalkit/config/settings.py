@@ -105,7 +105,11 @@ def checked(spec: Field, annotation, value):
     kinds, choices = kinds_of(annotation), spec.metadata.get("choices")
     if not (any(accepts(kind, value, spec) for kind in kinds) and (not choices or value is None or value in choices)):
         raise EvalkitError(f"{spec.name}={shown(value)} is not allowed; allowed: {allowed_words(spec, annotation)}")
-    return tuple(value) if STRINGS in kinds and isinstance(value, list) else value
+    if STRINGS in kinds and isinstance(value, list):
+        return tuple(value)
+    if float in kinds and int not in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)  # temperature=0 and the default 0.0 are one setting, one cache identity
+    return value
 
 
 def read_settings(schema: type, values: Mapping) -> Any:

@@ -25,6 +25,12 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "model"
 
 
+def figures(metrics: dict, names: dict, label: str) -> dict:
+    """The float figures of a metrics mapping under lm-eval's keys (`acc,none`; `exact_match,strict-match`); the
+    integers are counts and settings."""
+    return {f"{names.get(name, name)},{label}": value for name, value in metrics.items() if isinstance(value, float)}
+
+
 def lm_eval_results(rows: list[dict]) -> dict:
     """One model's rows in lm-evaluation-harness's results layout; a task run with several settings appears once
     per setting, as `task (settings)`. Standard errors are the 95% bootstrap half-width / 1.96."""
@@ -36,15 +42,18 @@ def lm_eval_results(rows: list[dict]) -> dict:
         alias = row["task"] if counts[row["task"]] == 1 else f"{row['task']} ({settings_label(row)})"
         evaluator = evaluators.get(row["evaluator"])
         names = {metric.name: metric.lm_eval_name or metric.name for metric in evaluator.metrics}
-        results = {"alias": alias}
-        for name, value in row["metrics"].items():
-            if isinstance(value, float):  # metrics; the integers are counts and settings
-                results[f"{names.get(name, name)},none"] = value
+        results = out["results"][alias] = {"alias": alias, **figures(row["metrics"], names, "none")}
+        parts = {metric.name: metric.breakdown for metric in evaluator.metrics if metric.breakdown}
+        for name, by_part in row["metrics"].items():
+            for part, values in (by_part.items() if parts.get(name) else ()):
+                if parts[name] == "filter":
+                    results.update(figures(values, names, part))
+                else:
+                    out["results"][f"{alias}_{part}"] = {"alias": f" - {part}", **figures(values, names, "none")}
         if row["interval"]:
             low, high = row["interval"]
             results[f"{names[row['metric']]}_stderr,none"] = (high - low) / 2 / 1.96
         shots = row["settings"].get(FEWSHOT, 0) if FEWSHOT in keys_with(evaluator.Settings) else 0
-        out["results"][alias] = results
         out["configs"][alias] = {"task": row["task"], "evaluator": row["evaluator"], FEWSHOT: shots,
                                  "metadata": {"evalkit_settings": row["settings"], "run_dir": row["run_dir"]}}
         out["versions"][alias] = TASK_VERSION

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 import transformers
 
+from evalkit.errors import EvalkitError
 from evalkit.scoring.probes import model_device
 
 LOOKBACK_SLACK = 2  # tokens beyond a stop string's own: a string may be generated as other, shorter tokens
@@ -48,7 +49,10 @@ def stop_strings(tokenizer, until: list[str] | tuple[str, ...]) -> list[str]:
 
 def encode_prompt(tokenizer, prompt: str, max_context: int) -> list[int]:
     """HFLM's tokens of a prompt: special tokens as the tokenizer adds them, unless the prompt starts with the BOS
-    text; the last max_context of them."""
+    text; the last max_context of them (at least one: a prompt needs room)."""
+    if max_context < 1:
+        raise EvalkitError(f"max_gen_toks leaves no room for a prompt ({max_context} tokens of context); allowed: "
+                           "max_gen_toks below the model's context length")
     starts_with_bos = tokenizer.bos_token is not None and prompt.startswith(tokenizer.bos_token)
     ids = tokenizer(prompt, add_special_tokens=not starts_with_bos)["input_ids"]
     return ids[-max_context:]
@@ -115,14 +119,18 @@ def generated_length(tail: torch.Tensor, pad_id: int | None) -> int:
     return int(real[-1]) + 1 if len(real) else 0
 
 
+def longest_first(prompts: list[str], encoded: list[list[int]]) -> list[int]:
+    """The prompts' indices in HFLM's order: most tokens first, then by text (a batch pads little, and an
+    out-of-memory error comes with the first batch)."""
+    return sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), prompts[i]))
+
+
 def generate_until(model, tokenizer, prompts: list[str], until: list[str] | tuple[str, ...], max_gen_toks: int,
                    max_length: int, batch_size: int = 1, sampling: Sampling = Sampling()) -> list[str]:
     """Each prompt's continuation, in the prompts' order; prompts run longest first in batches of `batch_size`
     (as HFLM orders them, so that a batch pads little)."""
-    if max_gen_toks >= max_length:
-        raise ValueError(f"max_gen_toks={max_gen_toks} leaves no room for a prompt in max_length={max_length}")
     encoded = [encode_prompt(tokenizer, prompt, max_length - max_gen_toks) for prompt in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), prompts[i]))
+    order = longest_first(prompts, encoded)
     out: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]

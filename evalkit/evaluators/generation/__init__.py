@@ -17,7 +17,7 @@ from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units, numbers, texts
 from evalkit.evaluators.generation.answers import exact_match, filter_pipeline
 from evalkit.evaluators.generation.prompts import Document, read_documents
-from evalkit.fewshot import chat_turns
+from evalkit.fewshot import chat_turns, num_fewshot_of
 from evalkit.hashing import canonical_json, sha256_text
 from evalkit.metrics import bootstrap_ratio_interval
 
@@ -53,26 +53,30 @@ class Generation(Evaluator):
     metrics = (
         Metric("exact_match", "share of documents whose answer (the task's first filter) matches the target", True,
                headline=True, interval="exact_match_ci95"),
-        Metric("filters", "per filter: exact_match and its 95% interval", None),
+        Metric("filters", "per filter: exact_match and its 95% interval", None, breakdown="filter"),
         Metric("documents", "documents evaluated", None, count=True, units=True),
         Metric("num_fewshot", "few-shot examples ahead of each question", None),
         Metric("generated_tokens", "tokens generated over every response", None, "tokens"),
     )
 
     def validate(self, settings: Settings, run, task: Mapping, model=None) -> Settings:
-        filters = task.get("filters")
-        if not isinstance(filters, Mapping) or not filters:
-            raise EvalkitError(f"task.filters={filters} is not allowed; allowed: a mapping of filter names to steps, "
-                               "e.g. {exact: [{function: remove_whitespace}, {function: take_first}]}")
+        filters = task.get("filters") or {}  # its type is checked with the task's fields (data.TASK_FIELDS)
+        if not filters:
+            raise EvalkitError("task.filters is empty; allowed: filter names and their steps, e.g. "
+                               "{exact: [{function: remove_whitespace}, {function: take_first}]}")
         for name, steps in filters.items():
             filter_pipeline(steps, f"task.filters.{name}")
-        until = task.get("until", [])
-        if not isinstance(until, list) or not all(isinstance(text, str) for text in until):
-            raise EvalkitError(f"task.until={until} is not allowed; allowed: a list of stop strings")
+        if not all(isinstance(text, str) for text in task.get("until", [])):
+            raise EvalkitError(f"task.until={task.get('until')} is not allowed; allowed: a list of stop strings")
+        if settings.repeats > 1 and settings.temperature == 0:
+            raise EvalkitError(f"repeats={settings.repeats} with temperature=0 repeats one greedy response; allowed: "
+                               "repeats=1, or temperature > 0")
         max_gen_toks = settings.max_gen_toks or task.get("max_gen_toks") or DEFAULT_MAX_GEN_TOKS
-        if isinstance(max_gen_toks, bool) or not isinstance(max_gen_toks, int) or max_gen_toks < 1:
-            raise EvalkitError(f"task.max_gen_toks={max_gen_toks} is not allowed; allowed: an integer >= 1")
-        return replace(settings, num_fewshot=task_fewshot(settings, task), max_gen_toks=max_gen_toks)
+        context = model.facts.context_length if model is not None else None
+        if context and max_gen_toks >= context:
+            raise EvalkitError(f"max_gen_toks={max_gen_toks} leaves no room for a prompt in the model's context "
+                               f"({context}); allowed: max_gen_toks < {context}")
+        return replace(settings, num_fewshot=num_fewshot_of(settings.num_fewshot, task), max_gen_toks=max_gen_toks)
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         return {"model": ModelRequest(model, "causal-lm")}
@@ -86,13 +90,10 @@ class Generation(Evaluator):
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict) -> GenerationJob:
         from evalkit.scoring.causal_lm import CausalLM
-        from evalkit.scoring.generation import Sampling
+        from evalkit.scoring.generation import Sampling, longest_first
 
         lm = CausalLM(models["model"])
         max_gen_toks = settings.max_gen_toks
-        if max_gen_toks >= lm.max_length:
-            raise EvalkitError(f"max_gen_toks={max_gen_toks} leaves no room for a prompt in the model's context "
-                               f"({lm.max_length}); allowed: max_gen_toks < {lm.max_length}")
         prompts = [document.prompt for document in data.content]
         if settings.apply_chat_template:
             prompts = [lm.chat_prompt(chat_turns(d.turns, settings.fewshot_as_multiturn)) for d in data.content]
@@ -100,7 +101,7 @@ class Generation(Evaluator):
         sampling = Sampling(settings.temperature > 0, settings.temperature or 1.0, settings.top_p, settings.seed)
         filters = {name: filter_pipeline(steps, f"task.filters.{name}") for name, steps in task["filters"].items()}
         options = {key: value for key, value in (task.get("exact_match") or {}).items() if key in EXACT_MATCH_OPTIONS}
-        order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))  # longest first, as lm-eval
+        order = longest_first(prompts, prompt_ids)
         units = Units(len(prompt_ids), [1.0] * len(prompt_ids), order=order)
         return GenerationJob(units, lm, data.content, prompts, prompt_ids, list(task.get("until") or []), max_gen_toks,
                              sampling, settings.repeats, filters, options, settings.num_fewshot, data.origin)
@@ -156,13 +157,6 @@ class GenerationJob(PreparedJob):
                    "num_fewshot": self.num_fewshot, "generated_tokens": generated}
         timing = {"generated_tokens_per_second": throughput * generated / len(records)}  # documents/s x tokens each
         return Outcome(metrics, samples, {"origin": self.origin, "documents": len(records)}, timing)
-
-
-def task_fewshot(settings: Settings, task: Mapping) -> int:
-    value = settings.num_fewshot if settings.num_fewshot is not None else task.get("num_fewshot", 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise EvalkitError(f"task.num_fewshot={value} is not allowed; allowed: an integer >= 0")
-    return value
 
 
 EVALUATOR = Generation()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from evalkit.config.settings import setting
 from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units, bools, numbers
 from evalkit.evaluators.multiple_choice.questions import Question, load_questions, question_format
 from evalkit.evaluators.multiple_choice.subsets import grouped_accuracy, load_grouped, subsets_of
+from evalkit.fewshot import num_fewshot_of
 from evalkit.hashing import canonical_json, sha256_text
 from evalkit.metrics import bootstrap_ratio_interval, count_bytes
 
@@ -26,8 +27,9 @@ class Settings:
     norm: str = setting("characters", "what acc_norm divides a choice's log-likelihood by: characters (lm-eval's "
                         "acc_norm: the length of the choice's text), bytes (its UTF-8 bytes), tokens",
                         choices=("characters", "bytes", "tokens"))
-    num_fewshot: int = setting(0, "solved examples ahead of each question, drawn from the task's few-shot pool as "
-                               "lm-eval 0.4.13 draws them (seed 1234)", minimum=0)
+    num_fewshot: int | None = setting(None, "solved examples ahead of each question, drawn from the task's few-shot "
+                                      "pool as lm-eval 0.4.13 draws them (seed 1234); null: the task's own, else 0",
+                                      minimum=0)
 
 
 def choice_lengths(question: Question, pairs: list, norm: str) -> np.ndarray:
@@ -50,14 +52,15 @@ class MultipleChoice(Evaluator):
         Metric("perplexity", "one-choice tasks (LAMBADA): exp(-mean log-likelihood of the targets)", False),
         Metric("questions", "questions evaluated", None, count=True, units=True),
         Metric("norm", "what acc_norm divided by", None),
-        Metric("subsets", "grouped tasks (mmlu): acc and questions per subset", None),
-        Metric("groups", "grouped tasks: acc and questions per category, each the mean over its questions", None),
+        Metric("subsets", "grouped tasks (mmlu): acc and questions per subset", None, breakdown="subtask"),
+        Metric("groups", "grouped tasks: acc and questions per category, each the mean over its questions", None,
+               breakdown="subtask"),
     )
 
     def validate(self, settings: Settings, run, task: Mapping, model=None) -> Settings:
         question_format(task)
         subsets_of(task)
-        return settings
+        return replace(settings, num_fewshot=num_fewshot_of(settings.num_fewshot, task))
 
     def models(self, settings: Settings, model: Mapping, facts) -> dict[str, ModelRequest]:
         return {"model": ModelRequest(model, "causal-lm")}

@@ -70,7 +70,9 @@ def mmlu(record: Mapping) -> Question:
     A hub record has `choices` and an index `answer`; a row of the original CSV files has columns A-D and a letter."""
     choices = list(record["choices"]) if "choices" in record else [record[letter] for letter in "ABCD"]
     answer = record["answer"]
-    gold = "ABCD".index(answer) if isinstance(answer, str) and answer in "ABCD" else int(answer)
+    gold = "ABCD".index(answer) if answer in ("A", "B", "C", "D") else int(answer)
+    if not 0 <= gold < len(choices):
+        raise EvalkitError(f"answer {answer!r} is not one of A, B, C, D or 0-3")
     lines = [str(record["question"]).strip(), *(f"{letter}. {choice}" for letter, choice in zip("ABCD", choices))]
     return shared("\n".join(lines) + "\nAnswer:", list("ABCD"), gold)
 
