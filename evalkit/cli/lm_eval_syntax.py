@@ -9,7 +9,7 @@ import shlex
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from evalkit.config import CONF_DIR
+from evalkit.config import packaged
 
 # lm-eval's flags (lm_eval/_cli/run.py, 0.4): canonical name -> how many values it takes (0, 1, "?": one unless the
 # next argument is a flag, "+": every argument up to the next flag). Short forms that Hydra also has (-c, -h) are
@@ -39,10 +39,6 @@ class Translation:
     tasks: list[str] = field(default_factory=list)
     untranslated: list[str] = field(default_factory=list)
     output: str | None = None
-
-
-def names_in(group: str) -> set[str]:
-    return {path.stem for path in (CONF_DIR / group).glob("*.yaml")}
 
 
 def split_flags(argv: list[str]) -> tuple[list[tuple[str, list[str]]], list[str]]:
@@ -138,7 +134,7 @@ def translation(argv: list[str], value_flags: Collection[str]) -> str | None:
     if flags and others[:1] == ["run"]:  # lm-eval's `lm-eval run --model ...`
         others = others[1:]
     bare = bare_words(others, value_flags)
-    tasks, models = names_in("task"), names_in("model")
+    tasks, models = set(packaged("task")), set(packaged("model"))
     if not flags and (not bare or not set(bare) <= tasks | models):
         return None
     translated = Translation()

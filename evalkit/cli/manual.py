@@ -11,9 +11,10 @@ from omegaconf import OmegaConf
 
 from evalkit import evaluators
 from evalkit.cli.startup import command_line_overrides
+from evalkit.config import packaged
 from evalkit.config.compose import CONF_DIR, choices
 from evalkit.config.settings import describe, shown
-from evalkit.config.task_folders import packaged_tasks, task_folders, user_tasks
+from evalkit.config.task_folders import task_folders, user_tasks
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import RunSettings
 from evalkit.loading import LoadOptions
@@ -74,7 +75,7 @@ def manual(argv: list[str] | None = None) -> str:
         lines += wrapped(f"{name}: {leading_comment(CONF_DIR / 'model' / f'{name}.yaml')}", 2, 4)
     lines += ["", "Tasks (task=NAME; a task's fields are overridden as task.FIELD=...; your own: task_dir=DIR):"]
     own, problem = own_tasks(sys.argv[1:] if argv is None else argv)
-    files = {**packaged_tasks(), **own}
+    files = {**packaged("task"), **own}
     tasks = {name: str(OmegaConf.load(path).get("evaluator")) for name, path in files.items()}
     for name, evaluator in tasks.items():
         origin = f", from {files[name].parent}" if name in own else ""

@@ -13,12 +13,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from evalkit import evaluators
 from evalkit.cli.startup import command_line_overrides, default_choice
-from evalkit.config import CONF_DIR
+from evalkit.config import CONF_DIR, packaged
 from evalkit.config.checks import GROUPS, check_config, check_config_files, check_keys
 from evalkit.config.task_folders import (
     TASK_DIR_KEY,
     folders_of_task_dir,
-    packaged_tasks,
     register_user_tasks,
     task_folders,
     user_tasks,
@@ -56,12 +55,12 @@ def register_defaults() -> None:
 
 
 def choices(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+    return list(packaged(group))
 
 
 def task_evaluator(task: str, own: Mapping[str, Path] | None = None) -> str:
     """The evaluator of a packaged task or of one of the user's (`own`: NAME -> YAML, from their task folders)."""
-    known = {**packaged_tasks(), **(own or {})}
+    known = {**packaged("task"), **(own or {})}
     if task not in known:
         raise EvalkitError(f"task={task} is not known; allowed: {', '.join(sorted(known))}, or a task of your own "
                            "with task_dir=DIR")

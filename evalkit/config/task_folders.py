@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from evalkit import evaluators
-from evalkit.config import CONF_DIR
+from evalkit.config import packaged
 from evalkit.config.checks import TASK_DIR_KEY
 from evalkit.errors import EvalkitError
 
@@ -34,10 +34,6 @@ class TaskFolder:
 def folders_of_task_dir(*values) -> list[TaskFolder]:
     """The folders of task_dir's values (null: none)."""
     return [TaskFolder(Path(str(value)), TASK_DIR_KEY) for value in values if value is not None]
-
-
-def packaged_tasks() -> dict[str, Path]:
-    return {path.stem: path for path in sorted((CONF_DIR / "task").glob("*.yaml"))}
 
 
 def searchpath_folders(value) -> list[Path]:
@@ -109,13 +105,13 @@ def evaluator_of(path: Path) -> str:
 def user_tasks(folders: list[TaskFolder]) -> dict[str, Path]:
     """NAME -> YAML of every task in the folders, each checked; a name that a packaged task or another of the user's
     files already has is an error (which of two tasks ran would otherwise depend on Hydra's search order)."""
-    packaged, found = packaged_tasks(), {}
+    packaged_names, found = packaged("task"), {}
     for folder in folders:
         for path in task_files(folder):
             evaluator_of(path)
-            if path.stem in packaged:
+            if path.stem in packaged_names:
                 raise EvalkitError(f"{path} has the name of a packaged task ({path.stem}); allowed: another file "
-                                   f"name and name: (packaged tasks: {', '.join(packaged)})")
+                                   f"name and name: (packaged tasks: {', '.join(packaged_names)})")
             if found.get(path.stem, path).resolve() != path.resolve():
                 raise EvalkitError(f"task {path.stem} is in two folders ({found[path.stem]}, {path}); allowed: one")
             found[path.stem] = path
