@@ -129,8 +129,3 @@ def chat_turns(turns: Sequence[Message], multiturn: bool) -> list[dict]:
     system = [{"role": "system", "content": turns[0].content}] if turns[0].role == "system" else []
     rest = turns[len(system):]
     return [*system, {"role": "user", "content": plain_text([*rest[:-1], Message("user", rest[-1].content)])}]
-
-
-def context(examples: Sequence[tuple[str, str]], question: str, fewshot: FewShot, description: str = "") -> str:
-    """The prompt as plain text: the description, each (question, answer) example, then the document's question."""
-    return plain_text(messages(examples, question, fewshot, description))

@@ -10,7 +10,7 @@ from lm_eval.api.task import ConfigurableTask
 
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.multiple_choice.questions import load_questions
-from evalkit.fewshot import FewShot, context, draw
+from evalkit.fewshot import FewShot, draw, messages, plain_text
 
 GSM8K_TRAIN = SHARED_DATA / "gsm8k" / "train.jsonl"
 DOCS = 30
@@ -41,7 +41,7 @@ def lm_eval_contexts(test_file, fewshot_split: str, num_fewshot: int, sampler: s
 
 def evalkit_contexts(pool, docs, fewshot: FewShot, same_split: bool) -> list[str]:
     drawn = draw(pool, docs, fewshot, same_split)
-    return [context([(gsm8k_text(pool[i]), pool[i]["answer"]) for i in picks], gsm8k_text(doc), fewshot)
+    return [plain_text(messages([(gsm8k_text(pool[i]), pool[i]["answer"]) for i in picks], gsm8k_text(doc), fewshot))
             for picks, doc in zip(drawn, docs)]
 
 

@@ -30,9 +30,11 @@ def setting(default: Any, help: str, *, choices: tuple | None = None, minimum: f
     another method is an error. For the leaderboard: `compared=False` for a setting that adds figures but changes
     none of the others (runs differing only in it compare); `plotted=True` for a setting worth a sweep plot;
     `variant=True` for a loading setting that makes a run another variant of its model (another row of the grid)."""
+    needs = {key: wanted if isinstance(wanted, tuple) else (wanted,) for key, wanted in (only_with or {}).items()}
     return field(default=default, metadata={
         "help": help, "choices": choices, "minimum": minimum, "pattern": pattern, "allowed": allowed,
-        "only_with": dict(only_with or {}), "compared": compared, "plotted": plotted, "variant": variant})
+        "only_with": needs,
+        "compared": compared, "plotted": plotted, "variant": variant})
 
 
 def kinds_of(annotation) -> list:
@@ -134,7 +136,6 @@ def check_only_with(settings) -> None:
         if value == default_of(spec):
             continue
         for key, wanted in spec.metadata.get("only_with", {}).items():
-            wanted = wanted if isinstance(wanted, tuple) else (wanted,)
             chosen = f"{key}={shown(getattr(settings, key))}"
             if getattr(settings, key) not in wanted:
                 needed = " or ".join(map(shown, wanted))
@@ -153,7 +154,7 @@ def describe(schema: type) -> list[tuple[str, Any, str, str]]:
     hints = typing.get_type_hints(schema)
     rows = []
     for spec in fields(schema):
-        needs = "; ".join(f"{key}={' or '.join(map(shown, wanted if isinstance(wanted, tuple) else (wanted,)))}"
+        needs = "; ".join(f"{key}={' or '.join(map(shown, wanted))}"
                           for key, wanted in spec.metadata.get("only_with", {}).items())
         meaning = spec.metadata.get("help", "") + (f" (read only with {needs})" if needs else "")
         rows.append((spec.name, default_of(spec), meaning, allowed_words(spec, hints[spec.name])))

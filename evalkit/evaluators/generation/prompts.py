@@ -47,12 +47,14 @@ def read_documents(task: Mapping, num_fewshot: int, data_dir: str | None, limit:
     prompt, target = str(fields.get("prompt", "{question}")), str(fields.get("target", "{answer}"))
     fewshot = fewshot_of(task, num_fewshot)
     pool, same_split = fewshot_pool(task, data_dir, split, origin) if num_fewshot else ([], False)
-    examples = [(render(prompt, shot, f"{origin} few-shot row {i}"), render(target, shot, f"few-shot row {i}"))
-                for i, shot in enumerate(pool)]
+
+    def example(i: int) -> tuple[str, str]:  # only drawn rows are rendered (GSM8K's pool holds 7,473)
+        return render(prompt, pool[i], f"{origin} few-shot row {i}"), render(target, pool[i], f"few-shot row {i}")
+
     description = str(task.get("description") or "")
     documents = []
     for row, (record, picks) in enumerate(zip(records, draw(pool, records, fewshot, same_split))):
         question = render(prompt, record, f"{origin} row {row}")
-        turns = messages([examples[i] for i in picks], question, fewshot, description, system_instruction)
+        turns = messages([example(i) for i in picks], question, fewshot, description, system_instruction)
         documents.append(Document(turns, render(target, record, f"{origin} row {row}")))
     return documents, origin

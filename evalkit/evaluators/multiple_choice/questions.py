@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from evalkit.data import task_records
 from evalkit.errors import EvalkitError
-from evalkit.fewshot import FewShot, draw, fewshot_of, fewshot_pool
+from evalkit.fewshot import FewShot, draw, fewshot_of, fewshot_pool, messages, plain_text
 
 
 @dataclass(frozen=True)
@@ -150,6 +150,7 @@ def build_questions(records: list[Mapping], task: Mapping, origin: str) -> list[
 def with_examples(question: Question, examples: list[Question], fewshot: FewShot, description: str = "") -> Question:
     """The question with the task's description and solved examples ahead of every context: each example's gold
     context and continuation (lm-eval's question, target delimiter and answer), then the few-shot delimiter."""
-    prefix = description + "".join(example.contexts[example.gold] + example.continuations[example.gold]
-                                   + fewshot.fewshot_delimiter for example in examples)
+    solved = [(example.contexts[example.gold], example.continuations[example.gold]) for example in examples]
+    prefix = plain_text(messages(solved, "", replace(fewshot, target_delimiter=""), description))  # the
+    # continuation holds the target delimiter already
     return replace(question, contexts=[prefix + context for context in question.contexts])

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from evalkit.scoring.rolling import WindowInputs
 
 BOS_MODES = ("auto", "stream", "window")
-DEFAULT_MAX_LENGTH = 1024  # cap on the default window: cost grows with it, and GPT-2-era figures use 1024
+DEFAULT_WINDOW = 1024  # cap on the default window: cost grows with it, and GPT-2-era figures use 1024
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Settings:
 
 
 def window_length(settings: Settings, context: int | None) -> int:
-    return settings.max_length or min(context or DEFAULT_MAX_LENGTH, DEFAULT_MAX_LENGTH)
+    return settings.max_length or min(context or DEFAULT_WINDOW, DEFAULT_WINDOW)
 
 
 def same_tokenizer(first, second) -> bool:
