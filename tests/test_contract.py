@@ -24,6 +24,7 @@ from evalkit.config.compose import compose_config
 from evalkit.evaluators.base import RunSettings
 from evalkit.hashing import canonical_json
 from evalkit.job import runner
+from evalkit.loading.options import LoadOptions
 
 EVALUATORS = evaluators.names()
 
@@ -52,6 +53,14 @@ def jobs(tiny_gpt2_dir, tmp_path_factory) -> dict[str, dict]:
 
 def test_every_evaluator_has_a_contract_job(jobs):
     assert sorted(jobs) == EVALUATORS  # a new evaluator adds its small job above
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_an_evaluators_keys_are_its_own(name):
+    """Top-level keys share one namespace: an evaluator's setting named like a run or loading key (`seed`) would be
+    two settings under one key."""
+    shared = {spec.name for schema in (RunSettings, LoadOptions) for spec in fields(schema)}
+    assert not shared & {spec.name for spec in fields(evaluators.get(name).Settings)}
 
 
 @pytest.mark.parametrize("name", EVALUATORS)

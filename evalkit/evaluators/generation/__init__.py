@@ -34,7 +34,8 @@ class Settings:
     temperature: float = setting(0.0, "0: greedy decoding (lm-eval's default); above 0: sampled at this temperature",
                                  minimum=0)
     top_p: float = setting(1.0, "sampled decoding: the nucleus mass kept", minimum=0)
-    seed: int = setting(1234, "sampled decoding: the seed of each batch's draws")
+    sampling_seed: int = setting(1234, "sampled decoding: the seed of each batch's draws (`seed` is the random-init "
+                                "weights' seed)")
     repeats: int = setting(1, "responses per document (sampled tasks); the filters choose among them", minimum=1)
     apply_chat_template: bool = setting(False, "render each prompt with the tokenizer's chat template, as lm-eval's "
                                         "--apply_chat_template does")
@@ -98,7 +99,8 @@ class Generation(Evaluator):
         if settings.apply_chat_template:
             prompts = [lm.chat_prompt(chat_turns(d.turns, settings.fewshot_as_multiturn)) for d in data.content]
         prompt_ids = [lm.encode_prompt(prompt, max_gen_toks) for prompt in prompts]
-        sampling = Sampling(settings.temperature > 0, settings.temperature or 1.0, settings.top_p, settings.seed)
+        sampling = Sampling(settings.temperature > 0, settings.temperature or 1.0, settings.top_p,
+                            settings.sampling_seed)
         filters = {name: filter_pipeline(steps, f"task.filters.{name}") for name, steps in task["filters"].items()}
         options = {key: value for key, value in (task.get("exact_match") or {}).items() if key in EXACT_MATCH_OPTIONS}
         order = longest_first(prompts, prompt_ids)
