@@ -208,7 +208,6 @@ TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its fi
     "test_asr.py::test_long_audio_is_transcribed_whole": "cli",
     "test_asr.py::test_bad_utterances_raise_or_are_skipped": "cli",
     "test_asr.py::test_librispeech_folder_layout": "cli",
-    "test_classification.py::test_sst2_through_the_cli_with_calibration": "cli",
     "test_classification.py::test_generic_file_task_with_nli": "cli",
     "test_classification.py::test_bad_classification_input_fails_clearly": "cli",
     "test_cli.py::test_packaged_model_on_wikitext_equals_docs_loop": "oracle",

@@ -109,9 +109,11 @@ def test_embedding_equals_direct_computation():
     np.testing.assert_allclose(embedding_scores(model, tokenizer, TEXTS, descriptions, 4), expected, atol=1e-5)
 
 
-def test_sst2_through_the_cli_with_calibration(tmp_path):
+def test_sst2_with_calibration(tmp_path):
+    """In-process, so the model pool serves the SmolLM2 an earlier job loaded (the CLI's keys: test_cli.py)."""
     run_dir = tmp_path / "run"
-    metrics = run_results(run_dir, "task=sst2", f"data_dir={SHARED_DATA}", "limit=24", "calibrate=true")["metrics"]
+    metrics = evalkit.evaluate(task="sst2", data_dir=str(SHARED_DATA), limit=24, calibrate=True, device="cpu",
+                               cache_dir=None, out_dir=run_dir)["metrics"]
     assert metrics["method"] == "loglikelihood" and metrics["examples"] == 24 and metrics["calibrated"]
     assert 0 <= metrics["accuracy_ci95"][0] <= metrics["accuracy"] <= metrics["accuracy_ci95"][1] <= 1
     assert sum(map(sum, metrics["confusion_matrix"])) == 24 and set(metrics["per_class"]) == {"negative", "positive"}
