@@ -11,7 +11,9 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
 from evalkit.errors import EvalkitError
+from evalkit.scoring.decoding import Decoder, decode
 from evalkit.scoring.generation import Sampling, cut_at_stop, generate_until, stop_strings
+from evalkit.scoring.static_decoding import StaticDecoder
 
 PROMPTS = [
     "Question: Natalia sold clips to 48 of her friends in April. How many clips did she sell?\nAnswer:",
@@ -23,11 +25,11 @@ PROMPTS = [
 MAX_LENGTH, MAX_GEN_TOKS = 256, 24
 
 
-def lm_eval_generations(model, tokenizer, until: list[str], batch_size: int) -> list[str]:
+def lm_eval_generations(model, tokenizer, until: list[str], batch_size: int, prompts=PROMPTS) -> list[str]:
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=MAX_LENGTH, device="cpu")
     kwargs = {"until": until, "max_gen_toks": MAX_GEN_TOKS, "do_sample": False}
     return lm.generate_until([Instance("generate_until", {}, (prompt, dict(kwargs)), i)
-                              for i, prompt in enumerate(PROMPTS)])
+                              for i, prompt in enumerate(prompts)])
 
 
 @pytest.fixture(scope="module", params=["tiny_gpt2_dir", "tiny_llama_dir"])
@@ -57,6 +59,39 @@ def test_greedy_generations_equal_lm_eval(model_and_tokenizer):
     uncut = generate_until(model, tokenizer, PROMPTS, [], MAX_GEN_TOKS, MAX_LENGTH, batch_size=batch_size)
     assert any(cut != whole for cut, whole in zip(ours, uncut)), "no stop string cut any continuation"
     assert all(whole.startswith(cut) for cut, whole in zip(ours, uncut))
+
+
+def test_shared_prefix_and_the_models_generation_config_as_lm_eval(model_and_tokenizer):
+    """Prompts that begin alike (few-shot examples) run their common tokens once; logits processors from the model's
+    generation config (here: the tokens each prompt would start with are suppressed) apply as `generate` applies
+    them."""
+    model, tokenizer = model_and_tokenizer
+    prompts = ["Question: what is two and two?\nAnswer: four.\n\n" * 3 + prompt for prompt in PROMPTS]
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    unsuppressed = decode(model, tokenizer, encoded, 1, Sampling().generate_kwargs(), None, lambda tokens: False)
+    model.generation_config.suppress_tokens = sorted({tokens[0] for tokens in unsuppressed})
+    try:
+        ours = generate_until(model, tokenizer, prompts, [], MAX_GEN_TOKS, MAX_LENGTH, batch_size=len(prompts))
+        theirs = lm_eval_generations(model, tokenizer, [], len(prompts), prompts)
+    finally:
+        model.generation_config.suppress_tokens = None
+    assert ours == theirs
+    assert ours != generate_until(model, tokenizer, prompts, [], MAX_GEN_TOKS, MAX_LENGTH, batch_size=len(prompts))
+
+
+def test_static_cache_steps_decode_as_the_growing_cache(model_and_tokenizer):
+    """The static cache (a 4-D mask written a slot a step; what a GPU replays as a CUDA graph) gives the growing
+    cache's tokens: rows of several lengths stopping at different steps and leaving the batch."""
+    model, tokenizer = model_and_tokenizer
+    encoded = [tokenizer(prompt)["input_ids"] for prompt in PROMPTS]
+
+    def run(decoder):
+        return decode(model, tokenizer, encoded, MAX_GEN_TOKS, Sampling().generate_kwargs(), None,
+                      lambda tokens: len(tokens) >= 4 + tokens[0] % 17, decoder)
+
+    growing, static = run(Decoder(model)), run(StaticDecoder(model, MAX_GEN_TOKS, graphs=False))
+    assert static == growing
+    assert len({len(tokens) for tokens in growing}) > 2, "the rows did not stop at different steps"
 
 
 def test_prompts_are_cut_from_the_left_to_leave_room_for_generation(model_and_tokenizer):

@@ -67,3 +67,9 @@ def scored_logits(model, input_ids: torch.Tensor, positions: torch.Tensor) -> to
         return model(input_ids=input_ids, logits_to_keep=positions, use_cache=False).logits
     logits = model(input_ids=input_ids, use_cache=False).logits
     return logits[:, positions.to(logits.device)]
+
+
+@functools.cache
+def takes_positions(model_class: type) -> bool:
+    """Whether the model's forward takes `position_ids` (`generate` passes them only then)."""
+    return "position_ids" in inspect.signature(model_class.forward).parameters
