@@ -51,7 +51,8 @@ DEFAULT_WINDOW = 1024  # cap on the default window: cost grows with it, and GPT-
 class Settings:
     stride: int = setting(512, "a window starts every `stride` tokens (1 <= stride <= max_length)", minimum=1,
                           plotted=True)
-    max_length: int | None = setting(None, "tokens per window; null: the model's context length, capped at 1024",
+    max_length: int | None = setting(None, "tokens per window, the last only a label (at most the model's context "
+                                     "length + 1); null: the model's context length, capped at 1024",
                                      minimum=2)
     bos: str = setting("auto", "auto: as the tokenizer does | stream: one BOS at the start | window: a BOS before "
                        "every window (every token scored)", choices=BOS_MODES)
@@ -145,9 +146,9 @@ class Perplexity(Evaluator):
         if model is not None:
             context = model.facts.context_length
             max_length = window_length(settings, context)
-            if context and max_length > context:
-                raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
-                                   f"allowed: max_length <= {context}")
+            if context and max_length > context + 1:  # a window's last token is only a label, not an input
+                raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}) and "
+                                   f"the window's final label token; allowed: max_length <= {context + 1}")
             check_window_args(max_length, settings.stride)
         return settings
 
