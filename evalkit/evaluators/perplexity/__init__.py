@@ -68,6 +68,12 @@ def window_length(settings: Settings, context: int | None) -> int:
     return settings.max_length or min(context or DEFAULT_WINDOW, DEFAULT_WINDOW)
 
 
+def document_names(texts: list[str]) -> list[str]:
+    """How an error names each document of a per-document task: its number and how it begins."""
+    return [f"document {number} of {len(texts)} ({' '.join(text[:200].split())[:40]!r})"
+            for number, text in enumerate(texts, 1)]
+
+
 def same_tokenizer(first, second) -> bool:
     return first.get_vocab() == second.get_vocab() and first.all_special_tokens == second.all_special_tokens
 
@@ -181,8 +187,9 @@ class Perplexity(Evaluator):
             raise EvalkitError(f"bos={settings.bos} needs a BOS token, but the tokenizer has none; use bos=auto")
         max_length = window_length(settings, loaded.context_length)
         tokens, texts, lengths = token_streams(tokenizer, data, task, settings.bos, run.limit)
+        names = document_names(texts) if isinstance(data.content, list) else None
         windows, owners = document_windows(lengths, max_length, settings.stride, settings.bos == "window",
-                                           settings.last_window == "full")
+                                           settings.last_window == "full", names)
         bos_id = tokenizer.bos_token_id if settings.bos == "window" else None
         merge = isinstance(data.content, list) and reference is None  # documents' final windows batched together
         inputs = WindowInputs(tokens, windows, bos_id, loaded.device, merge_contexts=merge)
