@@ -208,6 +208,12 @@ def test_page_in_headless_chromium(board, tmp_path):
         assert rows[int(target.removeprefix("run-"))]["value"] == best
         driver.execute_script("window.scrollTo(0, 0)")
         driver.save_screenshot(str(board / "leaderboard.png"))
+        for width, height in ((1280, 900), (390, 844)):  # laptop: tables scroll in their boxes; phone: controls wrap
+            driver.set_window_size(width, height)
+            right_edges = driver.execute_script("return [document.documentElement.scrollWidth, ...[...document."
+                                                "querySelectorAll('.controls *')].map(e => e.getBoundingClientRect()"
+                                                ".right)]")
+            assert max(right_edges) <= driver.execute_script("return window.innerWidth"), (width, right_edges)
     finally:
         driver.quit()
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import SHARED_DATA, WIKITEXT
+from conftest import SHARED_DATA, VOCAB, WIKITEXT, save_random_model
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 
@@ -146,6 +146,27 @@ def test_wikitext_documents_equal_lm_evals_wikitext(reference):
     assert math.isclose(metrics["word_perplexity"], math.exp(-loglikelihood / words), rel_tol=1e-6)
     assert math.isclose(metrics["byte_perplexity"], math.exp(-loglikelihood / size), rel_tol=1e-6)
     assert math.isclose(metrics["bits_per_byte"], -loglikelihood / size / math.log(2), rel_tol=1e-6)
+
+
+def test_wikitext_documents_on_a_model_of_1024_positions_equal_lm_evals(tmp_path, smol_tokenizer_dir):
+    """GPT-2's 1,024 positions with the task's own windows (max_length=1025 stride=1024: lm-eval's max_length=1024):
+    each window's last token is only a label and is not forwarded, as lm-eval forwards 1,024 tokens and predicts
+    1,024. The first article is longer than one window (1,407 tokens), so full windows run."""
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=1024,
+                                    bos_token_id=1, eos_token_id=2)
+    path = save_random_model(tmp_path / "gpt2_1024", config, smol_tokenizer_dir, transformers.AutoModelForCausalLM)
+    record = evalkit.evaluate(model={"name": "gpt2-1024", "name_or_path": str(path)}, task="wikitext_documents",
+                              device="cpu", cache_dir=None, data_dir=str(SHARED_DATA), limit=1)
+    pages = [page for page in articles(WIKITEXT.read_text(encoding="utf-8").splitlines(keepends=True))
+             if page.strip()][:1]
+    lm = lm_eval_model(transformers.AutoModelForCausalLM.from_pretrained(path).eval(),
+                       transformers.AutoTokenizer.from_pretrained(path), 1024)
+    detokenize = lm_eval_wikitext_detokenizer()
+    loglikelihood = sum(lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (detokenize({"page": page}),),
+                                                           i) for i, page in enumerate(pages)]))
+    metrics = record["metrics"]
+    assert metrics["max_length"] == 1025 and metrics["tokens_scored"] > 1024 and metrics["windows"] == 2
+    assert math.isclose(metrics["nll_sum"], -loglikelihood, rel_tol=1e-6)
 
 
 def test_generate_until_goes_to_the_generation_module(tiny_gpt2_dir, monkeypatch):

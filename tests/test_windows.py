@@ -54,6 +54,15 @@ def test_single_token_is_rejected():
         window_schedule(1, max_length=1024, stride=512)
 
 
+def test_a_one_token_document_is_named():
+    from evalkit.evaluators.perplexity import document_names
+
+    names = document_names(["A long first\n document.", "Hi", "Third."])
+    assert names[1] == "document 2 of 3 ('Hi')" and names[0] == "document 1 of 3 ('A long first document.')"
+    with pytest.raises(EvalkitError, match=r"^document 2 of 3 \('Hi'\) has 1 token\(s\): nothing to score"):
+        document_windows([5, 1, 5], max_length=8, stride=4, names=names)
+
+
 def test_full_last_window_reaches_back():
     short = window_schedule(11, max_length=4, stride=3)
     full = window_schedule(11, max_length=4, stride=3, full_last=True)

@@ -31,27 +31,32 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from evalkit import evaluators
-from evalkit.config.settings import is_number
+from evalkit.errors import EvalkitError
 from evalkit.hashing import canonical_json
 from evalkit.job.results import write_atomic, write_json
-from evalkit.leaderboard.grid import evaluator_keys, grid, rows_by_task, task_views, variant_label, varying_settings
+from evalkit.leaderboard.folder import check_output, replace_folder
+from evalkit.leaderboard.grid import (
+    evaluator_keys,
+    grid,
+    natural_order,
+    rows_by_task,
+    task_views,
+    variant_label,
+    varying_settings,
+)
 from evalkit.leaderboard.lm_eval_export import lm_eval_names, lm_eval_results
 from evalkit.leaderboard.page import page
 from evalkit.leaderboard.plots import comparison_charts, sweep_plots
+from evalkit.leaderboard.runs import headline_interval, number, read_results
 from evalkit.leaderboard.tables import markdown, table_rows, write_csv
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
-REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config", "settings"}
 
 
 def warn(message: str) -> None:
@@ -68,46 +73,13 @@ def flatten(mapping: dict, prefix: str = "") -> dict:
     return flat
 
 
-def read_results(path: Path) -> tuple[dict | None, str | None]:
-    """(record, None) for an evalkit results.json; (None, reason) for anything else."""
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return None, f"unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
-    if not isinstance(record, dict) or not REQUIRED_KEYS <= set(record):
-        return None, ("not an evalkit results.json of schema 2 or later (missing schema_version/task/evaluator/"
-                      "metrics/model/config/settings)")
-    return (None, reason) if (reason := malformed(record)) else (record, None)
-
-
-def malformed(record: dict) -> str | None:
-    """Why a results.json of evalkit's keys cannot be a row (wrong types, an unknown evaluator), or None."""
-    shapes = {"task": str, "evaluator": str, "metrics": dict, "model": dict, "config": dict, "settings": dict}
-    for key, kind in shapes.items():
-        if not isinstance(record[key], kind):
-            return f"{key} is {type(record[key]).__name__}, not {kind.__name__}"
-    if record["evaluator"] not in evaluators.names():
-        return f"unknown evaluator {record['evaluator']!r}"
-    if not all(isinstance(scope, dict) for scope in record["settings"].values()):
-        return "settings holds a scope that is not a mapping"
-    if not isinstance(record["model"].get("name") or record["model"].get("location"), str):
-        return "the model has no name"
-    headline = evaluators.get(record["evaluator"]).headline()
-    if not is_number(record["metrics"].get(headline.name)):
-        return f"its headline metric {headline.name} is not a finite number"
-    for key, kind in (("timing", dict), ("started_at", str)):
-        if record.get(key) is not None and not isinstance(record[key], kind):
-            return f"{key} is {type(record[key]).__name__}, not {kind.__name__}"
-    return None
-
-
 def compared_settings(record: dict) -> dict:
     """The run's evaluator settings that change its numbers (not those that only add figures)."""
     not_compared = evaluator_keys(record["evaluator"], compared=False)
     return {k: v for k, v in (record["settings"].get(record["evaluator"]) or {}).items() if k not in not_compared}
 
 
-def make_row(record: dict, path: Path) -> dict:
+def make_row(record: dict, path: Path, interval: list | None) -> dict:
     """One row: the run's settings (those its evaluator reads, with the loading and run settings; the scopes' keys
     are distinct, so they are shown without the scope), its headline metric from the evaluator's catalogue."""
     settings = flatten({key: value for scope in record["settings"].values() for key, value in scope.items()})
@@ -115,12 +87,10 @@ def make_row(record: dict, path: Path) -> dict:
     headline = evaluator.headline()
     metric, higher_is_better = headline.name, headline.higher_is_better
     metrics = record["metrics"]
-    interval = metrics.get(headline.interval) if headline.interval else None
-    if not (isinstance(interval, list) and len(interval) == 2 and all(map(is_number, interval))):
-        interval = None
     model = record["model"]
     name = model.get("name") or model.get("location")
     scopes = record["settings"]
+    timing = {k: v for k, v in (record.get("timing") or {}).items() if number(v)}
     return {
         "model": name,
         "label": variant_label(name, scopes.get("loading") or {}),
@@ -134,9 +104,9 @@ def make_row(record: dict, path: Path) -> dict:
         "value": metrics.get(metric),
         "interval": interval,
         "higher_is_better": higher_is_better,
-        "metrics": {k: v for k, v in metrics.items() if is_number(v)},
-        "timing": {k: v for k, v in (record.get("timing") or {}).items() if is_number(v)},
-        "rate": (record.get("timing") or {}).get(f"{evaluator.throughput}_per_second"),
+        "metrics": {k: v for k, v in metrics.items() if number(v)},
+        "timing": timing,
+        "rate": timing.get(f"{evaluator.throughput}_per_second"),
         "rate_unit": f"{evaluator.throughput}/s",
         "started_at": record.get("started_at"),
         "run_dir": str(path.parent),
@@ -152,7 +122,7 @@ def make_row(record: dict, path: Path) -> dict:
 
 def newest_first(row: dict) -> tuple:
     """Newest run first; a fresh computation before a cache copy of the same moment."""
-    cache = row["provenance"]["cache"] or {}
+    cache = row["provenance"]["cache"] if isinstance(row["provenance"]["cache"], dict) else {}
     return (row["started_at"] or "", not cache.get("cache_hit", False), row["results_path"])
 
 
@@ -161,14 +131,18 @@ def collect(source: Path, skip: Path | None = None) -> dict:
     groups: dict[str, list[dict]] = defaultdict(list)
     skipped = []
     for path in sorted(source.rglob("results.json")):
-        if (skip and skip in path.parents) or (path.parent / "key.json").is_file():
+        folder = path.parent.resolve()
+        if (skip and (skip == folder or skip in folder.parents)) or (path.parent / "key.json").is_file():
             continue  # this export's own folder; a result-cache entry (a copy of a run, not a run)
         record, reason = read_results(path)
         if record is None:
             warn(f"skipped {path}: {reason}")
             skipped.append({"path": str(path), "reason": reason})
             continue
-        row = make_row(record, path)
+        interval, problem = headline_interval(record)
+        if problem:
+            warn(f"{path}: {problem}; shown without an interval")
+        row = make_row(record, path, interval)
         groups[row.pop("identity")].append(row)
     rows, superseded = [], []
     for runs in groups.values():
@@ -179,41 +153,50 @@ def collect(source: Path, skip: Path | None = None) -> dict:
         if len(runs) > 1:
             warn(f"{len(runs)} runs of {runs[0]['model']} on {runs[0]['task']} with the same settings: kept the "
                  f"newest, {runs[0]['results_path']}")
+    name_data_files(rows)
     for task_rows in rows_by_task(rows).values():
         varying = varying_settings(task_rows)
         for row in task_rows:
             row["varying"] = {key: row["settings"].get(key) for key in varying}
-    rows.sort(key=lambda r: (r["task"], r["model"], canonical_json(r["varying"])))
+    rows.sort(key=lambda r: (r["task"], r["model"], natural_order(r["varying"])))
     return {"rows": rows, "skipped": skipped, "superseded": superseded}
 
 
+def data_origin(row: dict) -> str | None:
+    data = row["provenance"]["data"]
+    origin = data.get("origin") if isinstance(data, dict) else None
+    return origin if isinstance(origin, str) else None
+
+
+def name_data_files(rows: list[dict]) -> None:
+    """A task run on several data files (task.path) shows which file each row scored, as `text (a.txt)`: its rows
+    are then separate columns of the grid and separate tables, never one task's figures mixed."""
+    for task, task_rows in rows_by_task(rows).items():
+        origins = sorted({data_origin(row) or "" for row in task_rows})
+        if len(origins) < 2:
+            continue
+        names = {origin: Path(origin).name or origin or "unknown data" for origin in origins}
+        if len(set(names.values())) < len(origins):  # files of one name in different folders
+            names = {origin: origin or "unknown data" for origin in origins}
+        for row in task_rows:
+            row["task"] = f"{task} ({names[data_origin(row) or '']})"
+
+
 def build(source: Path, out: Path) -> dict:
-    """Write every export into `out`, all or nothing (into a fresh folder that then replaces `out`); return
-    leaderboard.json's content."""
+    """Write every export into `out`, all or nothing (into a fresh folder that then replaces `out`, which must be
+    new, empty or the leaderboard's own); return leaderboard.json's content."""
     if not source.is_dir():
         fail(f"{source} is not a folder of runs")
-    if out.exists() and not out.is_dir():
-        fail(f"-o {out} is a file; give a folder for the exports")
-    collected = collect(source, skip=out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        check_output(source, out)
+    except EvalkitError as error:
+        fail(str(error))
+    collected = collect(source, skip=out.resolve())
+    board = {}
+    try:
+        replace_folder(out, lambda staging: board.update(export(source, staging, collected, final=out)))
     except OSError as error:
-        fail(f"cannot write into {out.parent} ({error.strerror})")
-    try:
-        board = export(source, staging, collected, final=out)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(error, OSError):
-            fail(f"cannot write the exports into {out} ({error.strerror}); nothing was changed there")
-        raise
+        fail(f"cannot write the exports into {out} ({error.strerror or error}); nothing was changed there")
     print(f"evalkit.leaderboard: {board['summary']}; written to {out}")
     return board
 

@@ -10,6 +10,7 @@ from dataclasses import fields
 from evalkit import evaluators
 from evalkit.config.settings import keys_with
 from evalkit.hashing import canonical_json
+from evalkit.leaderboard.runs import number
 from evalkit.loading.options import LoadOptions
 
 # loading settings that change the numbers (LoadOptions marks them): a model run with another of these is another row
@@ -35,6 +36,13 @@ def varying_settings(rows: list[dict]) -> list[str]:
     """The settings whose values differ between these rows (one task's)."""
     return sorted(key for key in {k for row in rows for k in row["settings"]}
                   if len({canonical_json(row["settings"].get(key)) for row in rows}) > 1)
+
+
+def natural_order(settings: dict) -> list:
+    """A sort key for rows by their settings: numbers by value (stride 128 before 1024), then anything else by its
+    JSON text; any mix of types compares."""
+    return [(key, (0, float(value), "") if number(value) else (1, 0.0, canonical_json(value)))
+            for key, value in sorted(settings.items())]
 
 
 def arrow(higher_is_better: bool | None) -> str:

@@ -73,10 +73,19 @@ def lm_eval_results(rows: list[dict]) -> dict:
     return out
 
 
+MAX_STEM = 80  # characters of a name kept in a file name: file systems allow 255 bytes, and paths grow
+
+
+def file_stem(name: str) -> str:
+    """A file name's stem for `name`: the name itself when it is a short slug; else its slug cut to MAX_STEM with a
+    short hash of the whole name (so that org/model, org_model and 'org model' never share a file, nor two long
+    names that begin alike)."""
+    stem = slug(name)
+    if stem == name and len(stem) <= MAX_STEM:
+        return stem
+    return f"{stem[:MAX_STEM]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
+
+
 def lm_eval_names(models: list[str]) -> dict[str, str]:
-    """A file name per model: its slug, with a short hash when the slug is not the name itself (so that org/model,
-    org_model and 'org model' never share a file)."""
-    return {model: slug(model) if slug(model) == model else
-            f"{slug(model)}-{hashlib.sha256(model.encode()).hexdigest()[:8]}" for model in models}
-
-
+    """A file name per model (file_stem)."""
+    return {model: file_stem(model) for model in models}

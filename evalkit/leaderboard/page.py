@@ -44,7 +44,7 @@ def page(rows: list[dict], views: list[dict], grids: dict, pictures: dict, summa
 <p class="note">Each cell is the task's headline metric (&uarr; higher is better, &darr; lower is better) with its 95%
 interval; the best of a column is highlighted. A cell marked * was run with other settings than the rest of its
 column (hover for them). Click a value for its run; partial runs stay out unless the box above is ticked.</p>
-<table id="grid"><thead></thead><tbody></tbody></table>
+<div class="scroll"><table id="grid"><thead></thead><tbody></tbody></table></div>
 {sections}
 <script id="board-data" type="application/json">{script_json(data)}</script>
 <script>

@@ -9,11 +9,11 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from evalkit.config.settings import is_number
 from evalkit.hashing import canonical_json
 from evalkit.job.results import write_atomic
 from evalkit.leaderboard.grid import VARIANT_KEYS, evaluator_keys
-from evalkit.leaderboard.lm_eval_export import slug
+from evalkit.leaderboard.lm_eval_export import file_stem
+from evalkit.leaderboard.runs import number
 
 
 def pyplot():
@@ -36,6 +36,23 @@ def save(figure, folder: Path, name: str, taken: set[str]) -> Path:
     return folder / name
 
 
+LABEL_CHARACTERS = 40  # of a model's name on a chart's axis; the page's tables show it whole
+
+
+def shorten(label: str) -> str:
+    return label if len(label) <= LABEL_CHARACTERS else label[:LABEL_CHARACTERS - 1] + "\u2026"
+
+
+def value_limits(cells: list[dict]) -> tuple[float, float]:
+    """The value axis of a comparison chart: every value and interval with a margin of a tenth of their spread; for
+    a single value without interval, 5% of its size on each side (matplotlib's own default there is +-0.04, which
+    shows a perplexity of 48,000 as a dot on an axis of two labels)."""
+    ends = [end for cell in cells for end in [*(cell["interval"] or ()), cell["value"]]]
+    low, high = min(ends), max(ends)
+    margin = (high - low) / 10 or abs(high) / 20 or 1.0
+    return low - margin, high + margin
+
+
 def comparison_charts(grid: dict, views: list[dict], folder: Path) -> dict[str, Path]:
     """Per task of the grid: one dot per model with its interval bar, best at the top."""
     plt, charts, taken = pyplot(), {}, set()
@@ -45,18 +62,22 @@ def comparison_charts(grid: dict, views: list[dict], folder: Path) -> dict[str, 
         if not cells:
             continue
         cells.sort(key=lambda item: item[1]["value"], reverse=not view["higher_is_better"])
-        figure, axis = plt.subplots(figsize=(7, 0.45 * len(cells) + 1.3))
+        longest = max(len(shorten(label)) for label, _ in cells)  # the axis labels need their width
+        figure, axis = plt.subplots(figsize=(4.5 + 0.1 * longest, 0.45 * len(cells) + 1.3))
         for position, (_, cell) in enumerate(cells):
             low, high = cell["interval"] or (cell["value"], cell["value"])
-            axis.errorbar(cell["value"], position, xerr=[[cell["value"] - low], [high - cell["value"]]], fmt="o",
+            below, above = max(0.0, cell["value"] - low), max(0.0, high - cell["value"])  # rounding: never < 0
+            axis.errorbar(cell["value"], position, xerr=[[below], [above]], fmt="o",
                           color="#1f5fa8" if cell["same_settings"] else "#999999", capsize=4)
-        axis.set_yticks(range(len(cells)), [label for label, _ in cells])
+        axis.set_yticks(range(len(cells)), [shorten(label) for label, _ in cells])
+        axis.set_xlim(*value_limits([cell for _, cell in cells]))
         better = "higher" if view["higher_is_better"] else "lower"
-        axis.set(xlabel=f"{view['metric']}{' (' + view['unit'] + ')' if view['unit'] else ''}, {better} is better; "
-                 "bars: 95% interval", title=task)
+        axis.set(xlabel=f"{view['metric']}{' (' + view['unit'] + ')' if view['unit'] else ''}, {better} is better"
+                 "\nbars: 95% interval", title=task)
+        axis.xaxis.set_major_locator(plt.MaxNLocator(5))  # a few ticks: a narrow axis of 5-digit values stays legible
         axis.grid(axis="x", alpha=0.3)
         figure.tight_layout()
-        charts[task] = save(figure, folder, f"compare__{slug(task)}.png", taken)
+        charts[task] = save(figure, folder, f"compare__{file_stem(task)}.png", taken)
     return charts
 
 
@@ -67,7 +88,7 @@ def sweep_plots(rows: list[dict], folder: Path) -> list[tuple[str, str, Path]]:
     sweeps = defaultdict(list)
     for row in rows:
         for key in evaluator_keys(row["evaluator"], plotted=True):
-            if row["value"] is not None and is_number(row["settings"].get(key)):
+            if row["value"] is not None and number(row["settings"].get(key)):
                 rest = {k: v for k, v in row["settings"].items() if k != key}
                 sweeps[(key, row["label"], row["task"], canonical_json(rest))].append(row)
     plots = []
@@ -91,5 +112,5 @@ def sweep_plots(rows: list[dict], folder: Path) -> list[tuple[str, str, Path]]:
             axis.minorticks_off()
             axis.grid(alpha=0.3)
         figure.tight_layout()
-        plots.append((task, title, save(figure, folder, f"{slug(model)}__{slug(task)}.png", taken)))
+        plots.append((task, title, save(figure, folder, f"{file_stem(model)}__{file_stem(task)}.png", taken)))
     return plots

@@ -43,6 +43,7 @@ class CausalLM:
     def __init__(self, loaded: LoadedModel):
         ensure_causal(loaded.model, loaded.provenance.get("name"))
         self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
+        self.context_length = loaded.context_length
         self.max_length = loaded.context_length or DEFAULT_MAX_LENGTH
         self.compile_nll = bool(loaded.provenance.get("compile"))
         bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
@@ -94,7 +95,8 @@ class CausalLM:
     def loglikelihood_rolling(self, input_ids, positions, mask=None, reference=None, clock=None) -> dict:
         """Per-window figures of one batch of windows (rolling.WindowInputs gives the arguments; rolling.score_batch
         says what they are), with KL against a `reference` model when one is given."""
-        return rolling.score_batch(self.model, input_ids, positions, mask, reference, clock, self.compile_nll)
+        return rolling.score_batch(self.model, input_ids, positions, mask, reference, clock, self.compile_nll,
+                                   self.context_length)
 
     def generate_until(self, prompts: list[str], until: list[str], max_gen_toks: int, **sampling) -> list[str]:
         """Each prompt's continuation, generated until one of `until` or `max_gen_toks` new tokens."""

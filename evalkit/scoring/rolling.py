@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from evalkit.evaluators.perplexity.windows import Window
 from evalkit.job.batching import resolve_batch_size, score_in_batches
+from evalkit.loading.facts import context_length
 from evalkit.scoring.logprobs import chunked_token_nll, target_nll, window_sums
 from evalkit.scoring.probes import model_device, scored_logits
 
@@ -38,13 +39,17 @@ def timed(clock: dict | None, key: str, device: torch.device, work: Callable):
     return result
 
 
-def score_batch(model, input_ids, positions, mask=None, reference=None, clock=None,
-                compile_nll=False) -> dict[str, torch.Tensor]:
+def score_batch(model, input_ids, positions, mask=None, reference=None, clock=None, compile_nll=False,
+                context: int | None = None) -> dict[str, torch.Tensor]:
     """Per-window figures for one batch: summed NLL; with a reference model also its NLL, the summed and largest
     per-token KL(reference || model), top-1 agreements, and each token's KL ("token_kl", [batch, targets]). `mask`
     ([batch, positions], from WindowInputs) marks each window's own scored positions when they differ (no reference
-    model then)."""
+    model then). `context`: the model's positions; a window's last token is only a label, so a window one token
+    longer than them is forwarded without it (lm-eval's windows of max_length + 1 tokens on a model of max_length
+    positions, e.g. GPT-2's 1,024); a window that fits is forwarded whole, as it always was."""
     targets = input_ids[:, positions + 1, None]
+    if context is not None and input_ids.shape[1] > context:
+        input_ids = input_ids[:, :-1]  # no scored position reads it: the logits at `positions` are unchanged
     chunked = None if reference is not None else chunked_token_nll(model, input_ids, positions, targets, compile_nll)
     if chunked is not None:
         return {"nll": window_sums(chunked, mask)}
@@ -117,6 +122,7 @@ def score_windows(model: torch.nn.Module, tokens: torch.Tensor, windows: list[Wi
     """Per-window figures (see score_batch; float64 on CPU, "token_kl" a list of per-window tensors) and the batch
     size that ran last: the library form of what the perplexity evaluator runs through the runner."""
     device = model_device(model)
+    context = context_length(getattr(model, "config", None))
     inputs = WindowInputs(tokens, windows, bos_token_id, device)
     auto = CPU_AUTO_BATCH if device.type == "cpu" else CUDA_AUTO_BATCH
     size = min(resolve_batch_size(batch_size, auto), len(windows)) if batch_size == "auto" else batch_size
@@ -131,7 +137,8 @@ def score_windows(model: torch.nn.Module, tokens: torch.Tensor, windows: list[Wi
             figures[name][torch.tensor(batch, device=device)] = values
 
     size = score_in_batches(list(range(len(windows))), size, batch_size == "auto",
-                            lambda batch: score_batch(model, *inputs(batch), reference, compile_nll=compile_nll), keep,
+                            lambda batch: score_batch(model, *inputs(batch), reference, compile_nll=compile_nll,
+                                                     context=context), keep,
                             groups=[inputs.shape(i) for i in range(len(windows))], device=device)
     scores = {name: values.cpu() for name, values in figures.items()}
     if reference is not None:

@@ -51,7 +51,8 @@ DEFAULT_WINDOW = 1024  # cap on the default window: cost grows with it, and GPT-
 class Settings:
     stride: int = setting(512, "a window starts every `stride` tokens (1 <= stride <= max_length)", minimum=1,
                           plotted=True)
-    max_length: int | None = setting(None, "tokens per window; null: the model's context length, capped at 1024",
+    max_length: int | None = setting(None, "tokens per window, the last only a label (at most the model's context "
+                                     "length + 1); null: the model's context length, capped at 1024",
                                      minimum=2)
     bos: str = setting("auto", "auto: as the tokenizer does | stream: one BOS at the start | window: a BOS before "
                        "every window (every token scored)", choices=BOS_MODES)
@@ -65,6 +66,12 @@ class Settings:
 
 def window_length(settings: Settings, context: int | None) -> int:
     return settings.max_length or min(context or DEFAULT_WINDOW, DEFAULT_WINDOW)
+
+
+def document_names(texts: list[str]) -> list[str]:
+    """How an error names each document of a per-document task: its number and how it begins."""
+    return [f"document {number} of {len(texts)} ({' '.join(text[:200].split())[:40]!r})"
+            for number, text in enumerate(texts, 1)]
 
 
 def same_tokenizer(first, second) -> bool:
@@ -145,9 +152,9 @@ class Perplexity(Evaluator):
         if model is not None:
             context = model.facts.context_length
             max_length = window_length(settings, context)
-            if context and max_length > context:
-                raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}); "
-                                   f"allowed: max_length <= {context}")
+            if context and max_length > context + 1:  # a window's last token is only a label, not an input
+                raise EvalkitError(f"max_length={max_length} exceeds the model's context length ({context}) and "
+                                   f"the window's final label token; allowed: max_length <= {context + 1}")
             check_window_args(max_length, settings.stride)
         return settings
 
@@ -180,8 +187,9 @@ class Perplexity(Evaluator):
             raise EvalkitError(f"bos={settings.bos} needs a BOS token, but the tokenizer has none; use bos=auto")
         max_length = window_length(settings, loaded.context_length)
         tokens, texts, lengths = token_streams(tokenizer, data, task, settings.bos, run.limit)
+        names = document_names(texts) if isinstance(data.content, list) else None
         windows, owners = document_windows(lengths, max_length, settings.stride, settings.bos == "window",
-                                           settings.last_window == "full")
+                                           settings.last_window == "full", names)
         bos_id = tokenizer.bos_token_id if settings.bos == "window" else None
         merge = isinstance(data.content, list) and reference is None  # documents' final windows batched together
         inputs = WindowInputs(tokens, windows, bos_id, loaded.device, merge_contexts=merge)

@@ -35,7 +35,7 @@ def check_window_args(max_length: int, stride: int) -> None:
 
 
 def window_schedule(num_tokens: int, max_length: int, stride: int, bos_per_window: bool = False,
-                    full_last: bool = False) -> list[Window]:
+                    full_last: bool = False, text: str = "the text") -> list[Window]:
     """Windows of at most `max_length` inputs starting every `stride` tokens, together scoring each token once.
 
     Without a per-window BOS, token 0 has no context and is never scored, and every scored token needs at least one
@@ -43,14 +43,16 @@ def window_schedule(num_tokens: int, max_length: int, stride: int, bos_per_windo
     advances by max_length - 1 (the one token of context is carried over). With `bos_per_window`, each window is
     prefixed by a BOS token (which counts towards max_length) that serves as context, so every token is scored.
     `full_last`: the final window reaches back to a full `max_length` of context (lm-evaluation-harness's rolling
-    windows) instead of starting on the stride grid (the HF docs schedule); it scores the same tokens.
+    windows) instead of starting on the stride grid (the HF docs schedule); it scores the same tokens. `text`: what
+    the tokens are, as an error names them.
     """
     check_window_args(max_length, stride)
     span = max_length - 1 if bos_per_window else max_length  # stream tokens per window
     step = min(stride, span) if bos_per_window else min(stride, span - 1)
     first_target = 0 if bos_per_window else 1
     if num_tokens <= first_target:
-        raise EvalkitError(f"the text has {num_tokens} token(s): nothing to score (at least 2 are needed)")
+        raise EvalkitError(f"{text} has {num_tokens} token(s): nothing to score (at least {first_target + 1} "
+                          "needed)")
     windows = []
     scored_until = first_target
     for begin in range(0, num_tokens, step):
@@ -65,12 +67,14 @@ def window_schedule(num_tokens: int, max_length: int, stride: int, bos_per_windo
 
 
 def document_windows(lengths: list[int], max_length: int, stride: int, bos_per_window: bool = False,
-                     full_last: bool = False) -> tuple[list[Window], list[int]]:
+                     full_last: bool = False, names: list[str] | None = None) -> tuple[list[Window], list[int]]:
     """Windows over documents laid end to end in one token stream: each document gets its own schedule (no window
-    reads across a boundary), shifted to where the document starts; and the document of each window."""
+    reads across a boundary), shifted to where the document starts; and the document of each window. `names`: how an
+    error names each document (else the stream is one text)."""
     windows, owners, offset = [], [], 0
     for document, length in enumerate(lengths):
-        for w in window_schedule(length, max_length, stride, bos_per_window, full_last):
+        text = names[document] if names else "the text"
+        for w in window_schedule(length, max_length, stride, bos_per_window, full_last, text):
             windows.append(Window(w.begin + offset, w.end + offset, w.target_begin + offset))
             owners.append(document)
         offset += length

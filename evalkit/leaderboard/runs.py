@@ -1,0 +1,118 @@
+"""Reading the runs' results.json files for the leaderboard, whatever lies in the folder: only regular files of at most
+MAX_BYTES (a FIFO, a device or a link to one is never opened for reading: it could block or never end), JSON nested
+at most MAX_DEPTH deep, every value the rows use of the type they need. Anything else is a reason to skip the file,
+never an exception."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import stat
+from pathlib import Path
+
+from evalkit import evaluators
+
+REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config", "settings"}
+MAX_BYTES = 64 << 20  # a run's results.json is kilobytes; a grouped task's breakdowns stay far below this
+MAX_DEPTH = 32  # results.json nests about 4 deep (settings.scope.key, metrics.subsets.name.metric)
+
+
+def number(value) -> bool:
+    """Whether `value` is a finite number as a float holds it (an integer of 400 digits is not)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+KINDS = {"p": "a FIFO", "c": "a character device", "b": "a block device", "s": "a socket", "d": "a folder"}
+
+
+class NotReadable(Exception):
+    """A results.json that is not read at all: not a regular file, or too large."""
+
+
+def read_bounded(path: Path) -> bytes:
+    """The file's bytes, if it is a regular file of at most MAX_BYTES. Opened without blocking, and checked on the
+    open descriptor: a FIFO swapped in after a check is still refused."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as stream:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = KINDS.get(stat.filemode(mode)[0], "not a regular file")
+            raise NotReadable(f"{kind}, not a regular file: not read")
+        content = stream.read(MAX_BYTES + 1)
+    if len(content) > MAX_BYTES:
+        raise NotReadable(f"larger than the {MAX_BYTES} bytes a results.json may have: not read")
+    return content
+
+
+def too_deep(value) -> bool:
+    """Whether `value` nests lists and mappings deeper than MAX_DEPTH (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > MAX_DEPTH:
+                return True
+            stack.extend((inner, depth + 1) for inner in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
+def read_results(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None) for an evalkit results.json; (None, reason) for anything else."""
+    try:
+        record = json.loads(read_bounded(path).decode("utf-8"))
+    except NotReadable as error:
+        return None, str(error)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        return None, f"unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
+    except RecursionError:
+        return None, f"JSON nested deeper than {MAX_DEPTH} levels"
+    if too_deep(record):
+        return None, f"JSON nested deeper than {MAX_DEPTH} levels"
+    if not isinstance(record, dict) or not REQUIRED_KEYS <= set(record):
+        return None, ("not an evalkit results.json of schema 2 or later (missing schema_version/task/evaluator/"
+                      "metrics/model/config/settings)")
+    return (None, reason) if (reason := malformed(record)) else (record, None)
+
+
+def malformed(record: dict) -> str | None:
+    """Why a results.json of evalkit's keys cannot be a row (wrong types, an unknown evaluator), or None."""
+    shapes = {"task": str, "evaluator": str, "metrics": dict, "model": dict, "config": dict, "settings": dict}
+    for key, kind in shapes.items():
+        if not isinstance(record[key], kind):
+            return f"{key} is {type(record[key]).__name__}, not {kind.__name__}"
+    if record["evaluator"] not in evaluators.names():
+        return f"unknown evaluator {record['evaluator']!r}"
+    if not all(isinstance(scope, dict) for scope in record["settings"].values()):
+        return "settings holds a scope that is not a mapping"
+    if not isinstance(record["model"].get("name") or record["model"].get("location"), str):
+        return "the model has no name"
+    for key, kind in (("timing", dict), ("started_at", str)):
+        if record.get(key) is not None and not isinstance(record[key], kind):
+            return f"{key} is {type(record[key]).__name__}, not {kind.__name__}"
+    headline = evaluators.get(record["evaluator"]).headline()
+    if not number(record["metrics"].get(headline.name)):
+        return f"its headline metric {headline.name} is not a finite number"
+    return None
+
+
+def headline_interval(record: dict) -> tuple[list | None, str | None]:
+    """The headline's 95% interval, or None with why when the file has one that cannot be shown: not two finite
+    numbers, or bounds that leave out the value (beyond rounding: a bootstrap of identical windows may differ from
+    the value in its last digit)."""
+    headline = evaluators.get(record["evaluator"]).headline()
+    interval = record["metrics"].get(headline.interval) if headline.interval else None
+    if interval is None:
+        return None, None
+    if not (isinstance(interval, list) and len(interval) == 2 and all(map(number, interval))):
+        return None, f"its {headline.interval} is not two finite numbers"
+    value, (low, high) = record["metrics"][headline.name], interval
+    slack = 1e-9 * max(abs(low), abs(high), abs(value))
+    if not low - slack <= value <= high + slack:
+        return None, f"its {headline.interval} {interval} leaves out its {headline.name} {value}"
+    return interval, None
