@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from evalkit.config.settings import setting
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest
-from evalkit.evaluators.lm_eval_tasks.building import OTHER_SEED, require_lm_eval
+from evalkit.evaluators.lm_eval_tasks.building import OTHER_SEED, require_lm_eval, task_names
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,11 @@ class LmEvalTasks(Evaluator):
     progress_unit = "req"
     unit_name = "request"
     metrics = (
-        Metric("score", "the first figure of the first named task or group (its name and metric in score_metric; "
-               "its direction in score_higher_is_better)", None, headline=True, interval="score_ci95"),
-        Metric("score_metric", "which task and lm-eval metric `score` is", None),
-        Metric("score_higher_is_better", "whether a higher `score` is better, as lm-eval says", None),
+        Metric("score", "the first higher-is-better figure of the named tasks and groups, in their order (which: "
+               "score_metric); where all are lower-is-better (perplexities), the first, and score_higher_is_better "
+               "is false", True, headline=True, interval="score_ci95"),
+        Metric("score_metric", "which task or group and lm-eval metric `score` is", None),
+        Metric("score_higher_is_better", "false only where `score` is a lower-is-better figure", None),
         Metric("results", "lm-eval's results per task and group: its metric keys (acc,none), their standard errors "
                "(acc_stderr,none) and evalkit's 95% intervals (acc_ci95,none)", None),
         Metric("groups", "lm-eval's groups with an aggregate, and their figures", None),
@@ -51,10 +52,7 @@ class LmEvalTasks(Evaluator):
 
     def validate(self, settings: Settings, run, task: Mapping, model=None) -> Settings:
         require_lm_eval()
-        names = task.get("names")
-        if not names or not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
-            raise EvalkitError(f"task.names={names} is not allowed; allowed: a list of lm-eval task, group or tag "
-                               "names, e.g. task.names=[arc_easy,gsm8k]")
+        task_names(task)
         include_path = task.get("include_path")
         if include_path is not None and not isinstance(include_path, str):
             raise EvalkitError(f"task.include_path={include_path} is not allowed; allowed: a folder of lm-eval task "

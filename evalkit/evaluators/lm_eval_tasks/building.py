@@ -34,6 +34,18 @@ def require_lm_eval() -> None:
                            f"{INSTALL}")
 
 
+def task_names(task: Mapping) -> list[str]:
+    """The task's lm-eval names: a list, or one text of comma-separated names (`[a,b]` as the Python API passes a
+    command line's value); anything else is one error line."""
+    names = task.get("names")
+    if isinstance(names, str):
+        names = [name.strip() for name in names.strip().strip("[]").split(",") if name.strip()]
+    if not names or not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
+        raise EvalkitError(f"task.names={task.get('names')} is not allowed; allowed: a list of lm-eval task, group or "
+                           "tag names, e.g. task.names=[arc_easy,gsm8k]")
+    return list(names)
+
+
 @dataclass
 class Built:
     """The loaded tasks and groups (lm-eval's TaskManager.load), each task's sample limit, and every request."""
@@ -66,7 +78,7 @@ def load_tasks(task: Mapping, num_fewshot: int | None):
     unknown name, a dataset the offline hub cannot give) as one line."""
     from lm_eval.tasks import TaskManager
 
-    names = list(task["names"])
+    names = task_names(task)
     try:
         manager = TaskManager(include_path=task.get("include_path"),
                               include_defaults=task.get("include_defaults", True))
@@ -125,8 +137,8 @@ def build(task: Mapping, settings, limit: int | None, chat_template: Callable | 
             raise EvalkitError(f"lm-eval task {instance.task_name} asks for {instance.request_type} requests, which "
                                f"evalkit cannot serve; allowed: {', '.join(REQUEST_TYPES)}")
     where = f" (include path {task['include_path']})" if task.get("include_path") else ""
-    origin = f"lm-eval {lm_eval.__version__}: {', '.join(task['names'])}{where}"
-    return Built(loaded["tasks"], loaded["groups"], limits, instances, lm_eval.__version__, list(task["names"]), origin)
+    origin = f"lm-eval {lm_eval.__version__}: {', '.join(task_names(task))}{where}"
+    return Built(loaded["tasks"], loaded["groups"], limits, instances, lm_eval.__version__, task_names(task), origin)
 
 
 def fingerprint(built: Built) -> str:

@@ -93,14 +93,16 @@ def figures(entry: dict) -> list[str]:
 
 
 def headline(out: dict, names: list[str]) -> dict:
-    """The first figure of the first named task or group, as lm-eval's table lists it first."""
-    name = next(name for name in [*names, *out["results"]] if name in out["results"] and figures(out["results"][name]))
-    entry = out["results"][name]
-    key = figures(entry)[0]
+    """The first figure of the named tasks and groups (in their order) for which lm-eval says higher is better, else
+    (only lower-is-better figures, e.g. perplexities) the first figure."""
+    entries = [name for name in dict.fromkeys([*names, *out["results"]]) if figures(out["results"].get(name, {}))]
+    candidates = [(name, key) for name in entries for key in figures(out["results"][name])]
+    better = [(name, key) for name, key in candidates
+              if out["higher_is_better"].get(name, {}).get(key.partition(",")[0]) is True]
+    name, key = (better or candidates)[0]
     metric, _, filter_key = key.partition(",")
-    return {"score": entry[key], "score_ci95": entry.get(f"{metric}_ci95,{filter_key}"),
-            "score_metric": f"{name}: {key}",
-            "score_higher_is_better": out["higher_is_better"].get(name, {}).get(metric)}
+    return {"score": out["results"][name][key], "score_ci95": out["results"][name].get(f"{metric}_ci95,{filter_key}"),
+            "score_metric": f"{name}: {key}", "score_higher_is_better": bool(better)}
 
 
 def outcome(built, records: list[dict], bootstrap_iters: int) -> Outcome:
