@@ -38,7 +38,15 @@ def jobs(tiny_gpt2_dir, tmp_path_factory) -> dict[str, dict]:
     questions.write_text("".join(json.dumps({"context": " ".join(words[:10]), "choices": [words[10], words[15],
                                              " ".join(words[16:19])], "gold": k % 3}) + "\n"
                                  for k, words in enumerate(lines[:6])), encoding="utf-8")
+    lm_eval_tasks = tmp_path_factory.mktemp("lm_eval_tasks")
+    (lm_eval_tasks / "contract_mc.yaml").write_text(
+        f"task: contract_mc\ndataset_path: json\ndataset_kwargs: {{data_files: {{test: {questions}}}}}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{context}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: '{{gold}}'\nmetric_list: [{metric: acc}]\n", encoding="utf-8")
     return {
+        "lm_eval_tasks": {"model": {"name": "tiny-gpt2", "name_or_path": str(tiny_gpt2_dir)}, "task": "lm_eval",
+                          "task.names": "[contract_mc]", "task.include_path": str(lm_eval_tasks),
+                          "task.include_defaults": False, **common},
         "multiple_choice": {"model": {"name": "tiny-gpt2", "name_or_path": str(tiny_gpt2_dir)},
                             "task": "multiple_choice", "task.path": str(questions), **common},
         "perplexity": {"model": {"name": "tiny-gpt2", "name_or_path": str(tiny_gpt2_dir)}, "task": "wikitext",
