@@ -16,11 +16,15 @@ device; anything else decodes on the growing cache.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import transformers
 
 from evalkit.scoring.decoding import Decoder, Rows
 from evalkit.scoring.probes import is_spread
+
+LOG = logging.getLogger(__name__)
 
 
 def fits(model, cache) -> bool:
@@ -70,15 +74,25 @@ class StaticDecoder(Decoder):
         if not self.warmed:  # the first step runs eagerly: the warm-up (workspaces, kernels) a capture needs
             self.warmed = True
             return self.forward(ids, self.mask, positions), rows
-        if self.graph is None:
-            self.capture(ids, positions)
+        if self.graph is None and not self.capture(ids, positions):
+            return self.forward(ids, self.mask, positions), rows
         self.inputs[0].copy_(ids)
         self.inputs[1].copy_(positions)
         self.graph.replay()
         return self.logits, rows
 
-    def capture(self, ids: torch.Tensor, positions: torch.Tensor) -> None:
+    def capture(self, ids: torch.Tensor, positions: torch.Tensor) -> bool:
+        """Whether the step was captured; a model whose step cannot be (it asks the host for a value, say) decodes
+        eagerly from then on, with one warning."""
         self.inputs = (ids.clone(), positions.clone())
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self.forward(self.inputs[0], self.mask, self.inputs[1])
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.logits = self.forward(self.inputs[0], self.mask, self.inputs[1])
+        except RuntimeError as error:
+            LOG.warning("decoding without CUDA graphs: this model's decode step could not be captured (%s)",
+                        str(error).splitlines()[0])
+            self.graphs = False
+            return False
+        self.graph = graph
+        return True
