@@ -121,7 +121,8 @@ def test_bad_or_conflicting_progress_records_are_set_aside(tmp_path, tiny_gpt2_d
         stream.write("".join(json.dumps(line) + "\n" for line in hostile) + '{"index": 4, "nl')
     record = evalkit.evaluate(**job)
     assert record["metrics"] == expected  # to the last bit: nothing wrong was trusted
-    assert record["run"]["resumed_units"] == 2  # units 1 and 2 of the 3 saved; unit 0 conflicted
+    # unit 2 only: units 0 and 1 conflicted, and unit 3's record ("abc") is set aside, so not counted as reused
+    assert record["run"]["resumed_units"] == 1
     assert "set aside" in capfd.readouterr().err
 
 
