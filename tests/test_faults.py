@@ -134,6 +134,29 @@ def test_text_field_that_is_not_text_is_an_error(tmp_path, tiny_gpt2_dir):
     assert done.returncode == 2 and f"{data}:2 has 'text': null, not a text" in one_error_line(done)
 
 
+# --- stale cache hits ----------------------------------------------------------------------------------------------
+
+def test_edited_model_files_miss_the_cache_and_an_edited_cached_result_is_recomputed(tmp_path, tiny_gpt2_dir, capfd):
+    model = copy_model(tiny_gpt2_dir, tmp_path / "model")
+    job = tiny_job(model, cache_dir=str(tmp_path / "cache"))
+    first = evalkit.evaluate(**job)
+    config = (model / "config.json").read_text()
+    (model / "config.json").write_text(json.dumps({**json.loads(config), "layer_norm_epsilon": 0.5}))
+    edited = evalkit.evaluate(**job)  # the same weights: only the config says the numbers differ
+    assert not edited["run"]["cache_hit"] and edited["metrics"]["perplexity"] != first["metrics"]["perplexity"]
+    (model / "config.json").write_text(config)
+    assert evalkit.evaluate(**job)["run"]["cache_hit"]
+    (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text() + "\n")
+    assert not evalkit.evaluate(**job)["run"]["cache_hit"]
+    entry = tmp_path / "cache" / first["run"]["cache_key"] / "results.json"
+    entry.write_text(entry.read_text().replace(str(first["metrics"]["perplexity"]), "1.0"))
+    capfd.readouterr()
+    (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text()[:-1])
+    recomputed = evalkit.evaluate(**job)
+    assert not recomputed["run"]["cache_hit"] and recomputed["metrics"] == first["metrics"]
+    assert "changed after it was cached" in capfd.readouterr().err
+
+
 # --- crashes: every fault is one line -----------------------------------------------------------------------------
 
 def test_a_corrupt_cache_entry_is_recomputed_and_an_unwritable_cache_only_warns(tmp_path, tiny_gpt2_dir, capfd):
@@ -183,7 +206,7 @@ def make_remote_code(model: Path) -> None:
     config.update(model_type="tiny-remote", architectures=["TinyRemoteForCausalLM"], auto_map={
         "AutoConfig": "configuration_tiny_remote.TinyRemoteConfig",
         "AutoModelForCausalLM": "modeling_tiny_remote.TinyRemoteForCausalLM"})
-    (model / "config.json").write_text(json.dumps(config))
+    (model / "config.json").write_text(config)
 
 
 def test_remote_code_model_evaluates_with_trust_remote_code(tmp_path, tiny_gpt2_dir):
