@@ -66,6 +66,27 @@ def test_runs_started_together_get_their_own_folders(tmp_path, tiny_gpt2_dir):
     assert len(list((tmp_path / "outputs").glob("*/*/results.json"))) == 2
 
 
+def test_runs_given_one_folder_never_mix_and_a_refused_run_writes_nothing(tmp_path, tiny_gpt2_dir):
+    folder = tmp_path / "run"
+    command = [sys.executable, "-m", "evalkit", f"model.name_or_path={tiny_gpt2_dir}", f"data_dir={SHARED_DATA}",
+               "limit=300", "max_length=64", "stride=32", "cache_dir=null", f"hydra.run.dir={folder}"]
+    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: os.umask(0o002)) for _ in range(2)]
+    done = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in done) == [0, 2], done
+    (refused,) = [stderr for code, stderr in done if code == 2]
+    assert "is in use by another run" in refused or "already holds a finished result" in refused, refused
+    record = json.loads((folder / "results.json").read_text())
+    assert record["metrics"]["windows"] == len(read_samples(folder))
+    snapshot = (folder / ".hydra" / "config.yaml").read_bytes()
+    assert "evalkit: loading" in (folder / "evalkit.log").read_text()  # the run's lines, not an empty log
+    assert oct((folder / "results.json").stat().st_mode & 0o777) == oct(0o664)  # the umask, not mkstemp's 0600
+    again = subprocess.run(command[:-1] + [f"hydra.run.dir={folder}", "stride=16"], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a finished result" in one_error_line(again)
+    assert (folder / ".hydra" / "config.yaml").read_bytes() == snapshot
+
+
 def test_a_finished_result_is_never_overwritten(tmp_path, tiny_gpt2_dir):
     evalkit.evaluate(**tiny_job(tiny_gpt2_dir), out_dir=tmp_path)
     before = (tmp_path / "results.json").read_bytes()
