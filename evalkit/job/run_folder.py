@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.job import distributed
 
 CLAIM = ".evalkit-claim"
 LOG = "evalkit.log"
@@ -159,9 +158,9 @@ def logged(folder: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def claimed(folder: Path | None, snapshot: Callable[[Path], None] | None = None) -> Iterator[None]:
-    """The run's folder claimed (None, or a rank other than the first: nothing to claim), the snapshot written and the
-    log kept while the run lasts; without a result, what the run wrote is removed."""
-    if folder is None or not distributed.is_main():
+    """The run's folder claimed (None: nothing to claim), the snapshot written and the log kept while the run lasts;
+    without a result, what the run wrote is removed."""
+    if folder is None:
         yield
         return
     handle, taken = claim(folder)

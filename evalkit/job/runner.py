@@ -58,7 +58,7 @@ def run(cfg, out_dir: Path | None = None, snapshot: Callable[[Path], None] | Non
     """Evaluate (or reuse an identical job's cached result); with out_dir, claimed first (run_folder.py), write
     `snapshot` (the config, as the command line keeps it), samples.jsonl and results.json there. Returns the results
     record."""
-    with run_folder.claimed(out_dir, snapshot):
+    with run_folder.claimed(out_dir if distributed.is_main() else None, snapshot):  # one rank writes the files
         return run_job(cfg, out_dir)
 
 
