@@ -17,6 +17,7 @@ from conftest import ROOT, SHARED_DATA, api_keys, patch_jobs, read_samples, run_
 
 import evalkit
 from evalkit import evaluators
+from evalkit.cli.summary import summary
 from evalkit.evaluators import asr as asr_evaluator
 
 REMOTE_CONFIG = '''from transformers import GPT2Config
@@ -161,6 +162,8 @@ def test_edited_model_files_miss_the_cache_and_an_edited_cached_result_is_recomp
     model = copy_model(tiny_gpt2_dir, tmp_path / "model")
     job = tiny_job(model, cache_dir=str(tmp_path / "cache"))
     first = evalkit.evaluate(**job)
+    assert first["data"]["limit"] == {"first": 400, "of": "tokens"}  # limit counts tokens here: said with the result
+    assert "limit: the first 400 tokens" in summary(first, None).splitlines()[0]
     config = (model / "config.json").read_text()
     (model / "config.json").write_text(json.dumps({**json.loads(config), "layer_norm_epsilon": 0.5}))
     edited = evalkit.evaluate(**job)  # the same weights: only the config says the numbers differ
