@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from evalkit import files
 from evalkit.errors import EvalkitError
 
 
@@ -53,25 +54,21 @@ def check_task(task: Mapping) -> None:
             raise EvalkitError(f"task.{key}={value} is not allowed; allowed: {allowed}")
 
 
-def read_text(path: Path, newline: str | None = None) -> str:
-    """A data file's text (`newline` as open() takes it); one that is not UTF-8 text, or cannot be read, is a clear
-    error."""
-    try:
-        with open(path, encoding="utf-8", newline=newline) as handle:
-            return handle.read()
-    except UnicodeDecodeError as error:
-        raise EvalkitError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise EvalkitError(f"{path} cannot be read ({error.strerror})") from None
+def read_text(path: Path, newline: str | None = None, limit: int = files.DATA_LIMIT) -> str:
+    """A data file's text (`newline` as open() takes it: None makes every CRLF and CR a newline); a file that is
+    not regular, larger than `limit`, not UTF-8 text, or unreadable is a clear error."""
+    text = files.read_text(path, limit)
+    return text.replace("\r\n", "\n").replace("\r", "\n") if newline is None else text
 
 
-def read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a JSON Lines file; a bad line is a clear error."""
+def read_jsonl(path: Path, limit: int = files.DATA_LIMIT) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSON Lines file; a bad line is a clear error. Lines end at a
+    newline (or CR) alone: a string may hold U+2028 or U+0085 raw, which str.splitlines would split at."""
     records = []
-    for number, line in enumerate(read_text(path).splitlines(), 1):
+    for number, line in enumerate(files.jsonl_lines(read_text(path, limit=limit)), 1):
         if line.strip():
             try:
-                record = json.loads(line)
+                record = files.parse_json(line, f"{path}:{number}")
             except json.JSONDecodeError as error:
                 raise EvalkitError(f"{path}:{number} is not valid JSON ({error.msg})") from None
             if not isinstance(record, dict):
@@ -265,7 +262,7 @@ def load_utterances(task: Mapping, data_dir: str | None, limit: int | None = Non
     if task.get("format") == "librispeech":
         utterances = []
         for transcript in sorted(path.rglob("*.trans.txt")):
-            for line in transcript.read_text(encoding="utf-8").splitlines():
+            for line in read_text(transcript).split("\n"):
                 if line.strip():
                     key, _, text = line.partition(" ")
                     utterances.append(Utterance(key, transcript.parent / f"{key}.flac", text))
@@ -287,7 +284,8 @@ def utterances_fingerprint(utterances: list[Utterance]) -> str:
             digest.update(np.asarray(utterance.audio["array"]).tobytes())
             digest.update(str(utterance.audio["sampling_rate"]).encode())
         elif utterance.audio is not None and Path(utterance.audio).is_file():
-            digest.update(Path(utterance.audio).read_bytes())
+            with open(utterance.audio, "rb") as audio:  # a block at a time: hours of audio need not fit in memory
+                hashlib.file_digest(audio, lambda: digest)
         else:
             digest.update(b"<missing audio>")
     return digest.hexdigest()

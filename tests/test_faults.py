@@ -17,6 +17,7 @@ from conftest import ROOT, SHARED_DATA, api_keys, patch_jobs, read_samples, run_
 
 import evalkit
 from evalkit import evaluators
+from evalkit.cli.summary import summary
 from evalkit.evaluators import asr as asr_evaluator
 
 REMOTE_CONFIG = '''from transformers import GPT2Config
@@ -64,6 +65,27 @@ def test_runs_started_together_get_their_own_folders(tmp_path, tiny_gpt2_dir):
     runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     assert len(list((tmp_path / "outputs").glob("*/*/results.json"))) == 2
+
+
+def test_runs_given_one_folder_never_mix_and_a_refused_run_writes_nothing(tmp_path, tiny_gpt2_dir):
+    folder = tmp_path / "run"
+    command = [sys.executable, "-m", "evalkit", f"model.name_or_path={tiny_gpt2_dir}", f"data_dir={SHARED_DATA}",
+               "limit=300", "max_length=64", "stride=32", "cache_dir=null", f"hydra.run.dir={folder}"]
+    runs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: os.umask(0o002)) for _ in range(2)]
+    done = [(run.wait(timeout=300), run.stderr.read()) for run in runs]
+    assert sorted(code for code, _ in done) == [0, 2], done
+    (refused,) = [stderr for code, stderr in done if code == 2]
+    assert "is in use by another run" in refused or "already holds a finished result" in refused, refused
+    record = json.loads((folder / "results.json").read_text())
+    assert record["metrics"]["windows"] == len(read_samples(folder))
+    snapshot = (folder / ".hydra" / "config.yaml").read_bytes()
+    assert "evalkit: loading" in (folder / "evalkit.log").read_text()  # the run's lines, not an empty log
+    assert oct((folder / "results.json").stat().st_mode & 0o777) == oct(0o664)  # the umask, not mkstemp's 0600
+    again = subprocess.run(command[:-1] + [f"hydra.run.dir={folder}", "stride=16"], cwd=ROOT,
+                           capture_output=True, text=True)
+    assert again.returncode == 2 and "already holds a finished result" in one_error_line(again)
+    assert (folder / ".hydra" / "config.yaml").read_bytes() == snapshot
 
 
 def test_a_finished_result_is_never_overwritten(tmp_path, tiny_gpt2_dir):
@@ -121,7 +143,8 @@ def test_bad_or_conflicting_progress_records_are_set_aside(tmp_path, tiny_gpt2_d
         stream.write("".join(json.dumps(line) + "\n" for line in hostile) + '{"index": 4, "nl')
     record = evalkit.evaluate(**job)
     assert record["metrics"] == expected  # to the last bit: nothing wrong was trusted
-    assert record["run"]["resumed_units"] == 2  # units 1 and 2 of the 3 saved; unit 0 conflicted
+    # unit 2 only: units 0 and 1 conflicted, and unit 3's record ("abc") is set aside, so not counted as reused
+    assert record["run"]["resumed_units"] == 1
     assert "set aside" in capfd.readouterr().err
 
 
@@ -131,6 +154,31 @@ def test_text_field_that_is_not_text_is_an_error(tmp_path, tiny_gpt2_dir):
     done = run_cli(f"model.name_or_path={tiny_gpt2_dir}", "task=text", f"task.path={data}",
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert done.returncode == 2 and f"{data}:2 has 'text': null, not a text" in one_error_line(done)
+
+
+# --- stale cache hits ----------------------------------------------------------------------------------------------
+
+def test_edited_model_files_miss_the_cache_and_an_edited_cached_result_is_recomputed(tmp_path, tiny_gpt2_dir, capfd):
+    model = copy_model(tiny_gpt2_dir, tmp_path / "model")
+    job = tiny_job(model, cache_dir=str(tmp_path / "cache"))
+    first = evalkit.evaluate(**job)
+    assert first["data"]["limit"] == {"first": 400, "of": "tokens"}  # limit counts tokens here: said with the result
+    assert "limit: the first 400 tokens" in summary(first, None).splitlines()[0]
+    config = (model / "config.json").read_text()
+    (model / "config.json").write_text(json.dumps({**json.loads(config), "layer_norm_epsilon": 0.5}))
+    edited = evalkit.evaluate(**job)  # the same weights: only the config says the numbers differ
+    assert not edited["run"]["cache_hit"] and edited["metrics"]["perplexity"] != first["metrics"]["perplexity"]
+    (model / "config.json").write_text(config)
+    assert evalkit.evaluate(**job)["run"]["cache_hit"]
+    (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text() + "\n")
+    assert not evalkit.evaluate(**job)["run"]["cache_hit"]
+    entry = tmp_path / "cache" / first["run"]["cache_key"] / "results.json"
+    entry.write_text(entry.read_text().replace(str(first["metrics"]["perplexity"]), "1.0"))
+    capfd.readouterr()
+    (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text()[:-1])
+    recomputed = evalkit.evaluate(**job)
+    assert not recomputed["run"]["cache_hit"] and recomputed["metrics"] == first["metrics"]
+    assert "changed after it was cached" in capfd.readouterr().err
 
 
 # --- crashes: every fault is one line -----------------------------------------------------------------------------
@@ -182,7 +230,7 @@ def make_remote_code(model: Path) -> None:
     config.update(model_type="tiny-remote", architectures=["TinyRemoteForCausalLM"], auto_map={
         "AutoConfig": "configuration_tiny_remote.TinyRemoteConfig",
         "AutoModelForCausalLM": "modeling_tiny_remote.TinyRemoteForCausalLM"})
-    (model / "config.json").write_text(json.dumps(config))
+    (model / "config.json").write_text(config)
 
 
 def test_remote_code_model_evaluates_with_trust_remote_code(tmp_path, tiny_gpt2_dir):

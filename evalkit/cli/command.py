@@ -3,7 +3,7 @@ one line per error (exit 2; a sweep records the failure and goes on), the end-of
 
 from __future__ import annotations
 
-import shutil
+import contextlib
 import sys
 from pathlib import Path
 
@@ -29,17 +29,17 @@ from evalkit.errors import EvalkitError, Interrupted
 def hydra_main(cfg: DictConfig) -> None:
     import torch  # here, not at the top: the command line's checks run before it is imported (seconds)
 
-    from evalkit.job import distributed, runner
+    from evalkit.job import distributed, run_folder, runner
 
     hydra_config = HydraConfig.get()
     out_dir = Path(hydra_config.runtime.output_dir)
     overrides = list(hydra_config.overrides.task)
     name_overridden_model(cfg, overrides)
     try:
-        record = runner.run(cfg, out_dir)
+        record = runner.run(cfg, out_dir, run_folder.hydra_snapshot(cfg))
     except EvalkitError as error:
         print(f"evalkit: error: {error}", file=sys.stderr)
-        discard_failed_run(out_dir, hydra_config.job.name)
+        discard_failed_run(out_dir)
         if hydra_config.mode != RunMode.MULTIRUN:
             sys.exit(2)
         record_failure(Path(hydra_config.sweep.dir), hydra_config.job.num, overrides, str(error))
@@ -47,7 +47,7 @@ def hydra_main(cfg: DictConfig) -> None:
     except KeyboardInterrupt as interrupt:
         print(f"evalkit: interrupted: {interrupt}" if isinstance(interrupt, Interrupted) else "evalkit: interrupted",
               file=sys.stderr)
-        discard_failed_run(out_dir, hydra_config.job.name)
+        discard_failed_run(out_dir)
         sys.exit(130)
     finally:
         if torch.distributed.is_initialized():
@@ -56,10 +56,11 @@ def hydra_main(cfg: DictConfig) -> None:
         print(summary(record, out_dir))
 
 
-def discard_failed_run(out_dir: Path, job_name: str) -> None:
-    """A run that produced no result leaves no folder that looks like a run (Hydra made it: config and log only)."""
-    if out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {".hydra", f"{job_name}.log"}:
-        shutil.rmtree(out_dir, ignore_errors=True)
+def discard_failed_run(out_dir: Path) -> None:
+    """A run that produced no result removed what it wrote (run_folder.py); the folder Hydra made for it goes too
+    when empty. Never anything else: a run refused a folder leaves that folder's files alone."""
+    with contextlib.suppress(OSError):
+        out_dir.rmdir()
 
 
 def run(argv: list[str]) -> None:

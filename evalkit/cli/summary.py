@@ -13,8 +13,10 @@ def summary(record: dict, out_dir: Path | None) -> str:
     evaluator = evaluators.get(record["evaluator"])
     metrics = record["metrics"]
     counts = [f"{m.name}={metrics[m.name]:,}" for m in evaluator.metrics if m.count and m.name in metrics]
+    limit = (record.get("data") or {}).get("limit")  # tokens for perplexity, examples elsewhere: said on the title
     lines = [f"{record['model']['name']} on {record['task']} ({record['evaluator']}"
-             + (f": {', '.join(counts)})" if counts else ")"),
+             + (f": {', '.join(counts)})" if counts else ")")
+             + (f"; limit: the first {limit['first']:,} {limit['of']}" if limit else ""),
              f"  {'metric':<22}{'value':>12}  {'95% interval':<22}  {'better':<7} unit"]
     for metric in evaluator.metrics:
         value = metrics.get(metric.name)

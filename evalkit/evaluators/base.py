@@ -28,8 +28,9 @@ class RunSettings:
     """The keys every evaluator shares: how much data, how large the batches, where files are. The folders' defaults
     are interpolations that Hydra resolves: an environment variable when set."""
 
-    limit: int | None = setting(None, "perplexity: the first N tokens of the stream; other tasks: the first N "
-                                "examples / utterances", minimum=1)
+    limit: int | None = setting(None, "perplexity: the first N TOKENS of the stream (limit=20 scores 19: the first "
+                                "has no context), or N documents with task.documents; other tasks: the first N "
+                                "examples / questions / utterances", minimum=1)
     batch_size: int | Literal["auto"] = setting("auto", "units (windows, examples, utterances) per forward pass; "
                                                 "auto: a size that suits the device, halved on out-of-memory "
                                                 "(finished units kept)", minimum=1)
@@ -208,6 +209,10 @@ class Evaluator:
     def prepare(self, settings, run, task: Mapping, data: Data, models: dict) -> PreparedJob:
         """This job's PreparedJob from the data and the loaded models (role -> LoadedModel)."""
         raise NotImplementedError
+
+    def limit_counts(self, task: Mapping) -> str:
+        """What `limit` counts for this task (results.json and the summary say it: tokens or examples)."""
+        return f"{self.unit_name}s"
 
     def headline(self) -> Metric:
         return next(metric for metric in self.metrics if metric.headline)

@@ -8,27 +8,49 @@ computes only the rest.
 
     cache_dir/<key>/key.json             what the key was made of
     cache_dir/<key>/progress.rankR.jsonl one record per finished unit (window, example, utterance), a batch at a time
-    cache_dir/<key>/results.json         the finished result (+ samples.jsonl), written last, atomically
+    cache_dir/<key>/results.json         the finished result (+ samples.jsonl), written atomically
+    cache_dir/<key>/sha256.json          written last: both files' sha256, checked before a hit is served (a
+                                         results.json edited by hand, or beside other samples, is never a hit)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import evalkit
+from evalkit import files
+from evalkit.errors import EvalkitError
 from evalkit.hashing import canonical_json
 from evalkit.job import distributed
 from evalkit.job.results import library_versions, strict_json, write_json, write_run
 
 COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
+PRESENTATION = ("cli", "leaderboard")  # evalkit's packages that compute no number: left out of the code digest
+SEAL = "sha256.json"
+
+
+@functools.cache
+def code_digest() -> str:
+    """sha256 of evalkit's own source that computes results (every module but the command line's and the
+    leaderboard's): a result computed by other code is never served, whatever the version number says."""
+    package = Path(evalkit.__file__).parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        name = source.relative_to(package).as_posix()
+        if name.split("/")[0] not in PRESENTATION:
+            digest.update(f"{name}\n".encode() + source.read_bytes())
+    return digest.hexdigest()
 
 
 def computing_versions() -> dict:
     versions = library_versions()
-    return {"evalkit": evalkit.__version__, **{name: versions.get(name) for name in COMPUTING_LIBRARIES}}
+    return {"evalkit": evalkit.__version__, "evalkit_code": code_digest(),
+            **{name: versions.get(name) for name in COMPUTING_LIBRARIES}}
 
 
 def warn(message: str) -> None:
@@ -49,7 +71,12 @@ class Progress:
             return
         bad, conflicting = 0, set()
         for log in sorted(folder.glob("progress.rank*.jsonl")):
-            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                text = files.read_bytes(log, files.DATA_LIMIT).decode("utf-8", errors="replace")
+            except EvalkitError as error:
+                warn(f"{error}: its units are computed again")
+                continue
+            for line in filter(str.strip, files.jsonl_lines(text)):
                 index, record = parse_record(line, units)
                 if record is None:
                     bad += 1
@@ -88,7 +115,7 @@ def parse_record(line: str, units: int) -> tuple[int | None, dict | None]:
     """(unit index, record) of a progress-log line, or (None, None) for anything else."""
     try:
         record = json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return None, None
     index = record.pop("index", None) if isinstance(record, dict) else None
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < units:
@@ -96,15 +123,45 @@ def parse_record(line: str, units: int) -> tuple[int | None, dict | None]:
     return index, record
 
 
-def readable_entry(entry: Path) -> bool:
-    """Whether a cache entry holds a complete result: a results.json of evalkit's shape and its samples."""
+@dataclass
+class CachedResult:
+    """A cache entry checked to be served: where it is, its results record and its samples."""
+
+    entry: Path
+    record: dict
+    samples: list[dict]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_entry(entry: Path) -> CachedResult:
+    """A cache entry's result, checked against the digests written beside it; EvalkitError saying why it cannot be
+    served (incomplete, unreadable, changed since it was cached, not of evalkit's shape)."""
+    seal = files.parse_json(files.read_text(entry / SEAL, files.RECORD_LIMIT), str(entry / SEAL))
+    results = files.read_bytes(entry / "results.json", files.RECORD_LIMIT)
+    samples = files.read_bytes(entry / "samples.jsonl", files.DATA_LIMIT)
+    if seal != {"results.json": sha256_bytes(results), "samples.jsonl": sha256_bytes(samples)}:
+        raise EvalkitError("its results.json or samples.jsonl changed after it was cached (their sha256 differ "
+                           f"from {SEAL}'s)")
+    record = files.parse_json(results.decode("utf-8"), "results.json")
+    lines = files.jsonl_lines(samples.decode("utf-8"))
+    rows = [files.parse_json(line, "samples.jsonl") for line in lines if line.strip()]
+    if not (isinstance(record, dict) and isinstance(record.get("metrics"), dict) and isinstance(record.get("run"), dict)
+            and all(isinstance(row, dict) for row in rows)):
+        raise EvalkitError("its results.json or samples.jsonl is not of evalkit's shape")
+    return CachedResult(entry, record, rows)
+
+
+def checked_entry(entry: Path) -> CachedResult | None:
+    """The entry's result when it can be served, else None and one line saying why it is recomputed."""
     try:
-        record = json.loads((entry / "results.json").read_text(encoding="utf-8"))
-        samples = [json.loads(line) for line in (entry / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return (isinstance(record, dict) and isinstance(record.get("metrics"), dict)
-            and isinstance(record.get("run"), dict) and all(isinstance(sample, dict) for sample in samples))
+        return read_entry(entry)
+    except (EvalkitError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = str(error) if isinstance(error, EvalkitError) else f"unreadable ({error})"
+        warn(f"cache entry {entry} is incomplete or corrupt, so not served ({reason}); recomputing")
+        return None
 
 
 class Job:
@@ -120,7 +177,7 @@ class Job:
         self.resumed = 0
         self.note = None if self.root else "result cache off (cache_dir=null)"
 
-    def lookup(self, parts: dict, fingerprints: list[str | None]) -> Path | None:
+    def lookup(self, parts: dict, fingerprints: list[str | None]) -> CachedResult | None:
         """The cache entry of an identical finished job (None: compute). `parts` identify the job but for the
         models' fingerprints; a model that cannot be fingerprinted turns the cache off for the job."""
         if self.root is None:
@@ -131,13 +188,12 @@ class Job:
         parts = {**parts, "models": fingerprints, "versions": computing_versions()}
         self.key = hashlib.sha256(canonical_json(parts).encode()).hexdigest()
         entry = self.root / self.key
-        if (entry / "results.json").is_file():
-            if not self.force and readable_entry(entry):
-                return entry
+        if (entry / "results.json").exists():
+            hit = None if self.force else checked_entry(entry)
+            if hit is not None:
+                return hit
             self.note = ("force=true: cached result ignored and recomputed" if self.force else
-                         "the cached result was incomplete or corrupt: recomputed")
-            if not self.force:
-                warn(f"cache entry {entry} is incomplete or corrupt; recomputing")
+                         "the cached result was incomplete, corrupt or changed: recomputed")
         try:
             entry.mkdir(parents=True, exist_ok=True)
             if self.force:
@@ -152,8 +208,10 @@ class Job:
         self.entry = entry
         return None
 
-    def progress(self, units: int) -> Progress:
+    def progress(self, units: int, valid) -> Progress:
+        """The job's progress: finished units of earlier attempts that `valid(index, record)` accepts."""
         progress = Progress(self.entry, units)
+        progress.keep_only(valid)
         self.resumed = len(progress.done)
         return progress
 
@@ -166,8 +224,12 @@ class Job:
             return
         try:
             write_run(self.entry, record, samples, exclusive=False)
+            digests = {name: sha256_bytes(files.read_bytes(self.entry / name, files.DATA_LIMIT))
+                       for name in ("results.json", "samples.jsonl")}
+            write_json(self.entry / SEAL, digests)
             for log in self.entry.glob("progress.rank*.jsonl"):
                 log.unlink()
-        except OSError as error:
-            warn(f"the result could not be cached in {self.entry} ({error.strerror}); it is written to the run "
+        except (OSError, EvalkitError) as error:
+            reason = getattr(error, "strerror", None) or error
+            warn(f"the result could not be cached in {self.entry} ({reason}); it is written to the run "
                  "folder all the same")

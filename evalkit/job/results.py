@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jsonlines
 
+from evalkit.files import follow_umask
+
 PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers",
             "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr", "lm-eval")
 SCHEMA_VERSION = 2  # 2: "settings" holds the settings by scope (run, loading, evaluator)
@@ -91,6 +93,7 @@ def write_atomic(path: Path, write, binary: bool = False, exclusive: bool = Fals
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        follow_umask(Path(temporary))  # mkstemp's 0600 would keep a team on a shared filesystem out
         with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8") as stream:
             write(stream)
         if exclusive:

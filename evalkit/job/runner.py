@@ -7,10 +7,10 @@ its prepare() gives the job's PreparedJob, which the runner scores, checks and a
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,11 @@ import torch
 from tqdm.auto import tqdm
 
 from evalkit.config.checks import CheckedConfig, check_config, check_pairing
-from evalkit.data import read_jsonl
 from evalkit.errors import EvalkitError, Interrupted
 from evalkit.evaluators.base import Data, Evaluator, ModelRequest, PreparedJob
-from evalkit.job import distributed
+from evalkit.job import distributed, run_folder
 from evalkit.job.batching import score_in_batches
-from evalkit.job.cache import Job, Progress
+from evalkit.job.cache import CachedResult, Job, Progress
 from evalkit.job.results import EvalResult, results_record, write_run
 from evalkit.loading import MODELS, check_head, load_model, model_config, model_facts, model_fingerprint
 from evalkit.loading.locations import check_tokenizer
@@ -55,13 +54,16 @@ def plan(cfg) -> Plan:
     return Plan(**vars(checked), requests=requests, model_configs=configs, device=device)
 
 
-def run(cfg, out_dir: Path | None = None) -> dict:
-    """Evaluate (or reuse an identical job's cached result); with out_dir, write samples.jsonl and results.json
-    there. Returns the results record."""
+def run(cfg, out_dir: Path | None = None, snapshot: Callable[[Path], None] | None = None) -> dict:
+    """Evaluate (or reuse an identical job's cached result); with out_dir, claimed first (run_folder.py), write
+    `snapshot` (the config, as the command line keeps it), samples.jsonl and results.json there. Returns the results
+    record."""
+    with run_folder.claimed(out_dir if distributed.is_main() else None, snapshot):  # one rank writes the files
+        return run_job(cfg, out_dir)
+
+
+def run_job(cfg, out_dir: Path | None) -> dict:
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-    if out_dir is not None and (out_dir / "results.json").exists():
-        raise EvalkitError(f"{out_dir} already holds a finished result (results.json), which a run never replaces; "
-                           "choose another folder (hydra.run.dir=...)")
     job = plan(cfg)
     MODELS.start_job()
     data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
@@ -74,8 +76,8 @@ def run(cfg, out_dir: Path | None = None) -> dict:
     result = evaluate(job, data, cache)
     record = results_record(result, job.config, job.scoped_settings(), started, time.perf_counter() - clock)
     record["run"] = {**cache.summary(), "out_dir": str(out_dir), "models_reused": MODELS.reused}
-    if cache.resumed:
-        print(f"evalkit: resumed: {cache.resumed} finished units of an interrupted run were reused", file=sys.stderr)
+    if job.run.limit is not None:  # tokens for perplexity, examples elsewhere: said where the figures are
+        record["data"]["limit"] = {"first": job.run.limit, "of": job.evaluator.limit_counts(job.config["task"])}
     if distributed.is_main():  # under torchrun every rank holds the full result; one writes it
         cache.finish(record, result.samples)
         if out_dir is not None:
@@ -89,8 +91,9 @@ def write_results(out_dir: Path, record: dict, samples: list[dict], cached: bool
     rerun = "; the result is cached: rerun with another hydra.run.dir to get it without recomputing" if cached else ""
     try:
         write_run(out_dir, record, samples)
-    except FileExistsError:
-        raise EvalkitError(f"another run finished into {out_dir} meanwhile; its results.json is kept{rerun}") from None
+    except FileExistsError:  # the folder is claimed: only a process that ignores claims can have written it
+        raise EvalkitError(f"{out_dir / 'results.json'} was written by another process while this run held the "
+                           f"folder; it is kept{rerun}") from None
     except (OSError, ValueError) as error:  # ValueError: a non-finite number, which strict JSON refuses
         reason = getattr(error, "strerror", None) or str(error)
         raise EvalkitError(f"could not write the results into {out_dir} ({reason}){rerun}") from None
@@ -115,8 +118,10 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     models = load_models(job)
     main = models["model"]
     prepared = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
-    progress = cache.progress(prepared.units.count)
-    progress.keep_only(prepared.check_record)
+    progress = cache.progress(prepared.units.count, prepared.check_record)
+    if cache.resumed:
+        print(f"evalkit: resuming an interrupted run: {cache.resumed} of {prepared.units.count} "
+              f"{job.evaluator.unit_name}s were finished before and are reused", file=sys.stderr)
     records, timing = score_units(job, prepared, progress, main.device)
     outcome = prepared.aggregate(records, timing[f"{job.evaluator.throughput}_per_second"])
     provenance = main.provenance
@@ -136,14 +141,17 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, device: to
     size = min(prepared.auto_batch_size(device), max(len(todo), 1)) if auto else job.run.batch_size
     computed: dict[int, dict] = {}
     prepared.warm_up(todo)
-    bar = tqdm(total=sum(units.amounts[i] for i in todo), unit=evaluator.progress_unit,
+    total = sum(units.amounts[i] for i in todo)
+    if all(float(amount).is_integer() for amount in units.amounts):  # tokens, examples: 16/40, not 16.0/40.0
+        total = int(total)
+    bar = tqdm(total=total, unit=evaluator.progress_unit,
                desc=evaluator.name, dynamic_ncols=True, disable=not distributed.is_main())
 
     def keep(batch: list[int], records: list[dict]) -> None:
         check_finite(evaluator, batch, records)
         progress.save(batch, records)
         computed.update(zip(batch, records))
-        bar.update(sum(units.amounts[i] for i in batch))
+        bar.update(type(total)(sum(units.amounts[i] for i in batch)))
 
     with bar, torch.inference_mode():
         started = time.perf_counter()
@@ -181,9 +189,10 @@ def check_finite(evaluator: Evaluator, batch: list[int], records: list[dict]) ->
                                    "model's outputs are not finite there; nothing is written or cached")
 
 
-def reuse_cached(entry: Path, out_dir: Path | None) -> dict:
-    """Copy a cached result into this run's folder, saying where and when it was computed."""
-    record = json.loads((entry / "results.json").read_text(encoding="utf-8"))
+def reuse_cached(hit: CachedResult, out_dir: Path | None) -> dict:
+    """Copy a cached result (checked against its samples) into this run's folder, saying where and when it was
+    computed."""
+    record = hit.record
     print(f"evalkit: cache hit: this model, data and settings were evaluated in {record['run']['out_dir']} "
           f"(started {record['started_at']}); result copied, nothing recomputed (force=true recomputes)",
           file=sys.stderr)
@@ -191,5 +200,5 @@ def reuse_cached(entry: Path, out_dir: Path | None) -> dict:
     record["run"] = {**record["run"], "cache_hit": True, "out_dir": str(out_dir),
                      "computed_in": record["run"]["out_dir"], "reused_at": reused_at}
     if distributed.is_main() and out_dir is not None:
-        write_results(out_dir, record, [sample for _, sample in read_jsonl(entry / "samples.jsonl")], cached=True)
+        write_results(out_dir, record, hit.samples, cached=True)
     return record

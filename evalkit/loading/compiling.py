@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
+from evalkit.errors import EvalkitError
 from evalkit.scoring.probes import model_device
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -65,7 +66,14 @@ def keep_compiled_artifacts() -> None:
 
     folder = os.environ.get("EVALKIT_COMPILE_CACHE", "~/.cache/evalkit/compiled")
     if folder and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(Path(folder).expanduser())
+        path = Path(folder).expanduser()
+        try:  # here, as one line: Inductor would fail deep inside the first compile with a traceback
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise EvalkitError(f"EVALKIT_COMPILE_CACHE={folder} cannot be the compiled-graph cache ({error.strerror}: "
+                               "it must be a folder this process can create and write); set another, or empty "
+                               "for torch's own") from None
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
 
 
 def compile_regions(model: torch.nn.Module, mode: str | None) -> str:

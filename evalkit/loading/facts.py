@@ -5,12 +5,12 @@ run reads (sources.model_facts), which also knows what the file alone cannot."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit import files
 from evalkit.errors import EvalkitError
 from evalkit.loading.locations import dequantized, is_ctranslate2, is_random_init, resolve_location
 
@@ -91,9 +91,12 @@ def file_facts(spec: Mapping) -> ModelFacts | None:
         path = Path(found) if isinstance(found, str) else None
     else:
         path = Path(location.path) / "config.json"
+    if path is None or not path.exists():
+        return None
+    data = files.read_bytes(path, files.RECORD_LIMIT, "model config")  # a FIFO or device is one line, never a hang
     try:
-        return ModelFacts.of(json.loads(path.read_text(encoding="utf-8"))) if path and path.is_file() else None
-    except (OSError, ValueError):  # unreadable: the full check reports it when transformers reads the config
+        return ModelFacts.of(files.parse_json(data.decode("utf-8"), str(path)))
+    except ValueError:  # not JSON: the full check reports it when transformers reads the config
         return None
 
 

@@ -12,9 +12,16 @@ from pathlib import Path
 
 import torch
 
+from evalkit.files import check_regular
 from evalkit.hashing import canonical_json, sha256_files
 from evalkit.loading.ctranslate2 import weight_files as ctranslate2_weight_files
-from evalkit.loading.locations import Location, is_ctranslate2, is_random_init, resolve_location
+from evalkit.loading.locations import (
+    Location,
+    is_ctranslate2,
+    is_random_init,
+    resolve_location,
+    tokenizer_location,
+)
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
@@ -25,7 +32,7 @@ def weights_fingerprint(location: Location) -> dict:
     if location.gguf_file:
         files = [root / location.gguf_file]
     else:
-        files = sorted(p for p in root.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file())
+        files = model_files(root, WEIGHT_SUFFIXES)
     digests = {p.name: sha256_files([p]) for p in files}
     if len(digests) == 1:
         combined = next(iter(digests.values()))
@@ -62,19 +69,52 @@ def random_init_recipe(spec: Mapping, seed: int, device_type: str) -> dict:
             "generator": init_generator(device_type)}
 
 
+# files beside the weights that change what a model computes: its config (activation, norm epsilon, rope), generation
+# config, tokenizer (vocabulary, merges, special tokens, chat template) and remote code
+DEFINITION_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".py", ".tiktoken")
+
+
+def model_files(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """A model folder's files with these suffixes; one that is a FIFO or a device is refused (one line), since the
+    libraries that load it would block on it or read it without end."""
+    found = sorted(p for p in root.iterdir() if p.suffix in suffixes and not p.is_dir())
+    for path in found:
+        check_regular(path, "model file")
+    return found
+
+
+def definition_fingerprint(spec: Mapping) -> str | None:
+    """sha256 over the names and contents of the definition files of the model's folder and of its tokenizer's (when
+    that is elsewhere): editing a config.json or tokenizer.json makes a new cache key, as editing weights does. None
+    when there are no local files (a hub commit pins them)."""
+    folders = [] if is_random_init(spec) else [resolve_location(spec)]
+    if spec.get("tokenizer"):
+        folders.append(tokenizer_location(spec))
+    digests = [f"{p}:{sha256_files([p])}" for folder in folders if folder.source != "hub"
+               for p in model_files(Path(folder.path), DEFINITION_SUFFIXES)]
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest() if digests else None
+
+
 def model_fingerprint(spec: Mapping, seed: int = 0, device_type: str = "cpu") -> str | None:
-    """What identifies a model's weights, known before they are loaded: sha256 of local weight files, the pinned hub
-    commit, or the recipe of a random init (seed and generator). None when a hub revision cannot be pinned."""
+    """What identifies a model, known before its weights are loaded: sha256 of local weight files, the pinned hub
+    commit, or the recipe of a random init (seed and generator); with the definition files of local folders (config,
+    tokenizer, generation config). None when a hub revision cannot be pinned."""
     if is_random_init(spec):
         recipe = random_init_recipe(spec, seed, device_type)
-        return "random-init:" + hashlib.sha256(canonical_json(recipe).encode()).hexdigest()
-    location = resolve_location(spec)
-    if is_ctranslate2(spec):
-        return "sha256:" + sha256_files(ctranslate2_weight_files(spec, location))
-    if location.source == "hub":
-        commit = hub_commit(location.path, location.revision)
-        return f"hub:{location.path}@{commit}" if commit else None
-    return "sha256:" + weights_fingerprint(location)["weights_sha256"]
+        weights = "random-init:" + hashlib.sha256(canonical_json(recipe).encode()).hexdigest()
+    else:
+        location = resolve_location(spec)
+        if is_ctranslate2(spec):
+            weights = "sha256:" + sha256_files(ctranslate2_weight_files(spec, location))
+        elif location.source == "hub":
+            commit = hub_commit(location.path, location.revision)
+            if commit is None:
+                return None
+            weights = f"hub:{location.path}@{commit}"
+        else:
+            weights = "sha256:" + weights_fingerprint(location)["weights_sha256"]
+    definition = definition_fingerprint(spec)
+    return f"{weights}+definition:{definition}" if definition else weights
 
 
 def tensor_digest(name: str, tensor: torch.Tensor) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from evalkit.files import follow_umask
 from evalkit.loading.locations import Location, copy_folder
 
 
@@ -25,6 +26,7 @@ def keep(location: Location, model: torch.nn.Module, tokenizer) -> None:
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
+        follow_umask(staging, folder=True)  # mkdtemp's 0700 would keep the other users of a shared cache out
     except OSError as error:
         warn(location, error)
         return

@@ -7,6 +7,7 @@ import gc
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,13 +15,15 @@ import torch
 from evalkit.hashing import canonical_json
 from evalkit.loading.loaded import LoadedModel
 from evalkit.loading.loader import load_fresh
+from evalkit.loading.locations import is_random_init, resolve_location, tokenizer_location
 from evalkit.loading.options import LoadOptions
 
 
 class ModelPool:
-    """Loaded models keyed by the model spec, the loading options and the head. Before a model not in the pool is
-    loaded, every model the current job has not asked for is dropped and the accelerator's cached memory released, so
-    two different models never share the card. Off until a job starts: library callers get a fresh model each time."""
+    """Loaded models keyed by the model spec, the loading options, the head and the state of its files. Before a
+    model not in the pool is loaded, every model the current job has not asked for is dropped and the accelerator's
+    cached memory released, so two different models never share the card. Off until a job starts: library callers
+    get a fresh model each time."""
 
     def __init__(self):
         self.models: dict[str, LoadedModel] = {}
@@ -34,7 +37,7 @@ class ModelPool:
     def get(self, spec: Mapping, options: LoadOptions, head: str, config: Any = None) -> LoadedModel:
         if not self.enabled:
             return load_fresh(spec, options, head, config)
-        key = canonical_json([dict(spec), asdict(options), head])
+        key = canonical_json([dict(spec), asdict(options), head, files_stamp(spec)])
         self.wanted.add(key)
         if key in self.models:
             self.reused.append(spec.get("name") or str(spec.get("name_or_path")))
@@ -50,6 +53,17 @@ class ModelPool:
                 torch.cuda.empty_cache()
         self.models[key] = load_fresh(spec, options, head, config)
         return self.models[key]
+
+
+def files_stamp(spec: Mapping) -> list:
+    """Name, size and modification time of every file in the model's local folders (weights, config, tokenizer): a
+    model whose files changed since it was loaded is loaded again, never reused."""
+    folders = [] if is_random_init(spec) else [resolve_location(spec)]
+    if spec.get("tokenizer"):
+        folders.append(tokenizer_location(spec))
+    return [(str(path), status.st_size, status.st_mtime_ns)
+            for folder in folders if folder.source != "hub"
+            for path in sorted(Path(folder.path).iterdir()) if (status := path.stat()) and path.is_file()]
 
 
 MODELS = ModelPool()

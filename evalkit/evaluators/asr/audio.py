@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from evalkit.data import Utterance
 from evalkit.errors import EvalkitError
+from evalkit.files import check_regular
 from evalkit.metrics import bootstrap_ratio_interval
 
 NORMALIZERS = ("whisper_english", "basic", "none")
@@ -46,6 +47,7 @@ def audio_duration(audio) -> float:
     if isinstance(audio, Mapping):
         frames, rate = len(audio["array"]), int(audio["sampling_rate"])
     else:
+        check_regular(audio, "audio file")  # libsndfile would block on a FIFO's open
         info = soundfile.info(str(audio))
         frames, rate = info.frames, info.samplerate
     if frames <= 0:
@@ -92,7 +94,7 @@ def prepare(utterances: list[Utterance], normalize, on_error: str) -> tuple[list
                 raise ValueError("empty reference")
             try:
                 duration = audio_duration(utterance.audio)
-            except (OSError, RuntimeError, TypeError, KeyError, soundfile.LibsndfileError) as error:
+            except (OSError, RuntimeError, TypeError, KeyError, soundfile.LibsndfileError, EvalkitError) as error:
                 raise ValueError(f"unreadable audio {utterance.audio} ({error})") from None
             prepared.append(Prepared(utterance, duration, normalize(utterance.text)))
         except ValueError as error:

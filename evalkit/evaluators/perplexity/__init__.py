@@ -164,6 +164,9 @@ class Perplexity(Evaluator):
             requests["reference"] = ModelRequest(model_spec(settings.reference_model), "causal-lm", unquantized=True)
         return requests
 
+    def limit_counts(self, task: Mapping) -> str:
+        return "documents" if task.get("documents") else "tokens"
+
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         if task.get("documents"):  # limit: the first N documents
             documents, origin = load_documents(task, run.data_dir, run.limit)
