@@ -150,9 +150,9 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--max-gen-toks", type=int, default=256)
-    parser.add_argument("--lm-eval-batch", type=int, default=8)
+    parser.add_argument("--lm-eval-batch", type=int, nargs="+", default=[8])
     parser.add_argument("--batch", type=int, nargs="+", default=[8])
-    parser.add_argument("--decode-steps", type=int, default=64)
+    parser.add_argument("--decode-steps", type=int, default=64, help="0: no decode-step figures")
     parser.add_argument("--out", type=Path, default=Path("generation.json"))
     args = parser.parse_args()
     if args.write_prompts:
@@ -164,7 +164,7 @@ def main() -> None:
     max_length = min(max_length, 2048)  # HFLM's cap for a model that names a longer context
     result = {"model": args.model, "dtype": args.dtype, "prompts": len(prompts), "max_gen_toks": args.max_gen_toks,
               "max_length": max_length, "until": UNTIL, "hardware": hardware(), "versions": library_versions(),
-              "evalkit": {}, "decode_step": {}}
+              "evalkit": {}, "decode_step": {}, "lm_eval": {}}
 
     def save():
         write_json(args.out, result)
@@ -175,21 +175,28 @@ def main() -> None:
         tokens = sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
         result["evalkit"][str(batch)] = {"seconds": seconds, "kept_tokens": tokens, "texts": texts}
         save()
-    for batch in args.batch:
+    for batch in args.batch if args.decode_steps else []:
         result["decode_step"][str(batch)] = decode_steps(model, tokenizer, prompts, batch, max_length,
                                                          args.decode_steps, args.device)
         save()
-    theirs, seconds = timed(args.device, lambda: lm_eval_generate(model, tokenizer, prompts, args.lm_eval_batch,
-                                                                  args.max_gen_toks, max_length, args.device))
-    result["lm_eval"] = {"batch": args.lm_eval_batch, "seconds": seconds, "texts": theirs}
-    for run in result["evalkit"].values():
-        run["speedup_over_lm_eval"] = seconds / run["seconds"]
-        run["identical_responses"] = sum(a == b for a, b in zip(run["texts"], theirs))
+    for batch in args.lm_eval_batch:
+        theirs, seconds = timed(args.device, lambda: lm_eval_generate(model, tokenizer, prompts, batch,
+                                                                      args.max_gen_toks, max_length, args.device))
+        result["lm_eval"][str(batch)] = {"seconds": seconds, "texts": theirs}
+        for run in result["evalkit"].values():
+            run[f"speedup_over_lm_eval_batch{batch}"] = seconds / run["seconds"]
+            run[f"identical_responses_to_lm_eval_batch{batch}"] = sum(a == b for a, b in zip(run["texts"], theirs))
+        save()
+    first, *others = result["lm_eval"].values()
+    for other in others:  # how much lm-eval's own outputs move with its batch size
+        other[f"identical_responses_to_lm_eval_batch{args.lm_eval_batch[0]}"] = sum(
+            a == b for a, b in zip(first["texts"], other["texts"]))
     save()
-    print(json.dumps({"lm_eval_seconds": seconds, **{f"evalkit_b{b}": {k: v for k, v in run.items() if k != "texts"}
-                                                     for b, run in result["evalkit"].items()},
+    print(json.dumps({"lm_eval": {b: {k: v for k, v in run.items() if k != "texts"} for b, run in
+                                  result["lm_eval"].items()},
+                      "evalkit": {b: {k: v for k, v in run.items() if k != "texts"}
+                                  for b, run in result["evalkit"].items()},
                       "decode_step": result["decode_step"]}, indent=1))
-
 
 if __name__ == "__main__":
     main()
