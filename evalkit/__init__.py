@@ -20,10 +20,11 @@ def evaluate(model=None, task: str | None = None, out_dir=None, **settings) -> d
     import sys
     from pathlib import Path
 
-    from evalkit.cli import startup
+    from evalkit.cli import noise, startup
 
     if "huggingface_hub" not in sys.modules and (offline := startup.go_offline_if_unreachable()):
         print(offline, file=sys.stderr)  # probed once per process, before the Hub's client reads the setting
+    noise.quiet(settings.get("verbose") is True)  # the known-harmless notices the command line hides too
     from evalkit.config.compose import compose_config
     from evalkit.job import runner
 
