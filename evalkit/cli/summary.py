@@ -51,3 +51,17 @@ def model_identity(model: dict) -> str:
     if model.get("parameters"):
         parts.append(f"{model['parameters'] / 1e6:,.1f}M parameters")
     return "; ".join(parts)
+
+
+def sweep_table(runs: list[tuple[str, str, dict]]) -> str:
+    """A sweep's finished runs side by side: (job, its overrides, its results record) -> one line each with its
+    headline metric and interval."""
+    lines = [f"{'job':<5}{'overrides':<44}{'metric':<16}{'value':>12}  95% interval"]
+    for job, overrides, record in runs:
+        metric = evaluators.get(record["evaluator"]).headline()
+        value = record["metrics"].get(metric.name)
+        interval = record["metrics"].get(metric.interval) if metric.interval else None
+        shown = f"{value:>12.4f}" if is_number(value) and not isinstance(value, bool) else f"{value!s:>12}"
+        bounds = f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        lines.append(f"{job:<5}{overrides:<44}{metric.name:<16}{shown}  {bounds}".rstrip())
+    return "\n".join(lines)
