@@ -30,7 +30,7 @@ def main() -> None:
         return
     say(startup.announcement(argv))
     say(startup.go_offline_if_unreachable())
-    noise.quiet("verbose=true" in argv)  # before torch and transformers are imported: some of their noise comes at import
+    noise.quiet("verbose=true" in argv)  # before torch and transformers are imported: some noise comes at import
     from evalkit.cli.command import run
 
     run(argv)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from conftest import ROOT, SHARED_DATA
 
-
 EXTRAS = ("jiwer", "soundfile", "_soundfile", "soxr", "whisper_normalizer", "torchao")  # pyproject's [asr], [quant]
 
 
