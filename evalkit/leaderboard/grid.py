@@ -25,7 +25,7 @@ def evaluator_keys(name: str, **metadata) -> tuple[str, ...]:
 
 
 def variant_label(model: str, loading: dict) -> str:
-    """'smollm2-135m-instruct-q4_1', or 'smollm2-135m-instruct-q4_1 (torchao-int8, bfloat16)' for a quantized or re-typed run of it."""
+    """'smollm2-135m', or 'smollm2-135m (torchao-int8, bfloat16)' for a quantized or re-typed run of it."""
     parts = [str(loading[key]) for key in VARIANT_KEYS if loading.get(key, VARIANT_DEFAULTS[key]) !=
              VARIANT_DEFAULTS[key]]
     return f"{model} ({', '.join(parts)})" if parts else model
