@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SMOL
 
 import evalkit
 from evalkit.config.checks import check_config
@@ -194,3 +194,11 @@ def test_a_sweep_ends_with_a_table_of_its_runs(tmp_path):
                                                       ["1", "stride=512", "perplexity", "20.5000"],
                                                       ["10", "stride=1024", "perplexity", "21.0000"]]
     assert lines[1].endswith("[18.2500, 20.2500]")
+
+
+def test_the_default_models_former_name_is_an_alias_of_its_preset():
+    from evalkit.config.presets import model_spec
+
+    assert compose_config(None, "text").model.name == SMOL  # the Instruct model in a Q4_1 GGUF, labelled so
+    assert model_spec("smollm2-135m") == model_spec(SMOL) and model_spec(SMOL)["name"] == SMOL
+    assert compose_config("smollm2-135m", "text").model == compose_config(SMOL, "text").model
