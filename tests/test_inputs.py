@@ -185,7 +185,7 @@ def test_a_sweep_ends_with_a_table_of_its_runs(tmp_path):
 
     for job, stride, ppl in (("1", 512, 20.5), ("0", 256, 19.25), ("10", 1024, 21.0)):
         (tmp_path / job / ".hydra").mkdir(parents=True)
-        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- stride={stride}\n")
+        (tmp_path / job / ".hydra" / "overrides.yaml").write_text(f"- limit=64\n- stride={stride}\n")
         record = {"evaluator": "perplexity", "metrics": {"perplexity": ppl, "perplexity_ci95": [ppl - 1, ppl + 1]}}
         (tmp_path / job / "results.json").write_text(json.dumps(record))
     (tmp_path / "2").mkdir()  # a failed job: no result, no row

@@ -35,7 +35,8 @@ def test_stride_sweep_reuses_the_model_and_perplexity_falls_with_stride(tmp_path
     assert all(r["metrics"]["tokens_scored"] == 1023 for r in runs)
     assert sweep.stderr.count(f"reusing the loaded model {SMOL}") == 2  # loaded once for three jobs
     assert [r["run"]["models_reused"] for r in runs] == [[], [SMOL], [SMOL]]
-    table = sweep.stdout.splitlines()[-4:]  # the sweep ends with its runs side by side
+    lines = sweep.stdout.splitlines()  # the sweep ends with its runs side by side, each by what sets it apart
+    table = lines[max(i for i, line in enumerate(lines) if line.startswith("job  overrides")):]
     assert [line.split()[:4] for line in table[1:]] == [
         [str(job), f"stride={stride}", "perplexity", f"{r['metrics']['perplexity']:.4f}"]
         for job, (stride, r) in enumerate(zip((64, 128, 256), runs))]

@@ -23,7 +23,7 @@ def record_failure(sweep_dir: Path, job_number: int, overrides: list[str], error
         log.write(json.dumps({"job": job_number, "overrides": overrides, "error": error}) + "\n")
 
 
-def finished_runs(sweep_dir: Path) -> list[tuple[str, str, dict]]:
+def finished_runs(sweep_dir: Path) -> list[tuple[str, list[str], dict]]:
     """(job number, its overrides, its results record) of every job folder of the sweep that holds a result."""
     runs = []
     for results in sweep_dir.glob("*/results.json"):
@@ -32,7 +32,7 @@ def finished_runs(sweep_dir: Path) -> list[tuple[str, str, dict]]:
             overrides = OmegaConf.load(results.parent / ".hydra" / "overrides.yaml")
         except (OSError, ValueError, yaml.YAMLError):
             continue  # not a run this sweep finished whole: it is not in the table
-        runs.append((results.parent.name, " ".join(map(str, overrides)), record))
+        runs.append((results.parent.name, list(map(str, overrides)), record))
     return sorted(runs, key=lambda run: int(run[0]) if run[0].isdigit() else -1)
 
 
