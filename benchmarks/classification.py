@@ -59,7 +59,7 @@ def compare(name, reference, ours, reference_seconds, seconds, count):
 
 
 def loglikelihood_benchmark(count: int) -> dict:
-    spec = model_spec("smollm2-135m")
+    spec = model_spec("smollm2-135m-instruct-q4_1")
     loaded = load_model(spec, LoadOptions(device="cpu"), "causal-lm")
     plain = transformers.AutoModelForCausalLM.from_pretrained(loaded.provenance["location"],
                                                               gguf_file=loaded.provenance["gguf_file"]).eval()

@@ -135,7 +135,7 @@ def save_random(args, folder: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--random-shape", help="a random-init preset instead (e.g. random-gpt2-large), saved once")
     parser.add_argument("--tokenizer", help="with --random-shape: a local tokenizer folder")
     parser.add_argument("--device", default="cpu")

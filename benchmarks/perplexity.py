@@ -1,7 +1,8 @@
 """Perplexity speed on one machine: evalkit's variants (dtype, batch, CPU linear, compile) against the float32 HF
 docs loop, same model, same tokens, one process; writes JSON.
 
-    python benchmarks/perplexity.py --model smollm2-135m --tokens 16384 --stride 512 --out outputs/bench_cpu.json
+    python benchmarks/perplexity.py --model smollm2-135m-instruct-q4_1 --tokens 16384 --stride 512 \
+        --out outputs/bench_cpu.json
     python benchmarks/perplexity.py --model random-smollm2-135m --tokenizer DIR --variants float32,bfloat16 ...
 
 Figures are ratios against the reference measured in the same run, NLLs relative to the reference's. `--model` is a
@@ -134,7 +135,7 @@ def run_variant(spec: dict, name: str, device: str, tokens, windows, reference_n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--tokenizer", help="a tokenizer folder instead of the preset's")
     parser.add_argument("--tokens", type=int, default=16384)
     parser.add_argument("--stride", type=int, default=512)

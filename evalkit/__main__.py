@@ -18,6 +18,11 @@ def say(line: str | None) -> None:
 
 def main() -> None:
     argv = sys.argv[1:]
+    if "--version" in argv:  # evalkit's own, not Hydra's
+        from evalkit import __version__
+
+        print(f"evalkit {__version__}")
+        return
     if "--help" in argv or "-h" in argv:
         from evalkit.cli.manual import manual
 
@@ -25,7 +30,7 @@ def main() -> None:
         return
     say(startup.announcement(argv))
     say(startup.go_offline_if_unreachable())
-    noise.quiet(argv)  # before torch and transformers are imported: some of their noise comes at import
+    noise.quiet("verbose=true" in argv)  # before torch and transformers are imported: some noise comes at import
     from evalkit.cli.command import run
 
     run(argv)

@@ -30,7 +30,8 @@ TASK_FIELDS = {
     "name": (str,), "evaluator": (str,), "path": (str, None), "data_file": (str, None), "hub": (Mapping, None),
     "text_field": (str, list), "label_field": (str,), "label_offset": (int,), "labels": (list,),
     "format": (str, None), "line_rows": (bool,), "join": (str,), "method": (str, None), "questions": (str, None),
-    "context_field": (str,), "choices_field": (str,), "gold_field": (str,), "documents": (str, None),
+    "context_field": (str,), "choices_field": (str,), "gold_field": (str,), "choice_labels": (list, None),
+    "documents": (str, None),
     "detokenize": (str, None), "columns": (list, None), "description": (str, None), "fewshot": (Mapping, None),
     "subsets": (Mapping, None), "num_fewshot": (int,), "prompt": (str,), "target": (str,), "until": (list,),
     "max_gen_toks": (int, None), "filters": (Mapping,), "exact_match": (Mapping, None), "target_delimiter": (str,),
@@ -194,10 +195,9 @@ def label_index(value, names: list[str], offset: int, row: int) -> int:
     """A data label (an index, possibly 1-based by `offset`, or a label name) -> index into the label names."""
     if isinstance(value, str) and value in names:
         return names.index(value)
-    try:
-        index = int(value) - offset
-    except (TypeError, ValueError):
-        index = -1
+    whole = isinstance(value, int) and not isinstance(value, bool)  # true or 1.9 is no label (never index 1)
+    digits = isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit()
+    index = int(value) - offset if whole or digits else -1
     if not 0 <= index < len(names):
         raise EvalkitError(f"label {value!r} in row {row} is not a candidate; candidates: {', '.join(names)}")
     return index
@@ -267,12 +267,19 @@ def load_utterances(task: Mapping, data_dir: str | None, limit: int | None = Non
                     key, _, text = line.partition(" ")
                     utterances.append(Utterance(key, transcript.parent / f"{key}.flac", text))
     else:
-        utterances = [
-            Utterance(str(record.get("id", number)),
-                      path.parent / str(record["audio"]) if record.get("audio") else None, record.get("text"))
-            for number, record in read_jsonl(path)
-        ]
+        utterances = [manifest_utterance(record, path, number) for number, record in read_jsonl(path)]
     return utterances[:limit], str(path.resolve())
+
+
+def manifest_utterance(record: Mapping, path: Path, number: int) -> Utterance:
+    """A manifest line: `audio` a path (relative to the manifest), `text` the reference, optional `id`."""
+    for key, kinds in (("audio", (str,)), ("text", (str,)), ("id", (str, int))):
+        if record.get(key) is not None and (isinstance(record[key], bool) or not isinstance(record[key], kinds)):
+            raise EvalkitError(f"{path}:{number} has '{key}': {json.dumps(record[key])}; allowed: "
+                               f"{' or '.join(KINDS[kind] for kind in kinds)}")
+    audio = path.parent / record["audio"] if record.get("audio") else None
+    return Utterance(str(record["id"]) if record.get("id") is not None else str(number), audio,
+                     record.get("text"))
 
 
 def utterances_fingerprint(utterances: list[Utterance]) -> str:

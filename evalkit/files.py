@@ -62,10 +62,11 @@ def check_regular(path: Path, what: str = "") -> None:
 
 
 def read_text(path: Path, limit: int = DATA_LIMIT, what: str = "") -> str:
-    """A regular file's UTF-8 text (newlines as written); one line of error for anything else."""
+    """A regular file's UTF-8 text (newlines as written; a leading byte-order mark, as Excel writes CSV, is no
+    text); one line of error for anything else."""
     data = read_bytes(path, limit, what)
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise EvalkitError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
 

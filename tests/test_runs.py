@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SHARED_DATA, api_keys, read_samples, run_cli
+from conftest import ROOT, SHARED_DATA, SMOL, api_keys, read_samples, run_cli
 
 import evalkit
 from evalkit.hashing import canonical_json
@@ -33,8 +33,13 @@ def test_stride_sweep_reuses_the_model_and_perplexity_falls_with_stride(tmp_path
     perplexities = [r["metrics"]["perplexity"] for r in runs]
     assert perplexities[0] < perplexities[1] < perplexities[2]  # more context per scored token, lower perplexity
     assert all(r["metrics"]["tokens_scored"] == 1023 for r in runs)
-    assert sweep.stderr.count("reusing the loaded model smollm2-135m") == 2  # loaded once for three jobs
-    assert [r["run"]["models_reused"] for r in runs] == [[], ["smollm2-135m"], ["smollm2-135m"]]
+    assert sweep.stderr.count(f"reusing the loaded model {SMOL}") == 2  # loaded once for three jobs
+    assert [r["run"]["models_reused"] for r in runs] == [[], [SMOL], [SMOL]]
+    lines = sweep.stdout.splitlines()  # the sweep ends with its runs side by side, each by what sets it apart
+    table = lines[max(i for i, line in enumerate(lines) if line.startswith("job  overrides")):]
+    assert [line.split()[:4] for line in table[1:]] == [
+        [str(job), f"stride={stride}", "perplexity", f"{r['metrics']['perplexity']:.4f}"]
+        for job, (stride, r) in enumerate(zip((64, 128, 256), runs))]
 
 
 def test_cache_hit_on_identical_rerun_and_miss_on_any_change(tmp_path, tiny_gpt2_dir, capfd):

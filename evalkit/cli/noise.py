@@ -3,6 +3,7 @@ problems are what reaches the terminal; `verbose=true` shows everything. Set up 
 
 from __future__ import annotations
 
+import functools
 import logging
 
 # loggers whose warnings are about optional kernels evalkit does not use (torchao's CUDA extensions, Triton) or about
@@ -13,8 +14,10 @@ QUIET_LOGGERS = ("torchao", "torch.utils._pytree")
 NOTICES = {"transformers.generation.utils": "Passing `generation_config` together with generation-related arguments"}
 
 
-def quiet(argv: list[str]) -> None:
-    if "verbose=true" in argv:
+@functools.cache  # once per process: the API may be called many times, and each call would add the filters again
+def quiet(verbose: bool = False) -> None:
+    """Silence the notices above, unless `verbose`."""
+    if verbose:
         return
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)

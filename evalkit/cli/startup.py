@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from omegaconf import OmegaConf
 
 from evalkit.config import CONF_DIR
+from evalkit.config.presets import preset_config
 
 # flags of Hydra's command line that take the next argument as their value
 VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
@@ -72,7 +73,7 @@ def announcement(argv: list[str]) -> str | None:
     preset = CONF_DIR / "model" / f"{model}.yaml"
     where = values.get("model.name_or_path")
     if where is None and "," not in model and preset.is_file():
-        where = OmegaConf.load(preset).get("name_or_path")
+        where = preset_config(model).get("name_or_path")
     shown = where if "model.name_or_path" in values and "model.name" not in values else model
     origin = f" ({where})" if where and where != shown else ""
     sweep = "a sweep: " if {"-m", "--multirun"} & set(argv) else ""

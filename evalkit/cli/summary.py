@@ -53,3 +53,20 @@ def model_identity(model: dict) -> str:
     if model.get("parameters"):
         parts.append(f"{model['parameters'] / 1e6:,.1f}M parameters")
     return "; ".join(parts)
+
+
+def sweep_table(runs: list[tuple[str, list[str], dict]]) -> str:
+    """A sweep's finished runs side by side: (job, its overrides, its results record) -> one line each with what
+    sets it apart (the overrides not shared by every run), its headline metric and interval."""
+    shared = set.intersection(*(set(overrides) for _, overrides, _ in runs)) if runs else set()
+    varying = [" ".join(o for o in overrides if o not in shared) or "-" for _, overrides, _ in runs]
+    width = max([len("overrides"), *map(len, varying)]) + 2
+    lines = [f"{'job':<5}{'overrides':<{width}}{'metric':<16}{'value':>12}  95% interval"]
+    for (job, _, record), overrides in zip(runs, varying):
+        metric = evaluators.get(record["evaluator"]).headline()
+        value = record["metrics"].get(metric.name)
+        interval = record["metrics"].get(metric.interval) if metric.interval else None
+        shown = f"{value:>12.4f}" if is_number(value) and not isinstance(value, bool) else f"{value!s:>12}"
+        bounds = f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        lines.append(f"{job:<5}{overrides:<{width}}{metric.name:<16}{shown}  {bounds}".rstrip())
+    return "\n".join(lines)

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from evalkit.cli.summary import sweep_table
 
 FAILED_JOBS = "failed_jobs.jsonl"  # in the sweep folder: one line per failed job, appended by the job itself
 
@@ -20,11 +23,29 @@ def record_failure(sweep_dir: Path, job_number: int, overrides: list[str], error
         log.write(json.dumps({"job": job_number, "overrides": overrides, "error": error}) + "\n")
 
 
+def finished_runs(sweep_dir: Path) -> list[tuple[str, list[str], dict]]:
+    """(job number, its overrides, its results record) of every job folder of the sweep that holds a result."""
+    runs = []
+    for results in sweep_dir.glob("*/results.json"):
+        try:
+            record = json.loads(results.read_text(encoding="utf-8"))
+            overrides = OmegaConf.load(results.parent / ".hydra" / "overrides.yaml")
+        except (OSError, ValueError, yaml.YAMLError):
+            continue  # not a run this sweep finished whole: it is not in the table
+        runs.append((results.parent.name, list(map(str, overrides)), record))
+    return sorted(runs, key=lambda run: int(run[0]) if run[0].isdigit() else -1)
+
+
 class SweepReport(Callback):
     """At the end of a multirun, in the process that launched it: name the failed jobs and exit with status 2."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        log = Path(config.hydra.sweep.dir) / FAILED_JOBS
+        sweep_dir = Path(config.hydra.sweep.dir)
+        finished = finished_runs(sweep_dir)
+        if finished:
+            print(f"evalkit: sweep {sweep_dir}: {len(finished)} run(s) finished", file=sys.stderr)
+            print(sweep_table(finished))
+        log = sweep_dir / FAILED_JOBS
         if not log.is_file():
             return
         failures = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]

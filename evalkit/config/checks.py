@@ -12,8 +12,9 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from evalkit import evaluators
+from evalkit.config.keys import TASK_SECTIONS, check_known, check_model_keys, did_you_mean
 from evalkit.config.settings import check_only_with, read_settings
-from evalkit.data import check_task
+from evalkit.data import TASK_FIELDS, check_task
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.base import NOT_SETTINGS, Evaluator, ModelCheck, ModelRequest, RunSettings
 from evalkit.loading.facts import ModelFacts, check_trained_head, file_facts
@@ -35,8 +36,8 @@ def check_keys(config: Mapping, evaluator_name: str, task: str) -> None:
     allowed = allowed_keys(evaluator_name)
     for key in config:
         if key not in allowed:
-            raise EvalkitError(f"key '{key}' is not read by the {evaluator_name} evaluator (task {task}); allowed: "
-                               f"{', '.join(sorted(allowed))}")
+            raise EvalkitError(f"key '{key}' is not read by the {evaluator_name} evaluator (task {task}); "
+                               f"{did_you_mean(str(key), allowed)}allowed: {', '.join(sorted(allowed))}")
 
 
 @dataclass
@@ -63,6 +64,8 @@ def check_config(cfg) -> CheckedConfig:
     check_task(task)
     evaluator = evaluators.get(task.get("evaluator"))
     check_keys(config, evaluator.name, task.get("name"))
+    check_known(task, (*TASK_FIELDS, *TASK_SECTIONS), "task")
+    check_model_keys(config["model"])
     run = read_settings(RunSettings, config)
     loading = read_settings(LoadOptions, config)
     check_combinations(loading)

@@ -144,6 +144,17 @@ def check_output_folder(values: dict, multirun: bool) -> None:
                            f"with {key}=DIR")
 
 
+def model_argument(model):
+    """The API's `model`: a preset name, a hub id or path (a path object is its text), a model spec mapping, or
+    None (the default preset); anything else is one line, never the default model evaluated in its place."""
+    if isinstance(model, os.PathLike):  # a path even where its text names a preset (a folder called gpt2)
+        return {"name": os.fspath(model), "name_or_path": os.fspath(model)}
+    if model is None or isinstance(model, Mapping) or (isinstance(model, str) and model.strip()):
+        return model
+    raise EvalkitError(f"model={model!r} is not allowed; allowed: a preset name ({', '.join(choices('model'))}), a "
+                       "hub id or local path (str or pathlib.Path), a model spec mapping, or None for the default")
+
+
 def compose_config(model: str | Mapping | None = None, task: str | None = None, **settings) -> DictConfig:
     """The config a command line would compose: `model` a preset, a hub id or path, or a model spec mapping; `task`
     a task name; every other key a top-level setting (checked by the runner like a command-line key)."""
@@ -152,6 +163,7 @@ def compose_config(model: str | Mapping | None = None, task: str | None = None, 
 
     from evalkit.config.presets import model_spec
 
+    model = model_argument(model)
     register_defaults()
     register_resolvers()
     if settings.get(TASK_DIR_KEY) is not None:  # recorded as text, as the command line's task_dir= is

@@ -11,6 +11,7 @@ import torch
 import transformers
 
 from evalkit.errors import EvalkitError
+from evalkit.extras import extra
 from evalkit.loading import ctranslate2, gguf_cache
 from evalkit.loading.facts import context_length
 from evalkit.loading.fingerprints import init_generator, random_init_recipe, tensors_fingerprint, weights_fingerprint
@@ -166,9 +167,10 @@ def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config
 
 
 def torchao_quantize(model: torch.nn.Module, scheme: str) -> None:
-    from torchao.quantization import Int4WeightOnlyConfig, Int8WeightOnlyConfig, quantize_
-
-    quantize_(model, Int8WeightOnlyConfig() if scheme == "torchao-int8" else Int4WeightOnlyConfig(group_size=128))
+    quantization = extra("torchao.quantization")
+    config = quantization.Int8WeightOnlyConfig() if scheme == "torchao-int8" else quantization.Int4WeightOnlyConfig(
+        group_size=128)
+    quantization.quantize_(model, config)
 
 
 def bitsandbytes_config(quantization: str, compute_dtype: torch.dtype) -> Any:

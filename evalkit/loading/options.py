@@ -124,9 +124,15 @@ def check_combinations(options: LoadOptions) -> None:
     check_tensor_parallel(options)
     if str(options.device).startswith(("cpu", "mps")):
         check_quantization_device(options, str(options.device))
+    if QUANTIZATIONS[options.quantization][0] != "bitsandbytes" or str(options.device).startswith("cuda"):
+        check_quantization_package(options)  # bitsandbytes on device=auto: once the device is known (CUDA or not)
+
+
+def check_quantization_package(options: LoadOptions) -> None:
     backend = QUANTIZATIONS[options.quantization][0]
     if backend and importlib.util.find_spec(backend) is None:
-        raise EvalkitError(f"quantization={options.quantization} needs the {backend} package: pip install {backend}")
+        install = "pip install 'evalkit[quant]'" if backend == "torchao" else f"pip install {backend}"
+        raise EvalkitError(f"quantization={options.quantization} needs the {backend} package: {install}")
 
 
 def check_tensor_parallel(options: LoadOptions) -> None:
@@ -136,8 +142,10 @@ def check_tensor_parallel(options: LoadOptions) -> None:
         raise EvalkitError(
             "tp_plan=auto shards the model itself: it cannot be combined with device_map or quantization")
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
-        raise EvalkitError("tp_plan=auto shards the model over several processes: start evalkit with torchrun "
-                           "--nproc_per_node N (one per GPU)")
+        started = ("torchrun started one process (WORLD_SIZE=1); give it --nproc_per_node N with N >= 2"
+                   if "WORLD_SIZE" in os.environ else "start evalkit with torchrun --nproc_per_node N, N >= 2")
+        raise EvalkitError(f"tp_plan=auto shards the model over several processes (one per GPU): {started}, or "
+                           "leave tp_plan out to run on one device")
 
 
 def check_quantization_device(options: LoadOptions, device_type: str) -> None:
@@ -161,3 +169,4 @@ def check_on_device(options: LoadOptions, device: torch.device) -> None:
         if str(key) not in places:
             raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {', '.join(places)}")
     check_quantization_device(options, device.type)
+    check_quantization_package(options)

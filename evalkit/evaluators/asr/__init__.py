@@ -9,8 +9,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-import jiwer
-
 from evalkit.config.settings import setting
 from evalkit.data import load_utterances, utterances_fingerprint
 from evalkit.evaluators.asr.audio import (
@@ -24,6 +22,7 @@ from evalkit.evaluators.asr.audio import (
     wer_metrics,
 )
 from evalkit.evaluators.base import TEXT, Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units
+from evalkit.extras import extra
 
 if TYPE_CHECKING:
     from evalkit.evaluators.asr.transcriber import Transcriber
@@ -135,6 +134,7 @@ class AsrJob(PreparedJob):
         metrics.update(utterances=len(prepared), skipped=len(self.skipped), skipped_utterances=self.skipped,
                        audio_seconds=sum(p.duration for p in prepared), rtfx=throughput,
                        normalizer=self.settings.normalizer)
+        jiwer = extra("jiwer")
         samples = [
             {"id": p.utterance.id,
              "audio": str(p.utterance.audio) if not isinstance(p.utterance.audio, Mapping) else None,

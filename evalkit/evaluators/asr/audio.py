@@ -11,14 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import jiwer
 import numpy as np
-import soundfile
-import soxr
 from tqdm.auto import tqdm
 
 from evalkit.data import Utterance
 from evalkit.errors import EvalkitError
+from evalkit.extras import extra
 from evalkit.files import check_regular
 from evalkit.metrics import bootstrap_ratio_interval
 
@@ -30,13 +28,9 @@ WHISPER_WINDOW_S = 30.0  # Whisper's encoder sees 30 s; longer audio goes throug
 def normalizer(name: str):
     """The text normaliser applied to references and hypotheses alike."""
     if name == "whisper_english":
-        from whisper_normalizer.english import EnglishTextNormalizer  # Whisper's English normaliser, spellings included
-
-        return EnglishTextNormalizer()
+        return extra("whisper_normalizer.english").EnglishTextNormalizer()  # Whisper's, spellings included
     if name == "basic":
-        from whisper_normalizer.basic import BasicTextNormalizer
-
-        return BasicTextNormalizer()
+        return extra("whisper_normalizer.basic").BasicTextNormalizer()
     if name == "none":
         return lambda text: text
     raise EvalkitError(f"normalizer={name} is not allowed; allowed: {', '.join(NORMALIZERS)}")
@@ -48,7 +42,7 @@ def audio_duration(audio) -> float:
         frames, rate = len(audio["array"]), int(audio["sampling_rate"])
     else:
         check_regular(audio, "audio file")  # libsndfile would block on a FIFO's open
-        info = soundfile.info(str(audio))
+        info = extra("soundfile").info(str(audio))
         frames, rate = info.frames, info.samplerate
     if frames <= 0:
         raise ValueError("zero-length audio")
@@ -63,6 +57,7 @@ def read_audio(audio, rate: int, start_s: float = 0.0, stop_s: float | None = No
         stop = None if stop_s is None else round(stop_s * source_rate)
         samples = np.asarray(audio["array"], dtype=np.float32)[round(start_s * source_rate):stop]
     else:
+        soundfile = extra("soundfile")
         source_rate = soundfile.info(str(audio)).samplerate
         stop = None if stop_s is None else round(stop_s * source_rate)
         samples, source_rate = soundfile.read(str(audio), dtype="float32", always_2d=True,
@@ -70,7 +65,7 @@ def read_audio(audio, rate: int, start_s: float = 0.0, stop_s: float | None = No
         samples = samples.mean(axis=1)
     if samples.ndim != 1 or len(samples) == 0:
         raise ValueError("zero-length audio")
-    return samples if source_rate == rate else soxr.resample(samples, source_rate, rate).astype(np.float32)
+    return samples if source_rate == rate else extra("soxr").resample(samples, source_rate, rate).astype(np.float32)
 
 
 @dataclass
@@ -84,6 +79,7 @@ def prepare(utterances: list[Utterance], normalize, on_error: str) -> tuple[list
     """Check every utterance (its audio's header, not its samples: memory stays independent of the audio's length);
     a bad one raises (on_error=raise) or is skipped with its reason."""
     prepared, skipped = [], []
+    unreadable = (OSError, RuntimeError, TypeError, KeyError, extra("soundfile").LibsndfileError, EvalkitError)
     for utterance in tqdm(utterances, desc="reading audio", unit="utt", dynamic_ncols=True):
         try:
             if utterance.audio is None:
@@ -94,7 +90,7 @@ def prepare(utterances: list[Utterance], normalize, on_error: str) -> tuple[list
                 raise ValueError("empty reference")
             try:
                 duration = audio_duration(utterance.audio)
-            except (OSError, RuntimeError, TypeError, KeyError, soundfile.LibsndfileError, EvalkitError) as error:
+            except unreadable as error:
                 raise ValueError(f"unreadable audio {utterance.audio} ({error})") from None
             prepared.append(Prepared(utterance, duration, normalize(utterance.text)))
         except ValueError as error:
@@ -108,6 +104,7 @@ def prepare(utterances: list[Utterance], normalize, on_error: str) -> tuple[list
 
 def wer_metrics(references: list[str], hypotheses: list[str]) -> dict:
     """Corpus WER and its parts (jiwer), CER, and a 95% bootstrap interval over utterances."""
+    jiwer = extra("jiwer")
     words = jiwer.process_words(references, hypotheses)
     reference_words = np.array([len(r.split()) for r in references], dtype=float)
     errors = np.array([

@@ -5,6 +5,8 @@ ahead of the question. Pure and torch-free: prompts are built while the data is 
 
 from __future__ import annotations
 
+import json
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,8 +27,14 @@ class Document:
 
 
 def render(template: str, record: Mapping, where: str) -> str:
-    """The template with the record's fields filled in; a field the record lacks is one error line."""
+    """The template with the record's fields filled in; a field the record lacks, or one that is no text or number
+    (null would be the text "None"), is one error line."""
     try:
+        for _, name, _, _ in string.Formatter().parse(template):
+            value = record[name] if name and name in record else ""
+            if value is None or isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise EvalkitError(f"{where} has {name!r}: {json.dumps(value, default=str)}, not a text or number "
+                                   f"(task template: {template!r})")
         return template.format_map(record)
     except KeyError as error:
         raise EvalkitError(f"{where} has no field {error.args[0]!r} (task template: {template!r}); fields: "

@@ -1,7 +1,8 @@
 """Multiple choice and LAMBADA as lm-evaluation-harness scores them (units: questions). Each question's choices are
 scored by the log-likelihood of their continuation (scoring.causal_lm.CausalLM); acc takes the most likely choice,
 acc_norm divides by the choice's length first; a one-choice task (LAMBADA) reports acc as "the target is the greedy
-continuation" and the perplexity of the targets, exp(-mean log-likelihood), as lm-eval's lambada_openai does. The
+continuation" and the perplexity of the targets, exp(-mean log-likelihood), as lm-eval's lambada_openai does (its
+`questions: lambada` format declares it; a one-choice question of any other format is refused). The
 task YAML names its question format (questions.py), its data file and hub copy. The scoring layer (torch) is
 imported when scoring starts: the command line reads this module before torch is imported."""
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from evalkit.config.settings import setting
 from evalkit.evaluators.base import Data, Evaluator, Metric, ModelRequest, Outcome, PreparedJob, Units, bools, numbers
-from evalkit.evaluators.multiple_choice.questions import Question, load_questions, question_format
+from evalkit.evaluators.multiple_choice.questions import Question, load_questions, question_format, scored_as_greedy
 from evalkit.evaluators.multiple_choice.subsets import grouped_accuracy, load_grouped, subsets_of
 from evalkit.fewshot import num_fewshot_of
 from evalkit.hashing import canonical_json, sha256_text
@@ -103,7 +104,7 @@ class ChoiceJob(PreparedJob):
                 for question in self.lm.loglikelihood_tokens(self.encoded, batch)]
 
     def aggregate(self, records: list[dict], throughput: float) -> Outcome:
-        one_choice = all(len(q.choices) == 1 for q in self.questions)
+        one_choice = scored_as_greedy(self.task)  # LAMBADA's acc: declared by the task's question format
         samples, correct, correct_norm = [], [], []
         for index, (question, record) in enumerate(zip(self.questions, records)):
             lls = np.array(record["loglikelihoods"])

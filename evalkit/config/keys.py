@@ -1,0 +1,41 @@
+"""The keys a model spec and a task may hold: a key that nothing reads (a typo such as `+model.name_or_pth=...` or
+`+task.txt_field=body`) is one line with the nearest known key, as an unknown top-level key is, rather than a run
+that silently ignores it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+
+from evalkit.errors import EvalkitError
+
+# what the loading layer reads of a model spec (locations.py, sources.py, facts.py, ctranslate2.py) and of its
+# `tokenizer` section; `config` is the transformers config of a random-init model, passed on whole
+MODEL_KEYS = ("name", "name_or_path", "gguf_file", "revision", "install", "tokenizer", "architecture", "config",
+              "format", "model_bin")
+TOKENIZER_KEYS = ("name_or_path", "gguf_file", "revision", "install")
+# a classification task's per-method sections (templates), beside the fields data.TASK_FIELDS types
+TASK_SECTIONS = ("nli", "loglikelihood", "embedding")
+
+
+def did_you_mean(key: str, allowed: Iterable[str]) -> str:
+    """'did you mean stride? ' for the known key nearest to a misspelt one, else nothing."""
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def check_known(given: Mapping, allowed: Iterable[str], scope: str) -> None:
+    """Every key of `given` (the config node at `scope`, e.g. model) is one that is read."""
+    allowed = sorted(allowed)
+    for key in given:
+        if key not in allowed:
+            raise EvalkitError(f"{scope}.{key} is not a key of {scope}; {did_you_mean(str(key), allowed)}allowed: "
+                               f"{', '.join(allowed)}")
+
+
+def check_model_keys(spec, role: str = "model") -> None:
+    if not isinstance(spec, Mapping):
+        return  # a preset name or path (reference_model=...): read as such
+    check_known(spec, MODEL_KEYS, role)
+    if isinstance(spec.get("tokenizer"), Mapping):
+        check_known(spec["tokenizer"], TOKENIZER_KEYS, f"{role}.tokenizer")
