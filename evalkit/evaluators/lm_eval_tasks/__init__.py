@@ -37,6 +37,7 @@ class LmEvalTasks(Evaluator):
     throughput = "requests"
     progress_unit = "req"
     unit_name = "request"
+    task_keys = ("names", "include_path", "include_defaults")
     metrics = (
         Metric("score", "the first higher-is-better figure of the named tasks and groups, in their order (which: "
                "score_metric); where all are lower-is-better (perplexities), the first, and score_higher_is_better "
