@@ -220,6 +220,7 @@ TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its fi
     "test_faults.py::test_bad_or_conflicting_progress_records_are_set_aside": "contract",
     "test_faults.py::test_a_corrupt_cache_entry_is_recomputed_and_an_unwritable_cache_only_warns": "contract",
     "test_faults.py::test_edited_model_files_miss_the_cache_and_an_edited_cached_result_is_recomputed": "contract",
+    "test_faults.py::test_a_limit_beyond_the_data_leaves_the_run_whole": "contract",
     "test_faults.py::test_remote_code_model_evaluates_with_trust_remote_code": "contract",
     "test_faults.py::test_long_audio_is_read_a_segment_at_a_time": "oracle",
     "test_leaderboard.py::test_page_in_headless_chromium": "browser",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from conftest import ROOT, SHARED_DATA, api_keys, patch_jobs, read_samples, run_cli
+from conftest import ROOT, SHARED_DATA, WIKITEXT, api_keys, patch_jobs, read_samples, run_cli
 
 import evalkit
 from evalkit import evaluators
@@ -156,19 +156,32 @@ def test_text_field_that_is_not_text_is_an_error(tmp_path, tiny_gpt2_dir):
     assert done.returncode == 2 and f"{data}:2 has 'text': null, not a text" in one_error_line(done)
 
 
+def test_a_limit_beyond_the_data_leaves_the_run_whole(tmp_path, tiny_gpt2_dir):
+    """limit=10**6 tokens of a 300-character text cuts nothing: the leaderboard must not call the run partial."""
+    from evalkit.leaderboard.build import limit_cut
+
+    text = tmp_path / "small.txt"
+    text.write_text(WIKITEXT.read_text(encoding="utf-8")[:300], encoding="utf-8")
+    whole = evalkit.evaluate(**tiny_job(tiny_gpt2_dir, task="text", limit=10**6, **{"task.path": str(text)}))
+    cut = evalkit.evaluate(**tiny_job(tiny_gpt2_dir, task="text", limit=20, **{"task.path": str(text)}))
+    assert whole["data"]["limit"]["cut"] is False and not limit_cut(whole)
+    assert cut["data"]["limit"]["cut"] is True and limit_cut(cut)
+    assert limit_cut({**whole, "data": {}})  # a result from before `cut` was recorded counts as cut
+
+
 # --- stale cache hits ----------------------------------------------------------------------------------------------
 
 def test_edited_model_files_miss_the_cache_and_an_edited_cached_result_is_recomputed(tmp_path, tiny_gpt2_dir, capfd):
     model = copy_model(tiny_gpt2_dir, tmp_path / "model")
     job = tiny_job(model, cache_dir=str(tmp_path / "cache"))
     first = evalkit.evaluate(**job)
-    assert first["data"]["limit"] == {"first": 400, "of": "tokens"}  # limit counts tokens here: said with the result
+    assert first["data"]["limit"] == {"first": 400, "of": "tokens", "cut": True}  # limit counts tokens: said so
     assert "limit: the first 400 tokens" in summary(first, None).splitlines()[0]
     config = (model / "config.json").read_text()
     (model / "config.json").write_text(json.dumps({**json.loads(config), "layer_norm_epsilon": 0.5}))
     edited = evalkit.evaluate(**job)  # the same weights: only the config says the numbers differ
     assert not edited["run"]["cache_hit"] and edited["metrics"]["perplexity"] != first["metrics"]["perplexity"]
-    (model / "config.json").write_text(json.dumps(config))
+    (model / "config.json").write_text(config)
     assert evalkit.evaluate(**job)["run"]["cache_hit"]
     (model / "tokenizer.json").write_text((model / "tokenizer.json").read_text() + "\n")
     assert not evalkit.evaluate(**job)["run"]["cache_hit"]

@@ -215,6 +215,12 @@ class Evaluator:
         """What `limit` counts for this task (results.json and the summary say it: tokens or examples)."""
         return f"{self.unit_name}s"
 
+    def limit_read(self, metrics: Mapping, task: Mapping) -> int | None:
+        """How many of what `limit` counts the run read (its count metric of that name), None where unknown: fewer
+        than `limit` means the limit cut nothing and the run is whole."""
+        count = metrics.get(self.limit_counts(task))
+        return count if isinstance(count, int) else None
+
     def headline(self) -> Metric:
         return next(metric for metric in self.metrics if metric.headline)
 

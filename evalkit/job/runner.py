@@ -77,7 +77,10 @@ def run_job(cfg, out_dir: Path | None) -> dict:
     record = results_record(result, job.config, job.scoped_settings(), started, time.perf_counter() - clock)
     record["run"] = {**cache.summary(), "out_dir": str(out_dir), "models_reused": MODELS.reused}
     if job.run.limit is not None:  # tokens for perplexity, examples elsewhere: said where the figures are
-        record["data"]["limit"] = {"first": job.run.limit, "of": job.evaluator.limit_counts(job.config["task"])}
+        task = job.config["task"]
+        read = job.evaluator.limit_read(record["metrics"], task)
+        record["data"]["limit"] = {"first": job.run.limit, "of": job.evaluator.limit_counts(task),
+                                   "cut": read is None or read >= job.run.limit}
     if distributed.is_main():  # under torchrun every rank holds the full result; one writes it
         cache.finish(record, result.samples)
         if out_dir is not None:

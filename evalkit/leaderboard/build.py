@@ -7,7 +7,7 @@ Writes into the output folder:
 - leaderboard.json: {"schema": "evalkit-leaderboard", "schema_version": 1, "generated_at", "source", "summary",
   "rows": [...], "skipped": [{"path", "reason"}], "superseded": [{"path", "kept"}], "grid"}. A row is one (model,
   task, settings): "model", "label" (the model with its variant: quantization, dtype), "task", "evaluator",
-  "settings" (every evaluation setting of the run, flattened with dots), "partial" (run with a `limit`), "compared"
+  "settings" (every evaluation setting of the run, flattened with dots), "partial" (a `limit` left data out), "compared"
   (the settings that change its numbers), "varying" (the settings that differ between the rows of its task),
   "metric" (the headline one), "value", "interval" ([low, high] 95% bootstrap, or null), "higher_is_better",
   "metrics" (every scalar metric), "timing", "rate" and "rate_unit", "started_at", "run_dir", "results_path", and
@@ -97,7 +97,7 @@ def make_row(record: dict, path: Path, interval: list | None) -> dict:
         "task": record["task"],
         "evaluator": record["evaluator"],
         "settings": settings,
-        "partial": (scopes.get("run") or {}).get("limit") is not None,
+        "partial": limit_cut(record),
         "compared": {"limit": (scopes.get("run") or {}).get("limit"), **compared_settings(record)},
         "identity": canonical_json([record["config"].get("model"), record["config"].get("task"), settings]),
         "metric": metric,
@@ -118,6 +118,15 @@ def make_row(record: dict, path: Path, interval: list | None) -> dict:
             "hardware": record.get("hardware"), "cache": record.get("run"),
         },
     }
+
+
+def limit_cut(record: dict) -> bool:
+    """Whether a `limit` left data out: a run whose limit exceeds its data is whole (results.json's data.limit.cut;
+    older results, without it, count as cut)."""
+    if (record["settings"].get("run") or {}).get("limit") is None:
+        return False
+    limit = (record.get("data") or {}).get("limit")
+    return not isinstance(limit, dict) or limit.get("cut") is not False
 
 
 def newest_first(row: dict) -> tuple:

@@ -71,6 +71,9 @@ class Asr(Evaluator):
         seq2seq = facts.is_encoder_decoder
         return {"model": ModelRequest(model, "speech-seq2seq" if seq2seq else "ctc")}
 
+    def limit_read(self, metrics: Mapping, task: Mapping) -> int | None:
+        return metrics["utterances"] + metrics["skipped"]  # skipped ones were read too
+
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         utterances, origin = load_utterances(task, run.data_dir, run.limit)
         return Data(utterances, utterances_fingerprint(utterances), origin)

@@ -167,6 +167,11 @@ class Perplexity(Evaluator):
     def limit_counts(self, task: Mapping) -> str:
         return "documents" if task.get("documents") else "tokens"
 
+    def limit_read(self, metrics: Mapping, task: Mapping) -> int | None:
+        if task.get("documents"):
+            return super().limit_read(metrics, task)
+        return metrics["tokens_scored"] + 1  # the first token is read, not scored
+
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
         if task.get("documents"):  # limit: the first N documents
             documents, origin = load_documents(task, run.data_dir, run.limit)
