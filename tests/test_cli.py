@@ -264,9 +264,11 @@ LM_EVAL_CASES = [  # (command line, the evalkit command line answered, what it s
      "model.name_or_path=x task_dir=my/tasks task=quiz trust_remote_code=true", None),
     ("--model_args 'pretrained=/my models/m'", "'model.name_or_path=/my models/m'", None),
     ("--model vllm --model_args pretrained=x,max_length=512 --tasks bbh --limit 0.5 --gen_kwargs temperature=0",
-     "model.name_or_path=x task=bbh", "--model vllm (evalkit loads models with transformers); --model_args "
-     "max_length=512; --limit 0.5 (a fraction; evalkit's limit counts examples); --gen_kwargs temperature=0; tasks "
-     "evalkit does not have: bbh (its tasks: --help)"),
+     "model.name_or_path=x task=lm_eval 'task.names=[bbh]'", "--model vllm (evalkit loads models with transformers); "
+     "--model_args max_length=512; --limit 0.5 (a fraction; evalkit's limit counts examples); --gen_kwargs "
+     "temperature=0; bbh: lm-eval's own definitions, through task=lm_eval (pip install 'evalkit[lm-eval]')"),
+    ("--tasks arc_easy,mmlu_pro", "task=lm_eval 'task.names=[arc_easy,mmlu_pro]'", "mmlu_pro: lm-eval's own "
+     "definitions, through task=lm_eval (pip install 'evalkit[lm-eval]')"),
     ("task=wikitext stride=512", None, None),  # evalkit's own command lines are left alone
     ("-m stride=256,512 --cfg job", None, None),
     ("--config-dir conf task=quiz", None, None),

@@ -37,6 +37,7 @@ DTYPES = {"half": "float16", "float": "float32", "torch.float16": "float16", "to
 class Translation:
     keys: list[str] = field(default_factory=list)  # evalkit's KEY=VALUE, in the command line's order
     tasks: list[str] = field(default_factory=list)
+    through_lm_eval: bool = False  # some task is lm-eval's alone: every task goes to task=lm_eval
     untranslated: list[str] = field(default_factory=list)
     output: str | None = None
 
@@ -105,11 +106,13 @@ def one_flag(flag: str, values: list[str], into: Translation) -> None:
 
 def evalkit_command(translation: Translation, others: list[str]) -> str:
     """The model first, then the task, then every other key, as the README writes them."""
-    sweep = len(translation.tasks) > 1 or "-m" in others or "--multirun" in others
+    sweep = "-m" in others or "--multirun" in others or (len(translation.tasks) > 1 and not translation.through_lm_eval)
     keys = [argument for argument in others if argument not in ("-m", "--multirun")] + translation.keys
-    if translation.tasks:
+    if translation.through_lm_eval:  # one job: lm-eval builds them all, groups and aggregates included
+        keys += ["task=lm_eval", f"task.names=[{','.join(translation.tasks)}]"]
+    elif translation.tasks:
         keys.append(f"task={','.join(translation.tasks)}")
-    order = ("model=", "model.", "task_dir=", "task=")
+    order = ("model=", "model.", "task_dir=", "task=", "task.")
     keys.sort(key=lambda key: next((rank for rank, start in enumerate(order) if key.startswith(start)), len(order)))
     words = ["python", "-m", "evalkit", *(["-m"] if sweep else []), *keys]
     if translation.output is not None:
@@ -150,7 +153,9 @@ def translation(argv: list[str], value_flags: Collection[str]) -> str | None:
             translated.untranslated.append(word)
     unknown = [task for task in translated.tasks if task not in tasks]
     if unknown and not any(key.startswith("task_dir=") for key in translated.keys):
-        translated.untranslated.append(f"tasks evalkit does not have: {', '.join(unknown)} (its tasks: --help)")
+        translated.through_lm_eval = True
+        translated.untranslated.append(f"{', '.join(unknown)}: lm-eval's own definitions, through task=lm_eval "
+                                       "(pip install 'evalkit[lm-eval]')")
     lead = "this is lm-evaluation-harness's syntax" if flags else "a task or model is chosen as task=NAME / model=NAME"
     left = f"; not translated: {'; '.join(translated.untranslated)}" if translated.untranslated else ""
     return f"evalkit: {lead}; in evalkit: {evalkit_command(translated, others)}{left}"
