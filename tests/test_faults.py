@@ -165,6 +165,8 @@ def test_a_limit_beyond_the_data_leaves_the_run_whole(tmp_path, tiny_gpt2_dir):
     whole = evalkit.evaluate(**tiny_job(tiny_gpt2_dir, task="text", limit=10**6, **{"task.path": str(text)}))
     cut = evalkit.evaluate(**tiny_job(tiny_gpt2_dir, task="text", limit=20, **{"task.path": str(text)}))
     assert whole["data"]["limit"]["cut"] is False and not limit_cut(whole)
+    phases = ("startup_seconds", "setup_seconds", "load_seconds", "prepare_seconds", "eval_seconds")
+    assert all(whole["timing"][phase] >= 0 for phase in phases[1:]) and "startup_seconds" not in cut["timing"]
     assert cut["data"]["limit"]["cut"] is True and limit_cut(cut)
     assert limit_cut({**whole, "data": {}})  # a result from before `cut` was recorded counts as cut
 

@@ -175,3 +175,18 @@ def test_gguf_is_dequantized_once_and_its_copy_gives_the_same_figures(tmp_path, 
     windows = window_schedule(len(tokens), 64, 32)
     assert torch.equal(score_windows(first.model, tokens, windows, 2)[0]["nll"],
                        score_windows(again.model, tokens, windows, 2)[0]["nll"])
+
+
+def test_random_init_is_identified_by_its_recipe_not_by_hashing_its_tensors(smol_tokenizer_dir):
+    from evalkit.loading import LoadOptions, load_fresh
+
+    spec = {"name": "random-tiny", "architecture": "llama", "tokenizer": {"name_or_path": str(smol_tokenizer_dir)},
+            "config": {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4,
+                       "num_key_value_heads": 2, "vocab_size": 49152, "max_position_embeddings": 128}}
+    first, again, other = (load_fresh(spec, LoadOptions(device="cpu", seed=seed), "causal-lm") for seed in (0, 0, 1))
+    assert first.provenance["weights_identified_by"] == "random-init recipe"
+    digests = [model.provenance["weights_sha256"] for model in (first, again, other)]
+    assert digests[0] == digests[1] != digests[2]
+    probe = torch.arange(8)[None]
+    with torch.inference_mode():  # the recipe does identify the weights
+        assert torch.equal(first.model(input_ids=probe).logits, again.model(input_ids=probe).logits)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -64,9 +65,12 @@ def run(cfg, out_dir: Path | None = None, snapshot: Callable[[Path], None] | Non
 
 def run_job(cfg, out_dir: Path | None) -> dict:
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
+    startup = process_age() if not STARTED_JOBS else None  # a sweep's later jobs start in a running process
+    STARTED_JOBS.append(started)
     job = plan(cfg)
     MODELS.start_job()
     data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
+    setup = {"setup_seconds": time.perf_counter() - clock, **({"startup_seconds": startup} if startup else {})}
     cache = Job(job.run.cache_dir, job.run.force)
     fingerprints = [model_fingerprint(request.spec, job.loading.seed, job.device.type)
                     for request in job.requests.values()]
@@ -74,6 +78,7 @@ def run_job(cfg, out_dir: Path | None) -> dict:
     if hit is not None:
         return reuse_cached(hit, out_dir)
     result = evaluate(job, data, cache)
+    result.timing.update(setup)
     record = results_record(result, job.config, job.scoped_settings(), started, time.perf_counter() - clock)
     record["run"] = {**cache.summary(), "out_dir": str(out_dir), "models_reused": MODELS.reused}
     if job.run.limit is not None:  # tokens for perplexity, examples elsewhere: said where the figures are
@@ -102,6 +107,18 @@ def write_results(out_dir: Path, record: dict, samples: list[dict], cached: bool
         raise EvalkitError(f"could not write the results into {out_dir} ({reason}){rerun}") from None
 
 
+STARTED_JOBS: list = []  # jobs started in this process
+
+
+def process_age() -> float | None:
+    """Seconds since this process started (Linux's /proc: interpreter and imports included), None elsewhere."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def identity(job: Plan, data: Data) -> dict:
     """What makes two jobs the same (with the models' fingerprints and the library versions, added by the cache)."""
     return {"evaluator": job.evaluator.name, "settings": job.scoped_settings(), "model": job.config["model"],
@@ -118,9 +135,12 @@ def load_models(job: Plan) -> dict:
 def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     """Load, prepare the units, score this rank's share of those not done before, aggregate every rank's."""
     distributed.init(job.device)  # before loading: tensor parallelism shards the weights over the process group
+    clock = time.perf_counter()
     models = load_models(job)
     main = models["model"]
+    loaded = time.perf_counter()
     prepared = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
+    phases = {"load_seconds": loaded - clock, "prepare_seconds": time.perf_counter() - loaded}
     progress = cache.progress(prepared.units.count, prepared.check_record)
     if cache.resumed:
         print(f"evalkit: resuming an interrupted run: {cache.resumed} of {prepared.units.count} "
@@ -131,7 +151,8 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     if "reference" in models:
         provenance = {**provenance, "reference": models["reference"].provenance}
     return EvalResult(metrics=outcome.metrics, samples=outcome.samples, model=provenance,
-                      data={"sha256": data.fingerprint, **outcome.data}, timing={**timing, **outcome.timing})
+                      data={"sha256": data.fingerprint, **outcome.data},
+                      timing={**phases, **timing, **outcome.timing})
 
 
 def score_units(job: Plan, prepared: PreparedJob, progress: Progress, device: torch.device) -> tuple[list, dict]:

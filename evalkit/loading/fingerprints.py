@@ -1,13 +1,11 @@
-"""What identifies a model's weights: sha256 of local files (hashed once per process while they are unchanged), the
-pinned hub commit, the recipe of a random init, or a hash of tensors built in memory."""
+"""What identifies a model's weights: sha256 of local files (hashed once while they are unchanged: hashing.py), the
+pinned hub commit, or the recipe of a random init."""
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -69,6 +67,12 @@ def random_init_recipe(spec: Mapping, seed: int, device_type: str) -> dict:
             "generator": init_generator(device_type)}
 
 
+def recipe_digest(recipe: Mapping) -> str:
+    """What identifies a random init's weights: its recipe (architecture, config, seed, generator) and the torch that
+    drew them, not a hash of the tensors (an 8B model's 16 GB took 12.8 s to hash)."""
+    return hashlib.sha256(canonical_json({**recipe, "torch": torch.__version__}).encode()).hexdigest()
+
+
 # files beside the weights that change what a model computes: its config (activation, norm epsilon, rope), generation
 # config, tokenizer (vocabulary, merges, special tokens, chat template) and remote code
 DEFINITION_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".py", ".tiktoken")
@@ -100,8 +104,7 @@ def model_fingerprint(spec: Mapping, seed: int = 0, device_type: str = "cpu") ->
     commit, or the recipe of a random init (seed and generator); with the definition files of local folders (config,
     tokenizer, generation config). None when a hub revision cannot be pinned."""
     if is_random_init(spec):
-        recipe = random_init_recipe(spec, seed, device_type)
-        weights = "random-init:" + hashlib.sha256(canonical_json(recipe).encode()).hexdigest()
+        weights = "random-init:" + recipe_digest(random_init_recipe(spec, seed, device_type))
     else:
         location = resolve_location(spec)
         if is_ctranslate2(spec):
@@ -115,17 +118,3 @@ def model_fingerprint(spec: Mapping, seed: int = 0, device_type: str = "cpu") ->
             weights = "sha256:" + weights_fingerprint(location)["weights_sha256"]
     definition = definition_fingerprint(spec)
     return f"{weights}+definition:{definition}" if definition else weights
-
-
-def tensor_digest(name: str, tensor: torch.Tensor) -> str:
-    digest = hashlib.sha256(name.encode())
-    digest.update(tensor.detach().contiguous().view(torch.uint8).cpu().numpy())  # its buffer, not a bytes copy
-    return digest.hexdigest()
-
-
-def tensors_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 over the sha256 of each named parameter and buffer of a model built in memory (random init has no files
-    to hash). Tensors are hashed in parallel (hashlib releases the GIL): an 8B model's 16 GB in seconds."""
-    with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
-        digests = pool.map(tensor_digest, *zip(*model.state_dict().items()))
-        return hashlib.sha256("".join(digests).encode()).hexdigest()

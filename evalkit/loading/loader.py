@@ -14,7 +14,7 @@ from evalkit.errors import EvalkitError
 from evalkit.extras import extra
 from evalkit.loading import ctranslate2, gguf_cache
 from evalkit.loading.facts import context_length
-from evalkit.loading.fingerprints import init_generator, random_init_recipe, tensors_fingerprint, weights_fingerprint
+from evalkit.loading.fingerprints import init_generator, random_init_recipe, recipe_digest, weights_fingerprint
 from evalkit.loading.kernels import speed_up
 from evalkit.loading.loaded import LoadedModel, weight_devices
 from evalkit.loading.locations import (
@@ -160,7 +160,8 @@ def describe(spec: Mapping, options: LoadOptions, model: torch.nn.Module, config
         provenance["tensor_parallel"] = model.tp_size
     if location is None:
         recipe = random_init_recipe(spec, options.seed, device.type)
-        provenance.update(seed=recipe["seed"], config=config.to_diff_dict(), weights_sha256=tensors_fingerprint(model))
+        provenance.update(seed=recipe["seed"], config=config.to_diff_dict(), weights_sha256=recipe_digest(recipe),
+                          weights_identified_by="random-init recipe")
     elif location.source != "hub":
         provenance.update(weights_fingerprint(location))
     return provenance
