@@ -47,9 +47,12 @@ def write_prompts(folder: Path, count: int) -> None:
     data_dir = ROOT.parent / "shared" / "data"
     task = yaml.safe_load((CONF_DIR / "task" / "gsm8k.yaml").read_text(encoding="utf-8"))
     task["path"] = str(data_dir / "gsm8k" / "train.jsonl")
-    documents, _ = read_documents(task, 5, str(data_dir), count)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "gsm8k_prompts.json").write_text(json.dumps([d.prompt for d in documents]), encoding="utf-8")
+    for sampler, name in (("default", "gsm8k_prompts.json"), ("first_n", "gsm8k_prompts_first_n.json")):
+        task["fewshot"]["sampler"] = sampler  # first_n: the same examples ahead of every question (gsm8k-cot, mmlu)
+        documents, _ = read_documents(task, 5, str(data_dir), count + 10)
+        documents = documents[10:] if sampler == "first_n" else documents[:count]  # not the examples themselves
+        (folder / name).write_text(json.dumps([d.prompt for d in documents]), encoding="utf-8")
     location = resolve_location({"name_or_path": SMOL})
     transformers.AutoTokenizer.from_pretrained(location.path, **location.from_pretrained_kwargs()).save_pretrained(
         folder / "tokenizer")
@@ -148,6 +151,8 @@ def main() -> None:
     parser.add_argument("--model", choices=["random-gpt2-large", "smollm2"], default="smollm2")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--prompts", default="gsm8k_prompts.json", help="in --bench: gsm8k_prompts.json (examples "
+                        "drawn per question, lm-eval's gsm8k) or gsm8k_prompts_first_n.json (the same five for all)")
     parser.add_argument("--count", type=int, default=16)
     parser.add_argument("--max-gen-toks", type=int, default=256)
     parser.add_argument("--lm-eval-batch", type=int, nargs="+", default=[8])
@@ -158,11 +163,12 @@ def main() -> None:
     if args.write_prompts:
         return write_prompts(args.write_prompts, 1000)
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.bench / "tokenizer")
-    prompts = json.loads((args.bench / "gsm8k_prompts.json").read_text(encoding="utf-8"))[:args.count]
+    prompts = json.loads((args.bench / args.prompts).read_text(encoding="utf-8"))[:args.count]
     model = build_model(args.model, tokenizer, args.device, getattr(torch, args.dtype))
     max_length = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-    max_length = min(max_length, 2048)  # HFLM's cap for a model that names a longer context
-    result = {"model": args.model, "dtype": args.dtype, "prompts": len(prompts), "max_gen_toks": args.max_gen_toks,
+    max_length = min(max_length, 2048)  # both sides get it; GSM8K prompts are about 1,000 tokens
+    result = {"model": args.model, "dtype": args.dtype, "prompts_file": args.prompts, "prompts": len(prompts),
+              "max_gen_toks": args.max_gen_toks,
               "max_length": max_length, "until": UNTIL, "hardware": hardware(), "versions": library_versions(),
               "evalkit": {}, "decode_step": {}, "lm_eval": {}}
 
