@@ -270,7 +270,11 @@ def test_lm_eval_export_keys_filters_and_subtasks_as_lm_eval_does(board):
     mmlu = {**row, "task": "mmlu", "evaluator": "multiple_choice", "metric": "acc", "interval": [0.2, 0.4],
             "metrics": {"acc": 0.3, "questions": 8, "subsets": {"anatomy": {"acc": 0.25, "questions": 4}},
                         "groups": {"stem": {"acc": 0.25, "questions": 4}}}}
-    exported = lm_eval_results([gsm8k, mmlu])["results"]
+    through_lm_eval = {**row, "task": "lm_eval", "evaluator": "lm_eval_tasks", "metric": "score", "interval": None,
+                       "metrics": {"score": 0.5, "requests": 8, "results": {"arc_easy": {
+                           "acc,none": 0.5, "acc_stderr,none": 0.1, "acc_ci95,none": [0.3, 0.7], "alias": "arc_easy"}}}}
+    exported = lm_eval_results([gsm8k, mmlu, through_lm_eval])["results"]
+    assert exported["arc_easy"] == {"alias": "arc_easy", "acc,none": 0.5, "acc_stderr,none": 0.1}  # lm-eval's own
     assert exported["gsm8k"]["exact_match,strict-match"] == 0.3
     assert exported["gsm8k"]["exact_match,flexible-extract"] == 0.4
     assert exported["mmlu"]["acc,none"] == 0.3

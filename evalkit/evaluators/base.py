@@ -61,8 +61,9 @@ class Metric:
     count: bool = False  # how much was evaluated: shown in the summary's title line
     units: bool = False  # the count of units evaluated (the primary count: lm-evaluation-harness's n-samples)
     lm_eval_name: str | None = None  # lm-evaluation-harness's name for it, where that differs
-    # a mapping of figures by part: "filter" (lm-eval's `exact_match,strict-match` keys) or "subtask" (lm-eval's
-    # `TASK_PART` entries: mmlu_anatomy, mmlu_stem)
+    # a mapping of figures by part: "filter" (lm-eval's `exact_match,strict-match` keys), "subtask" (lm-eval's
+    # `TASK_PART` entries: mmlu_anatomy, mmlu_stem) or "task" (lm-eval's own results entries, keyed as lm-eval keys
+    # them: `acc,none`, `acc_stderr,none`)
     breakdown: str | None = None
 
 

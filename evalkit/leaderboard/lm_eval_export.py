@@ -48,6 +48,9 @@ def lm_eval_results(rows: list[dict]) -> dict:
             for part, values in (by_part.items() if parts.get(name) else ()):
                 if parts[name] == "filter":
                     results.update(figures(values, names, part))
+                elif parts[name] == "task":  # lm-eval's own entries: its keys already
+                    out["results"][part] = {"alias": part, **{key: value for key, value in values.items()
+                                                              if isinstance(value, float)}}
                 else:
                     out["results"][f"{alias}_{part}"] = {"alias": f" - {part}", **figures(values, names, "none")}
         if row["interval"]:

@@ -45,7 +45,7 @@ class LmEvalTasks(Evaluator):
         Metric("score_metric", "which task or group and lm-eval metric `score` is", None),
         Metric("score_higher_is_better", "false only where `score` is a lower-is-better figure", None),
         Metric("results", "lm-eval's results per task and group: its metric keys (acc,none), their standard errors "
-               "(acc_stderr,none) and evalkit's 95% intervals (acc_ci95,none)", None),
+               "(acc_stderr,none) and evalkit's 95% intervals (acc_ci95,none)", None, breakdown="task"),
         Metric("groups", "lm-eval's groups with an aggregate, and their figures", None),
         Metric("documents", "documents evaluated over every task", None, count=True),
         Metric("requests", "requests scored (lm-eval's instances)", None, count=True, units=True),
