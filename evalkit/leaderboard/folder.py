@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.files import follow_umask
 
 MARKER = ".evalkit-leaderboard"
 MARKER_TEXT = "This folder is written by `python -m evalkit.leaderboard`; a rebuild replaces it whole.\n"
@@ -50,7 +51,7 @@ def replace_folder(out: Path, fill: Callable[[Path], None]) -> None:
     try:
         fill(staging)
         (staging / MARKER).write_text(MARKER_TEXT, encoding="utf-8")
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it 0700: the exports are for a team to read
+        follow_umask(staging, folder=True)  # mkdtemp makes it 0700: the exports are for a team to read
         if target.is_dir() and any(target.iterdir()):
             old = target.with_name(f".{target.name}.old-{os.getpid()}")
             target.rename(old)
@@ -61,9 +62,3 @@ def replace_folder(out: Path, fill: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
