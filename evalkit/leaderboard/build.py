@@ -37,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from evalkit import evaluators
+from evalkit.config.settings import is_number
 from evalkit.errors import EvalkitError
 from evalkit.hashing import canonical_json
 from evalkit.job.results import write_atomic, write_json
@@ -53,7 +54,7 @@ from evalkit.leaderboard.grid import (
 from evalkit.leaderboard.lm_eval_export import lm_eval_names, lm_eval_results
 from evalkit.leaderboard.page import page
 from evalkit.leaderboard.plots import comparison_charts, sweep_plots
-from evalkit.leaderboard.runs import headline_interval, number, read_results
+from evalkit.leaderboard.runs import headline_interval, read_results
 from evalkit.leaderboard.tables import markdown, table_rows, write_csv
 
 SCHEMA, SCHEMA_VERSION = "evalkit-leaderboard", 1
@@ -90,7 +91,7 @@ def make_row(record: dict, path: Path, interval: list | None) -> dict:
     model = record["model"]
     name = model.get("name") or model.get("location")
     scopes = record["settings"]
-    timing = {k: v for k, v in (record.get("timing") or {}).items() if number(v)}
+    timing = {k: v for k, v in (record.get("timing") or {}).items() if is_number(v)}
     return {
         "model": name,
         "label": variant_label(name, scopes.get("loading") or {}),
@@ -104,7 +105,7 @@ def make_row(record: dict, path: Path, interval: list | None) -> dict:
         "value": metrics.get(metric),
         "interval": interval,
         "higher_is_better": higher_is_better,
-        "metrics": {k: v for k, v in metrics.items() if number(v)},
+        "metrics": {k: v for k, v in metrics.items() if is_number(v)},
         "timing": timing,
         "rate": timing.get(f"{evaluator.throughput}_per_second"),
         "rate_unit": f"{evaluator.throughput}/s",

@@ -8,9 +8,8 @@ from collections import defaultdict
 from dataclasses import fields
 
 from evalkit import evaluators
-from evalkit.config.settings import keys_with
+from evalkit.config.settings import is_number, keys_with
 from evalkit.hashing import canonical_json
-from evalkit.leaderboard.runs import number
 from evalkit.loading.options import LoadOptions
 
 # loading settings that change the numbers (LoadOptions marks them): a model run with another of these is another row
@@ -41,7 +40,7 @@ def varying_settings(rows: list[dict]) -> list[str]:
 def natural_order(settings: dict) -> list:
     """A sort key for rows by their settings: numbers by value (stride 128 before 1024), then anything else by its
     JSON text; any mix of types compares."""
-    return [(key, (0, float(value), "") if number(value) else (1, 0.0, canonical_json(value)))
+    return [(key, (0, float(value), "") if is_number(value) else (1, 0.0, canonical_json(value)))
             for key, value in sorted(settings.items())]
 
 

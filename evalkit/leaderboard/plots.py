@@ -9,11 +9,11 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from evalkit.config.settings import is_number
 from evalkit.hashing import canonical_json
 from evalkit.job.results import write_atomic
 from evalkit.leaderboard.grid import VARIANT_KEYS, evaluator_keys
 from evalkit.leaderboard.lm_eval_export import file_stem
-from evalkit.leaderboard.runs import number
 
 
 def pyplot():
@@ -88,7 +88,7 @@ def sweep_plots(rows: list[dict], folder: Path) -> list[tuple[str, str, Path]]:
     sweeps = defaultdict(list)
     for row in rows:
         for key in evaluator_keys(row["evaluator"], plotted=True):
-            if row["value"] is not None and number(row["settings"].get(key)):
+            if row["value"] is not None and is_number(row["settings"].get(key)):
                 rest = {k: v for k, v in row["settings"].items() if k != key}
                 sweeps[(key, row["label"], row["task"], canonical_json(rest))].append(row)
     plots = []

@@ -6,26 +6,16 @@ never an exception."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import stat
 from pathlib import Path
 
 from evalkit import evaluators
+from evalkit.config.settings import is_number
 
 REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config", "settings"}
 MAX_BYTES = 64 << 20  # a run's results.json is kilobytes; a grouped task's breakdowns stay far below this
 MAX_DEPTH = 32  # results.json nests about 4 deep (settings.scope.key, metrics.subsets.name.metric)
-
-
-def number(value) -> bool:
-    """Whether `value` is a finite number as a float holds it (an integer of 400 digits is not)."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
 
 
 KINDS = {"p": "a FIFO", "c": "a character device", "b": "a block device", "s": "a socket", "d": "a folder"}
@@ -96,7 +86,7 @@ def malformed(record: dict) -> str | None:
         if record.get(key) is not None and not isinstance(record[key], kind):
             return f"{key} is {type(record[key]).__name__}, not {kind.__name__}"
     headline = evaluators.get(record["evaluator"]).headline()
-    if not number(record["metrics"].get(headline.name)):
+    if not is_number(record["metrics"].get(headline.name)):
         return f"its headline metric {headline.name} is not a finite number"
     return None
 
@@ -109,7 +99,7 @@ def headline_interval(record: dict) -> tuple[list | None, str | None]:
     interval = record["metrics"].get(headline.interval) if headline.interval else None
     if interval is None:
         return None, None
-    if not (isinstance(interval, list) and len(interval) == 2 and all(map(number, interval))):
+    if not (isinstance(interval, list) and len(interval) == 2 and all(map(is_number, interval))):
         return None, f"its {headline.interval} is not two finite numbers"
     value, (low, high) = record["metrics"][headline.name], interval
     slack = 1e-9 * max(abs(low), abs(high), abs(value))
