@@ -20,8 +20,8 @@ HEAVY = [  # the modules that import torch or transformers at module level today
     "evalkit.job.cache",  # through job.distributed
     "evalkit.evaluators.*.methods", "evalkit.evaluators.asr.transcriber",  # the evaluators' model side
     "evalkit.loading.compiling", "evalkit.loading.ctranslate2", "evalkit.loading.fingerprints",
-    "evalkit.loading.gguf_cache", "evalkit.loading.kernels", "evalkit.loading.loaded", "evalkit.loading.loader",
-    "evalkit.loading.pool", "evalkit.loading.sources",
+    "evalkit.loading.fusions", "evalkit.loading.gguf_cache", "evalkit.loading.kernels", "evalkit.loading.loaded",
+    "evalkit.loading.loader", "evalkit.loading.pool", "evalkit.loading.sources",
 ]
 
 # Imports the named modules in one fresh interpreter where torch and transformers are found but cannot load: importing

@@ -9,8 +9,10 @@ import torch
 import transformers
 
 from evalkit.config.presets import model_spec
+from evalkit.errors import EvalkitError
 from evalkit.evaluators.perplexity.windows import window_schedule
-from evalkit.loading import LoadOptions, load_fresh, load_model
+from evalkit.job.batching import score_in_batches
+from evalkit.loading import LoadOptions, compile_policy, fusions, load_fresh, load_model
 from evalkit.loading.compiling import GeluEpilogue, compile_regions
 from evalkit.loading.kernels import OneDNNLinear, align_output_layer, fuse_tanh_gelu, onednn_dtypes, uses_onednn_linear
 from evalkit.scoring.rolling import score_windows
@@ -190,3 +192,100 @@ def test_random_init_is_identified_by_its_recipe_not_by_hashing_its_tensors(smol
     probe = torch.arange(8)[None]
     with torch.inference_mode():  # the recipe does identify the weights
         assert torch.equal(first.model(input_ids=probe).logits, again.model(input_ids=probe).logits)
+
+
+def reference_kernels(calls: dict) -> fusions.Kernels:
+    """The fused functions written as transformers' Llama computes them, counting their calls: swapped in on the CPU
+    in float32, the model must compute bit for bit what it computed before (Liger's own kernels run on GPUs only:
+    benchmarks/gpu_llama8b.py --fusions compares their NLL)."""
+
+    def counted(name, function):
+        def call(*args):
+            calls[name] = calls.get(name, 0) + 1
+            return function(*args)
+        return call
+
+    def rms_norm(x, weight, eps):
+        statistics = x.float()
+        return weight * (statistics * torch.rsqrt(statistics.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+    def rope(q, k, cos, sin):
+        def rotated(x):
+            half = x.shape[-1] // 2
+            return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        return q * cos + rotated(q) * sin, k * cos + rotated(k) * sin
+
+    return fusions.Kernels("reference", counted("rms_norm", rms_norm),
+                           counted("silu_mul", lambda gate, up: torch.nn.functional.silu(gate) * up),
+                           counted("rope", rope))
+
+
+def test_fused_layers_compute_what_the_model_computed():
+    config = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=101)
+    torch.manual_seed(0)
+    fused, plain = transformers.LlamaForCausalLM(config).eval(), transformers.LlamaForCausalLM(config).eval()
+    names = list(fused.state_dict())
+    ids = torch.randint(0, 101, (2, 12))
+    calls: dict = {}
+    with torch.inference_mode():
+        before, plain_before = fused(ids).logits, plain(ids).logits
+        assert fusions.fuse(fused, reference_kernels(calls)) == {"RMSNorm": 5, "SwiGLU": 2, "RoPE": 2}
+        after = fused(ids).logits
+        assert calls == {"rms_norm": 5, "silu_mul": 2, "rope": 2}
+        assert torch.equal(plain(ids).logits, plain_before) and calls["rope"] == 2  # another model: its own rope
+    assert torch.equal(after, before)
+    assert list(fused.state_dict()) == names
+    fusions.unfuse(fused)  # as before compiling
+    assert not any(isinstance(m, (fusions.FusedRMSNorm, fusions.FusedGatedMLP)) or "forward" in vars(m)
+                   for m in fused.modules())
+    with torch.inference_mode():
+        assert torch.equal(fused(ids).logits, before) and calls["rope"] == 2
+
+
+def test_fused_kernels_touch_only_half_precision_models_on_one_gpu():
+    config = transformers.LlamaConfig(num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                                      num_attention_heads=4, num_key_value_heads=2, vocab_size=101)
+    model = transformers.LlamaForCausalLM(config)
+    assert not fusions.fusible(model) and fusions.fuse_if_asked(model, "auto") is None  # float32 on a CPU
+    with pytest.raises(EvalkitError, match="fused_kernels=liger applies to Llama/Mistral/Qwen2/Qwen3 models on one"):
+        fusions.fuse_if_asked(model, "liger")
+    with pytest.raises(EvalkitError, match="fused_kernels=liger is for eager runs"):
+        LoadOptions(device="cpu", fused_kernels="liger", compile=True).check()
+
+
+def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path))
+    key = compile_policy.job_key({"model": "m", "evaluator": "perplexity"})
+    assert not compile_policy.decide(key, 1e6, "tokens").compile  # nothing measured: eager
+    compile_policy.record(key, False, 300_000, 15.0)  # eager: 20,000 tokens/s
+    assert not compile_policy.decide(key, 1e6, "tokens").compile  # no compiled run measured yet
+    compile_policy.record(key, True, 300_000, 20.0, compile_seconds=8.0)  # 25,000 tokens/s once compiled
+    short, long = compile_policy.decide(key, 300_000, "tokens"), compile_policy.decide(key, 1e6, "tokens")
+    assert not short.compile and "expected saving 3.0 s on 300,000 tokens does not exceed the 8.0 s" in short.reason
+    assert long.compile and "expected saving 10.0 s" in long.reason
+    (tmp_path / compile_policy.STORE_NAME).write_text("[not a store")  # unreadable: nothing measured
+    assert not compile_policy.decide(key, 1e9, "tokens").compile
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")  # no store: nothing kept, nothing compiled
+    compile_policy.record(key, False, 1, 1.0)
+    assert not compile_policy.decide(key, 1e9, "tokens").compile
+
+
+def test_batches_smaller_than_the_batch_size_run_in_their_own_context():
+    entered, seen = [], []
+
+    class Marked:
+        def __enter__(self):
+            entered.append(True)
+
+        def __exit__(self, *exc):
+            entered.pop()
+
+    def score(batch):
+        seen.append((len(batch), bool(entered)))
+        return batch
+
+    size = score_in_batches(list(range(7)), 3, False, score, lambda batch, result: None,
+                            groups=["a"] + ["b"] * 6, smaller=Marked)
+    assert size == 3 and seen == [(1, True), (3, False), (3, False)]

@@ -69,7 +69,7 @@ def test_help_rows_and_leaderboard_marks():
 def test_run_and_loading_defaults_come_from_their_dataclasses(monkeypatch):
     """config.yaml declares none of them; the folders' defaults follow their environment variables."""
     cfg = compose_config(task="wikitext")
-    assert cfg.batch_size == "auto" and cfg.quantization == "none" and cfg.compile is False
+    assert cfg.batch_size == "auto" and cfg.quantization == "none" and cfg.compile == "auto"
     monkeypatch.setenv("EVALKIT_CACHE_DIR", "/somewhere/cache")
     monkeypatch.setenv("EVALKIT_DATA_DIR", "/somewhere/data")
     cfg = compose_config(task="wikitext")

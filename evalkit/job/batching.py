@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Hashable
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -29,10 +30,12 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def score_in_batches(todo: list[int], size: int, auto: bool, score: Callable[[list[int]], object],
                      on_batch: Callable[[list[int], object], None], groups: list[Hashable] | None = None,
-                     device: torch.device | None = None) -> int:
+                     device: torch.device | None = None, smaller: Callable[[], AbstractContextManager] | None = None
+                     ) -> int:
     """Score the units `todo` in batches of at most `size`, in order, a batch never mixing two groups (groups are
     taken in the order their first unit appears). With `auto`, a batch that runs out of memory is halved and retried;
-    finished batches are kept (`on_batch(indices, result)` has heard of them). Returns the batch size that ran last."""
+    finished batches are kept (`on_batch(indices, result)` has heard of them). A batch smaller than the batch size is
+    scored inside `smaller()` when given. Returns the batch size that ran last."""
     grouped: dict[Hashable, list[int]] = defaultdict(list)
     for unit in todo:
         grouped[None if groups is None else groups[unit]].append(unit)
@@ -41,7 +44,8 @@ def score_in_batches(todo: list[int], size: int, auto: bool, score: Callable[[li
         while done < len(indices):
             batch = indices[done : done + size]
             try:
-                result = score(batch)
+                with smaller() if smaller is not None and len(batch) < size else nullcontext():
+                    result = score(batch)
             except (torch.OutOfMemoryError, RuntimeError) as error:
                 if not auto or size == 1 or not is_out_of_memory(error):
                     raise

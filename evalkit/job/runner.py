@@ -22,11 +22,20 @@ from tqdm.auto import tqdm
 from evalkit.config.checks import CheckedConfig, check_config, check_pairing
 from evalkit.errors import EvalkitError, Interrupted
 from evalkit.evaluators.base import Data, Evaluator, ModelRequest, PreparedJob
-from evalkit.job import distributed, run_folder
+from evalkit.job import compile_choice, distributed, run_folder
 from evalkit.job.batching import score_in_batches
 from evalkit.job.cache import CachedResult, Job, Progress
 from evalkit.job.results import EvalResult, results_record, write_run
-from evalkit.loading import MODELS, check_head, load_model, model_config, model_facts, model_fingerprint
+from evalkit.loading import (
+    MODELS,
+    LoadedModel,
+    check_head,
+    load_model,
+    model_config,
+    model_facts,
+    model_fingerprint,
+)
+from evalkit.loading.compile_policy import eager_for
 from evalkit.loading.locations import check_tokenizer
 
 
@@ -72,8 +81,10 @@ def run_job(cfg, out_dir: Path | None) -> dict:
     data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
     setup = {"setup_seconds": time.perf_counter() - clock, **({"startup_seconds": startup} if startup else {})}
     cache = Job(job.run.cache_dir, job.run.force)
+    hashing = time.perf_counter()
     fingerprints = [model_fingerprint(request.spec, job.loading.seed, job.device.type)
                     for request in job.requests.values()]
+    setup["fingerprint_seconds"] = time.perf_counter() - hashing  # a new checkpoint's files are hashed here
     hit = cache.lookup(identity(job, data), fingerprints)
     if hit is not None:
         return reuse_cached(hit, out_dir)
@@ -145,7 +156,12 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     if cache.resumed:
         print(f"evalkit: resuming an interrupted run: {cache.resumed} of {prepared.units.count} "
               f"{job.evaluator.unit_name}s were finished before and are reused", file=sys.stderr)
-    records, timing = score_units(job, prepared, progress, main.device)
+    units = prepared.units
+    remaining = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
+    compiling = compile_choice.choose(job.loading.compile, main, job.evaluator.name, job.scoped_settings(), remaining,
+                                      job.evaluator.throughput)
+    records, timing = score_units(job, prepared, progress, main, compiling.compiled)
+    compile_choice.finish(compiling, timing, remaining)
     outcome = prepared.aggregate(records, timing[f"{job.evaluator.throughput}_per_second"])
     provenance = main.provenance
     if "reference" in models:
@@ -155,8 +171,12 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
                       timing={**phases, **timing, **outcome.timing})
 
 
-def score_units(job: Plan, prepared: PreparedJob, progress: Progress, device: torch.device) -> tuple[list, dict]:
-    """Every unit's record, in unit order, and the timing of the units this run computed."""
+def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: LoadedModel,
+                compiled: bool) -> tuple[list, dict]:
+    """Every unit's record, in unit order, and the timing of the units this run computed. A compiled model runs a
+    batch smaller than the batch size (a group's remainder, a lone unit) eagerly: a shape seen once is not worth a
+    compile."""
+    device = main.device
     evaluator, units = job.evaluator, prepared.units
     tensor_parallel = bool(job.loading.tp_plan)
     mine = distributed.shard(units.order or list(range(units.count)), tensor_parallel)
@@ -180,8 +200,8 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, device: to
     with bar, torch.inference_mode():
         started = time.perf_counter()
         try:
-            size = score_in_batches(todo, size, auto, prepared.score, keep,
-                                    units.groups, device)
+            size = score_in_batches(todo, size, auto, prepared.score, keep, units.groups, device,
+                                    (lambda: eager_for(main.model)) if compiled else None)
         except KeyboardInterrupt:
             raise Interrupted(len(progress.done) + len(computed), progress.path is not None) from None
         merged = distributed.gather_records({**{i: progress.done[i] for i in mine if i in progress.done}, **computed},

@@ -108,3 +108,12 @@ def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     for module in regions + ([output_layer] if output_layer is not None else []):
         module.compile(options=options, dynamic=False)
     return f"{mode or 'default'} ({len(regions)} {'/'.join(sorted(block_classes))} blocks + output layer)"
+
+
+def compile_statistics() -> dict[str, float]:
+    """What compiling has cost this process so far: seconds in torch.compile (tracing, then Inductor or its cache),
+    graphs compiled, and how many of them Inductor's compiled-graph cache served."""
+    from torch._dynamo.utils import compilation_time_metrics, counters
+
+    return {"compile_seconds": sum(compilation_time_metrics.get("_compile.compile_inner", ())),
+            "graphs_compiled": counters["frames"]["ok"], "graphs_from_cache": counters["inductor"]["fxgraph_cache_hit"]}

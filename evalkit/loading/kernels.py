@@ -4,6 +4,7 @@
   through oneDNN with prepacked weights (cpu_linear=auto|onednn);
 - an output layer of odd width is padded so the matrix multiply gets an aligned kernel (CUDA);
 - the tanh-approximated GELU written out as a formula is swapped for the one-kernel `gelu(approximate="tanh")` (CUDA);
+- RMSNorm, RoPE and SwiGLU of Llama-like models as fused kernels (CUDA, half precision, eager): fusions.py;
 - compile=...: compiling.py, imported only then.
 
 Each changes rounding only: the model computes the same function.
@@ -18,7 +19,9 @@ import torch
 import transformers
 
 from evalkit.errors import EvalkitError
-from evalkit.loading.options import LoadOptions
+from evalkit.loading.compile_policy import COMPILED
+from evalkit.loading.fusions import fuse_if_asked, unfuse
+from evalkit.loading.options import LoadOptions, compile_at_load
 from evalkit.scoring.probes import model_device
 
 
@@ -82,7 +85,7 @@ class OneDNNLinear(torch.nn.Module):
 def uses_onednn_linear(model: torch.nn.Module, options: LoadOptions) -> bool:
     if options.cpu_linear == "native" or options.quantization != "none":
         return False
-    if options.compile:  # Inductor cannot lower an already packed oneDNN linear (check_combinations rejects onednn)
+    if compile_at_load(options):  # Inductor cannot lower a packed oneDNN linear (compile=auto: GPUs only)
         return False
     dtypes = onednn_dtypes()
     on_cpu = all(p.device.type == "cpu" and p.dtype in dtypes for p in model.parameters())
@@ -129,7 +132,19 @@ def speed_up(model: torch.nn.Module, options: LoadOptions, provenance: dict) -> 
         provenance["output_layer"] = "padded to a multiple of 8 rows on the GPU (aligned matmul kernels)"
     if swaps and input_device.type == "cuda" and fuse_tanh_gelu(model):
         provenance["activation"] = "tanh-GELU formula computed as one gelu(approximate='tanh') op on the GPU"
-    if options.compile:
-        from evalkit.loading.compiling import compile_regions  # imports Inductor: seconds, so only when compiling
+    mode = compile_at_load(options)
+    if swaps and not mode and (fused := fuse_if_asked(model, options.fused_kernels)):
+        provenance["fused_kernels"] = fused
+    if mode:
+        compile_model(model, mode, provenance)
 
-        provenance["compile"] = compile_regions(model, None if options.compile is True else options.compile)
+
+def compile_model(model: torch.nn.Module, mode: bool | str, provenance: dict) -> None:
+    """torch.compile the model's regions (compiling.py), its fused layers put back first: Inductor fuses them itself
+    (compile=true at loading; compile=auto when the runner chooses it)."""
+    from evalkit.loading.compiling import compile_regions  # imports Inductor: seconds, so only when compiling
+
+    if provenance.pop("fused_kernels", None):
+        unfuse(model)
+    provenance["compile"] = compile_regions(model, None if mode is True else mode)
+    COMPILED.add(model)

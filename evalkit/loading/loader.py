@@ -13,6 +13,7 @@ import transformers
 from evalkit.errors import EvalkitError
 from evalkit.extras import extra
 from evalkit.loading import ctranslate2, gguf_cache
+from evalkit.loading.compile_policy import eager_for
 from evalkit.loading.facts import context_length
 from evalkit.loading.fingerprints import init_generator, random_init_recipe, recipe_digest, weights_fingerprint
 from evalkit.loading.kernels import speed_up
@@ -196,7 +197,8 @@ def ensure_causal(model: torch.nn.Module, name: str) -> None:
     generator = torch.Generator().manual_seed(0)
     probe = torch.randint(0, vocab, (2, 4), generator=generator)
     probe[1, :3] = probe[0, :3]  # same prefix, different last token
-    logits = model(input_ids=probe.to(device), use_cache=False).logits.float()
+    with eager_for(model):  # a probe's shape is never worth a compile
+        logits = model(input_ids=probe.to(device), use_cache=False).logits.float()
     if not logits.isfinite().all():
         raise EvalkitError(f"model '{name}' gives non-finite outputs (NaN or infinity) on a probe input; its weights "
                            "may be corrupt, or the dtype too narrow for it")

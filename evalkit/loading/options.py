@@ -27,8 +27,10 @@ QUANTIZATIONS = {
     "torchao-int4": ("torchao", "int4 weight-only, groups of 128"),
 }
 CPU_LINEAR = ("auto", "onednn", "native")
+FUSED_KERNELS = ("auto", "liger", "none")
 MEMORY_PLACES = ("cpu", "disk", "mps")  # what accelerate's max_memory takes besides GPU indices
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # or true / false
+COMPILE_CHOICES = ("auto", *COMPILE_MODES)
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,13 @@ class LoadOptions:
                                       "first)")
     cpu_linear: str = setting("auto", "CPU float32 linear layers through oneDNN with prepacked weights (auto, "
                               "onednn) or PyTorch's default (native)", choices=CPU_LINEAR)
-    compile: bool | Literal[COMPILE_MODES] = setting(False, "torch.compile each block, the output layer and the NLL "
-                                                     "(true, max-autotune-no-cudagraphs); the CUDA-graph modes "
-                                                     "compile the whole forward")
+    fused_kernels: str = setting("auto", "Llama/Mistral/Qwen models on a GPU in bfloat16/float16, eager: RMSNorm, "
+                                 "RoPE and SwiGLU as Liger's fused kernels (auto: when liger-kernel is installed, "
+                                 "the [gpu] extra; liger: required; none: transformers' own)", choices=FUSED_KERNELS)
+    compile: bool | Literal[COMPILE_CHOICES] = setting(
+        "auto", "torch.compile each block, the output layer and the NLL (true, max-autotune-no-cudagraphs; the "
+        "CUDA-graph modes compile the whole forward); auto: on a GPU, only when runs measured here say the job's "
+        "saving exceeds the compiling cost (README: job size vs mode)")
     seed: int = setting(0, "random-init models are built from this seed")
 
     def check(self) -> torch.device:
@@ -71,6 +77,12 @@ class LoadOptions:
         device = resolve_device(self.device)
         check_on_device(self, device)
         return device
+
+
+def compile_at_load(options: LoadOptions) -> bool | str:
+    """What the loading layer compiles: true or a mode as asked; nothing for false and auto (auto is the runner's
+    choice, once the job's size is known)."""
+    return False if options.compile == "auto" else options.compile
 
 
 def torch_dtype(name: str) -> torch.dtype | None:
@@ -116,9 +128,12 @@ def check_attention(name: str) -> None:
 def check_combinations(options: LoadOptions) -> None:
     """What the values rule out together, before torch is imported (the command line's checks run this); each value
     alone was checked when read (read_settings)."""
-    if options.compile and options.cpu_linear == "onednn":
+    if compile_at_load(options) and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
+    if compile_at_load(options) and options.fused_kernels == "liger":
+        raise EvalkitError("fused_kernels=liger is for eager runs; compile fuses the same layers itself: use "
+                           "fused_kernels=auto with compile")
     if options.max_memory and not options.device_map:
         raise EvalkitError("max_memory only applies with a device_map (e.g. device_map=auto)")
     check_tensor_parallel(options)

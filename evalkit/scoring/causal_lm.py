@@ -45,9 +45,14 @@ class CausalLM:
         self.model, self.tokenizer, self.device = loaded.model, loaded.tokenizer, loaded.device
         self.context_length = loaded.context_length
         self.max_length = loaded.context_length or DEFAULT_MAX_LENGTH
-        self.compile_nll = bool(loaded.provenance.get("compile"))
+        self.provenance = loaded.provenance
         bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
         self.prefix_id = bos if bos is not None else eos  # the context of a pair whose context is empty
+
+    @property
+    def compile_nll(self) -> bool:
+        """Whether the NLL is compiled too: with the model (at loading, or when compile=auto chose it)."""
+        return bool(self.provenance.get("compile"))
 
     def auto_batch_size(self) -> int:
         """Questions per batch under batch_size=auto."""

@@ -10,6 +10,8 @@ import weakref
 
 import torch
 
+from evalkit.loading.compile_policy import eager_for
+
 OUTPUT_SPLITS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (body, output layer) or None
 
 
@@ -45,8 +47,9 @@ def output_split(model) -> tuple | None:
         split = None
         if body is not model and head is not None:
             probe = torch.arange(8, device=model_device(model))[None] % model.config.vocab_size
-            whole = model(input_ids=probe, use_cache=False).logits.float()
-            parts = head(body(input_ids=probe, use_cache=False).last_hidden_state).float()
+            with eager_for(model):  # a probe's shape is never worth a compile
+                whole = model(input_ids=probe, use_cache=False).logits.float()
+                parts = head(body(input_ids=probe, use_cache=False).last_hidden_state).float()
             split = (body, head) if whole.shape == parts.shape and torch.allclose(whole, parts, 1e-4, 1e-4) else None
         OUTPUT_SPLITS[model] = split
     return OUTPUT_SPLITS[model]

@@ -1,0 +1,97 @@
+"""compile=auto: compile a job only when the time compiling is expected to save exceeds what it costs, both as measured
+here before. Every job run eagerly or compiled records its rate (units of work a second: tokens, examples) and, when
+compiled, its compile seconds, under a key of what sets them (the model's shape and dtype, the evaluator and its
+settings, the batch size, the GPU, torch); they are kept beside the compiled graphs (EVALKIT_COMPILE_CACHE), since a
+compile's cost depends on what that cache holds. Nothing measured means no compile: auto never bets on a loss.
+
+The compiled rate counts the run's whole evaluation except dynamo's compile seconds, so Inductor's first-launch tuning
+stays in it: the estimate errs towards eager. Also here: `eager_for`, in which a compiled model runs eagerly (probes,
+and batches of a shape that comes once), so that a job compiles one graph per region, not one per odd shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from evalkit.hashing import canonical_json, sha256_text
+
+STORE_NAME = "evalkit-compile-costs.json"
+COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose regions compile_regions wrapped
+
+
+def eager_for(model):
+    """Context in which a compiled model runs eagerly (nothing changes for one that is not compiled)."""
+    if model not in COMPILED:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.compiler.set_stance("force_eager")
+
+
+def store_path() -> Path | None:
+    folder = os.environ.get("EVALKIT_COMPILE_CACHE", "~/.cache/evalkit/compiled")
+    return Path(folder).expanduser() / STORE_NAME if folder else None
+
+
+def read_store() -> dict:
+    path = store_path()
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):  # none yet, or unreadable: nothing measured
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def job_key(parts: dict) -> str:
+    return sha256_text(canonical_json(parts))
+
+
+@dataclass(frozen=True)
+class Decision:
+    compile: bool
+    reason: str
+
+
+def decide(key: str, amount: float, unit: str) -> Decision:
+    """Whether compiling this job (`amount` units of work) should pay, from what the store measured for its key."""
+    entry = read_store().get(key)
+    if not isinstance(entry, dict) or not all(is_positive(entry.get(k)) for k in ("eager_rate", "compiled_rate")) \
+            or not is_positive(entry.get("compile_seconds"), zero=True):
+        return Decision(False, "nothing measured here yet for this model, task and batch size with and without "
+                               "compiling (a compile=true run and an eager one measure it)")
+    saving = amount / entry["eager_rate"] - amount / entry["compiled_rate"]
+    cost = entry["compile_seconds"]
+    worth = saving > cost
+    return Decision(worth, f"expected saving {saving:.1f} s on {amount:,.0f} {unit} "
+                           f"{'exceeds' if worth else 'does not exceed'} the {cost:.1f} s compiling cost measured here")
+
+
+def is_positive(value, zero: bool = False) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or zero and value == 0)
+
+
+def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float = 0.0) -> None:
+    """Keep a finished job's measured rate (and compile cost) under its key; a store that cannot be written is
+    skipped (auto then stays eager)."""
+    path = store_path()
+    if path is None or amount <= 0 or eval_seconds <= compile_seconds:
+        return
+    entries = read_store()
+    entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
+    if compiled:
+        entry.update(compiled_rate=amount / (eval_seconds - compile_seconds), compile_seconds=compile_seconds)
+    else:
+        entry["eager_rate"] = amount / eval_seconds
+    entries[key] = entry
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(entries, indent=1), encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError:
+        pass
