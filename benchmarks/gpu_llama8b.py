@@ -30,7 +30,6 @@ from evalkit.config.presets import model_spec
 from evalkit.evaluators.perplexity.windows import window_schedule
 from evalkit.job.results import hardware, library_versions, write_json
 from evalkit.loading import LoadOptions, load_fresh
-from evalkit.loading.fingerprints import tensors_fingerprint
 from evalkit.scoring import logprobs
 from evalkit.scoring import rolling as nll
 from oracles import docs_loop_nll  # noqa: E402 (tests/ joins the path first)
@@ -101,7 +100,6 @@ class Bench:
     def eager(self, model) -> float:
         """evalkit eager (auto batch twice; at --batch with and without chunks), the docs loop on a prefix, the plain
         loop; returns evalkit eager's NLL."""
-        self.report["load_fingerprint_seconds"] = timed(lambda: tensors_fingerprint(model))[1]  # within load_seconds
         self.flops = self.report["flops"] = forward_flops(model, self.windows)
         for run in (1, 2):  # the first pass includes the out-of-memory halving from 128 and the allocator's warm-up
             reference = self.evalkit_pass(f"evalkit_eager_auto_run{run}", model, "auto")
@@ -138,10 +136,10 @@ class Bench:
 KERNEL_KINDS = [
     (re.compile(r"gemm|nvjet|cutlass|xmma|cublas|matmul", re.I), "matmul"),
     (re.compile(r"flash|fmha|cudnn|attention", re.I), "attention"),
-    (re.compile(r"logsumexp|gather"), "output NLL"),
-    (re.compile(r"rsqrt"), "RMSNorm (+ residual add)"),
-    (re.compile(r"silu"), "SwiGLU"),
-    (re.compile(r"cat|neg|sin|cos"), "RoPE"),
+    (re.compile(r"logsumexp|gather|softmax", re.I), "output NLL"),
+    (re.compile(r"rsqrt|rms_norm"), "RMSNorm (+ residual add)"),
+    (re.compile(r"silu|swiglu"), "SwiGLU"),
+    (re.compile(r"cat|neg|sin|cos|rope"), "RoPE"),
     (re.compile(r"^triton"), "other fused (Inductor)"),
 ]
 
