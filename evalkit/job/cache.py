@@ -25,7 +25,7 @@ from pathlib import Path
 import evalkit
 from evalkit import files
 from evalkit.errors import EvalkitError
-from evalkit.hashing import canonical_json
+from evalkit.hashing import canonical_json, sha256_bytes
 from evalkit.job import distributed
 from evalkit.job.results import library_versions, strict_json, write_json, write_run
 
@@ -130,10 +130,6 @@ class CachedResult:
     entry: Path
     record: dict
     samples: list[dict]
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def read_entry(entry: Path) -> CachedResult:
