@@ -219,13 +219,10 @@ class Job:
         if self.entry is None:
             return
         try:
-            write_run(self.entry, record, samples, exclusive=False)
-            digests = {name: sha256_bytes(files.read_bytes(self.entry / name, files.DATA_LIMIT))
-                       for name in ("results.json", "samples.jsonl")}
-            write_json(self.entry / SEAL, digests)
+            write_json(self.entry / SEAL, write_run(self.entry, record, samples, exclusive=False))
             for log in self.entry.glob("progress.rank*.jsonl"):
                 log.unlink()
-        except (OSError, EvalkitError) as error:
+        except OSError as error:
             reason = getattr(error, "strerror", None) or error
             warn(f"the result could not be cached in {self.entry} ({reason}); it is written to the run "
                  "folder all the same")
