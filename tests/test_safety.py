@@ -14,7 +14,7 @@ from evalkit.data import read_jsonl, read_text
 from evalkit.errors import EvalkitError
 from evalkit.hashing import sha256_bytes
 from evalkit.job import run_folder
-from evalkit.job.cache import Job, read_entry
+from evalkit.job.cache import Job, Progress, read_entry
 from evalkit.job.results import write_atomic, write_json, write_run
 
 pytestmark = pytest.mark.unit
@@ -48,6 +48,14 @@ def test_json_nested_too_deeply_is_one_line(tmp_path):
     (tmp_path / "deep.jsonl").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     with pytest.raises(EvalkitError, match=r"deep.jsonl:1 is nested too deeply"):
         read_jsonl(tmp_path / "deep.jsonl")
+
+
+def test_a_progress_record_nested_too_deeply_is_set_aside_like_a_torn_one(tmp_path, capfd):
+    good = json.dumps({"index": 0, "nll": 1.5})
+    deep = '{"index": 1, "nll": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "progress.rank0.jsonl").write_text(f"{good}\n{deep}\n" + '{"index": 2, "nl')
+    assert Progress(tmp_path, units=3).done == {0: {"nll": 1.5}}
+    assert "2 progress records" in capfd.readouterr().err
 
 
 def test_json_lines_hold_raw_line_separators_inside_strings(tmp_path):

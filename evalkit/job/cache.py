@@ -114,8 +114,8 @@ class Progress:
 def parse_record(line: str, units: int) -> tuple[int | None, dict | None]:
     """(unit index, record) of a progress-log line, or (None, None) for anything else."""
     try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):
+        record = files.parse_json(line, "a progress record")
+    except (json.JSONDecodeError, EvalkitError):  # torn, or nested too deeply to read
         return None, None
     index = record.pop("index", None) if isinstance(record, dict) else None
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < units:
