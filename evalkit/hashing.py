@@ -33,6 +33,10 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_files(paths: list[Path]) -> str:
     """sha256 of the files' contents in order, as if concatenated (parts of one file hash as the whole file), hashed
     once while the files' sizes and modification times stay the same (a sweep asks many times)."""

@@ -12,8 +12,10 @@ import pytest
 from evalkit import files
 from evalkit.data import read_jsonl, read_text
 from evalkit.errors import EvalkitError
+from evalkit.hashing import sha256_bytes
 from evalkit.job import run_folder
-from evalkit.job.results import write_json
+from evalkit.job.cache import Job, Progress, read_entry
+from evalkit.job.results import write_atomic, write_json, write_run
 
 pytestmark = pytest.mark.unit
 
@@ -46,6 +48,14 @@ def test_json_nested_too_deeply_is_one_line(tmp_path):
     (tmp_path / "deep.jsonl").write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n")
     with pytest.raises(EvalkitError, match=r"deep.jsonl:1 is nested too deeply"):
         read_jsonl(tmp_path / "deep.jsonl")
+
+
+def test_a_progress_record_nested_too_deeply_is_set_aside_like_a_torn_one(tmp_path, capfd):
+    good = json.dumps({"index": 0, "nll": 1.5})
+    deep = '{"index": 1, "nll": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "progress.rank0.jsonl").write_text(f"{good}\n{deep}\n" + '{"index": 2, "nl')
+    assert Progress(tmp_path, units=3).done == {0: {"nll": 1.5}}
+    assert "2 progress records" in capfd.readouterr().err
 
 
 def test_json_lines_hold_raw_line_separators_inside_strings(tmp_path):
@@ -108,6 +118,24 @@ def test_results_and_folders_follow_the_umask(tmp_path):
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "shared" / "results.json").stat().st_mode) == 0o664
     assert stat.S_IMODE((tmp_path / "shared").stat().st_mode) == 0o775
+
+
+def test_files_are_hashed_as_written_and_a_finished_cache_entry_is_served(tmp_path):
+    """write_run's digests are those of the bytes on disk (a cache entry's seal is checked against them), past one
+    write buffer and beyond ASCII; a binary write's too; the seal Job.finish writes from them lets it be served."""
+    record = {"metrics": {"perplexity": 1.5}, "run": {}, "model": "naïve 日本"}
+    samples = [{"index": index, "text": "café \u2028 ünïcode\n" * 20} for index in range(500)]
+    digests = write_run(tmp_path / "run", record, samples)
+    assert digests == {name: sha256_bytes((tmp_path / "run" / name).read_bytes())
+                       for name in ("results.json", "samples.jsonl")}
+    assert (tmp_path / "run" / "samples.jsonl").stat().st_size > 1 << 16
+    assert write_atomic(tmp_path / "a.png", lambda stream: stream.write(b"\x89PNG\n"), binary=True) == sha256_bytes(
+        b"\x89PNG\n")
+    job = Job(str(tmp_path / "cache"))
+    job.entry = tmp_path / "cache" / "key"
+    job.finish(record, samples)
+    served = read_entry(job.entry)
+    assert served.record == record and served.samples == samples
 
 
 def test_a_large_files_digest_is_stored_and_rehash_reads_the_file_again(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from evalkit import evaluators
-from evalkit.config.keys import TASK_SECTIONS, check_known, check_model_keys, did_you_mean
+from evalkit.config.keys import TASK_SECTIONS, check_known, check_model_keys, known_keys_hint
 from evalkit.config.settings import check_only_with, read_settings
 from evalkit.data import TASK_FIELDS, check_task
 from evalkit.errors import EvalkitError
@@ -37,7 +37,7 @@ def check_keys(config: Mapping, evaluator_name: str, task: str) -> None:
     for key in config:
         if key not in allowed:
             raise EvalkitError(f"key '{key}' is not read by the {evaluator_name} evaluator (task {task}); "
-                               f"{did_you_mean(str(key), allowed)}allowed: {', '.join(sorted(allowed))}")
+                               f"{known_keys_hint(str(key), allowed)}")
 
 
 @dataclass

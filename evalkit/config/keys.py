@@ -18,19 +18,20 @@ TOKENIZER_KEYS = ("name_or_path", "gguf_file", "revision", "install")
 TASK_SECTIONS = ("nli", "loglikelihood", "embedding")
 
 
-def did_you_mean(key: str, allowed: Iterable[str]) -> str:
-    """'did you mean stride? ' for the known key nearest to a misspelt one, else nothing."""
-    close = difflib.get_close_matches(key, list(allowed), n=1)
-    return f"did you mean {close[0]}? " if close else ""
+def known_keys_hint(key: str, allowed: Iterable[str]) -> str:
+    """'did you mean stride? allowed: a, b, ...': the known key nearest to a misspelt one (if any is near), then all
+    of them, sorted."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"{f'did you mean {close[0]}? ' if close else ''}allowed: {', '.join(allowed)}"
 
 
 def check_known(given: Mapping, allowed: Iterable[str], scope: str) -> None:
     """Every key of `given` (the config node at `scope`, e.g. model) is one that is read."""
-    allowed = sorted(allowed)
+    allowed = tuple(allowed)
     for key in given:
         if key not in allowed:
-            raise EvalkitError(f"{scope}.{key} is not a key of {scope}; {did_you_mean(str(key), allowed)}allowed: "
-                               f"{', '.join(allowed)}")
+            raise EvalkitError(f"{scope}.{key} is not a key of {scope}; {known_keys_hint(str(key), allowed)}")
 
 
 def check_model_keys(spec, role: str = "model") -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import evalkit
 from evalkit import files
 from evalkit.errors import EvalkitError
-from evalkit.hashing import canonical_json
+from evalkit.hashing import canonical_json, sha256_bytes
 from evalkit.job import distributed
 from evalkit.job.results import library_versions, strict_json, write_json, write_run
 
@@ -114,8 +114,8 @@ class Progress:
 def parse_record(line: str, units: int) -> tuple[int | None, dict | None]:
     """(unit index, record) of a progress-log line, or (None, None) for anything else."""
     try:
-        record = json.loads(line)
-    except (json.JSONDecodeError, RecursionError):
+        record = files.parse_json(line, "a progress record")
+    except (json.JSONDecodeError, EvalkitError):  # torn, or nested too deeply to read
         return None, None
     index = record.pop("index", None) if isinstance(record, dict) else None
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < units:
@@ -130,10 +130,6 @@ class CachedResult:
     entry: Path
     record: dict
     samples: list[dict]
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def read_entry(entry: Path) -> CachedResult:
@@ -223,13 +219,10 @@ class Job:
         if self.entry is None:
             return
         try:
-            write_run(self.entry, record, samples, exclusive=False)
-            digests = {name: sha256_bytes(files.read_bytes(self.entry / name, files.DATA_LIMIT))
-                       for name in ("results.json", "samples.jsonl")}
-            write_json(self.entry / SEAL, digests)
+            write_json(self.entry / SEAL, write_run(self.entry, record, samples, exclusive=False))
             for log in self.entry.glob("progress.rank*.jsonl"):
                 log.unlink()
-        except (OSError, EvalkitError) as error:
+        except OSError as error:
             reason = getattr(error, "strerror", None) or error
             warn(f"the result could not be cached in {self.entry} ({reason}); it is written to the run "
                  "folder all the same")

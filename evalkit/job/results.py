@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import platform
@@ -87,14 +89,39 @@ def hardware() -> dict:
     return info
 
 
-def write_atomic(path: Path, write, binary: bool = False, exclusive: bool = False) -> None:
+class Sha256Writer(io.BufferedIOBase):
+    """A binary file that keeps the sha256 of the bytes written through it: a file's digest without reading it back."""
+
+    def __init__(self, file):
+        super().__init__()
+        self.file, self.sha256 = file, hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes first
+        finally:
+            self.file.close()
+
+
+def write_atomic(path: Path, write, binary: bool = False, exclusive: bool = False) -> str:
     """Write through a temporary file in the same folder, then rename: readers see the old file or the whole new one.
-    `exclusive`: never replace an existing file (FileExistsError instead)."""
+    `exclusive`: never replace an existing file (FileExistsError instead). Returns the sha256 of the bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         follow_umask(Path(temporary))  # mkstemp's 0600 would keep a team on a shared filesystem out
-        with os.fdopen(handle, "wb") if binary else os.fdopen(handle, "w", encoding="utf-8") as stream:
+        file = Sha256Writer(os.fdopen(handle, "wb"))
+        with file if binary else io.TextIOWrapper(file, encoding="utf-8") as stream:  # as open(..., "w") would
             write(stream)
         if exclusive:
             os.link(temporary, path)  # fails if the file exists, atomically
@@ -104,6 +131,7 @@ def write_atomic(path: Path, write, binary: bool = False, exclusive: bool = Fals
     except BaseException:
         os.unlink(temporary)
         raise
+    return file.sha256.hexdigest()
 
 
 def strict_json(obj, **kwargs) -> str:
@@ -111,13 +139,13 @@ def strict_json(obj, **kwargs) -> str:
     return json.dumps(obj, allow_nan=False, default=str, **kwargs)
 
 
-def write_json(path: Path, obj: dict, exclusive: bool = False) -> None:
+def write_json(path: Path, obj: dict, exclusive: bool = False) -> str:
     text = strict_json(obj, indent=2)
-    write_atomic(path, lambda stream: stream.write(text), exclusive=exclusive)
+    return write_atomic(path, lambda stream: stream.write(text), exclusive=exclusive)
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    write_atomic(path, lambda stream: jsonlines.Writer(stream, dumps=strict_json).write_all(records))
+def write_jsonl(path: Path, records: list[dict]) -> str:
+    return write_atomic(path, lambda stream: jsonlines.Writer(stream, dumps=strict_json).write_all(records))
 
 
 def results_record(result: EvalResult, config: dict, settings: dict, started: datetime.datetime,
@@ -139,8 +167,9 @@ def results_record(result: EvalResult, config: dict, settings: dict, started: da
     }
 
 
-def write_run(out_dir: Path, record: dict, samples: list[dict], exclusive: bool = True) -> None:
+def write_run(out_dir: Path, record: dict, samples: list[dict], exclusive: bool = True) -> dict:
     """samples first, results.json last: a results.json only ever stands beside its complete samples; a finished
-    results.json is never replaced (`exclusive`)."""
-    write_jsonl(out_dir / "samples.jsonl", samples)
-    write_json(out_dir / "results.json", record, exclusive=exclusive)
+    results.json is never replaced (`exclusive`). Returns both files' sha256 by name."""
+    samples_sha256 = write_jsonl(out_dir / "samples.jsonl", samples)
+    return {"results.json": write_json(out_dir / "results.json", record, exclusive=exclusive),
+            "samples.jsonl": samples_sha256}

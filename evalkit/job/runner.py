@@ -74,8 +74,7 @@ def run(cfg, out_dir: Path | None = None, snapshot: Callable[[Path], None] | Non
 
 def run_job(cfg, out_dir: Path | None) -> dict:
     started, clock = datetime.datetime.now(datetime.timezone.utc), time.perf_counter()
-    startup = process_age() if not STARTED_JOBS else None  # a sweep's later jobs start in a running process
-    STARTED_JOBS.append(started)
+    startup = startup_seconds()
     job = plan(cfg)
     MODELS.start_job()
     data = job.evaluator.read_data(job.config["task"], job.settings, job.run)
@@ -118,7 +117,15 @@ def write_results(out_dir: Path, record: dict, samples: list[dict], cached: bool
         raise EvalkitError(f"could not write the results into {out_dir} ({reason}){rerun}") from None
 
 
-STARTED_JOBS: list = []  # jobs started in this process
+JOB_STARTED = False  # whether a job has started in this process
+
+
+def startup_seconds() -> float | None:
+    """The process's age as its first job starts (interpreter and imports: the start-up a user waits for); None for
+    every later job, which a sweep starts in a running process."""
+    global JOB_STARTED
+    first, JOB_STARTED = not JOB_STARTED, True
+    return process_age() if first else None
 
 
 def process_age() -> float | None:

@@ -1,43 +1,20 @@
 """Reading the runs' results.json files for the leaderboard, whatever lies in the folder: only regular files of at most
-MAX_BYTES (a FIFO, a device or a link to one is never opened for reading: it could block or never end), JSON nested
-at most MAX_DEPTH deep, every value the rows use of the type they need. Anything else is a reason to skip the file,
-never an exception."""
+MAX_BYTES, read by files.read_bytes (a FIFO, a device or a link to one is never read: it could block or never end),
+JSON nested at most MAX_DEPTH deep, every value the rows use of the type they need. Anything else is a reason to skip
+the file, never an exception."""
 
 from __future__ import annotations
 
 import json
-import os
-import stat
 from pathlib import Path
 
-from evalkit import evaluators
+from evalkit import evaluators, files
 from evalkit.config.settings import is_number
+from evalkit.errors import EvalkitError
 
 REQUIRED_KEYS = {"schema_version", "task", "evaluator", "metrics", "model", "config", "settings"}
 MAX_BYTES = 64 << 20  # a run's results.json is kilobytes; a grouped task's breakdowns stay far below this
 MAX_DEPTH = 32  # results.json nests about 4 deep (settings.scope.key, metrics.subsets.name.metric)
-
-
-KINDS = {"p": "a FIFO", "c": "a character device", "b": "a block device", "s": "a socket", "d": "a folder"}
-
-
-class NotReadable(Exception):
-    """A results.json that is not read at all: not a regular file, or too large."""
-
-
-def read_bounded(path: Path) -> bytes:
-    """The file's bytes, if it is a regular file of at most MAX_BYTES. Opened without blocking, and checked on the
-    open descriptor: a FIFO swapped in after a check is still refused."""
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(descriptor, "rb") as stream:
-        mode = os.fstat(descriptor).st_mode
-        if not stat.S_ISREG(mode):
-            kind = KINDS.get(stat.filemode(mode)[0], "not a regular file")
-            raise NotReadable(f"{kind}, not a regular file: not read")
-        content = stream.read(MAX_BYTES + 1)
-    if len(content) > MAX_BYTES:
-        raise NotReadable(f"larger than the {MAX_BYTES} bytes a results.json may have: not read")
-    return content
 
 
 def too_deep(value) -> bool:
@@ -55,10 +32,10 @@ def too_deep(value) -> bool:
 def read_results(path: Path) -> tuple[dict | None, str | None]:
     """(record, None) for an evalkit results.json; (None, reason) for anything else."""
     try:
-        record = json.loads(read_bounded(path).decode("utf-8"))
-    except NotReadable as error:
-        return None, str(error)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        record = json.loads(files.read_bytes(path, MAX_BYTES).decode("utf-8"))
+    except EvalkitError as error:  # not a regular file, too large, unreadable: the warning names the path already
+        return None, str(error).removeprefix(f"{path} ")
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return None, f"unreadable JSON ({type(error).__name__}: {str(error).splitlines()[0]})"
     except RecursionError:
         return None, f"JSON nested deeper than {MAX_DEPTH} levels"

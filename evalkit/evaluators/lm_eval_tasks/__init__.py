@@ -67,15 +67,16 @@ class LmEvalTasks(Evaluator):
         return {"model": ModelRequest(model, "causal-lm")}
 
     def read_data(self, task: Mapping, settings: Settings, run) -> Data:
-        """lm-eval's requests without a chat template (which needs the tokenizer: prepare() builds them again with
-        it); their fingerprint with the model's and the settings' decides the job's identity."""
+        """lm-eval's requests without a chat template (which needs the tokenizer: prepare() builds the requests again
+        with it, from the tasks loaded here); their fingerprint with the model's and the settings' decides the job's
+        identity."""
         from evalkit.evaluators.lm_eval_tasks.building import build, fingerprint
 
         built = build(task, settings, run.limit)
         return Data(built, fingerprint(built), built.origin)
 
     def prepare(self, settings: Settings, run, task: Mapping, data: Data, models: dict):
-        from evalkit.evaluators.lm_eval_tasks.building import build
+        from evalkit.evaluators.lm_eval_tasks.building import with_chat_template
         from evalkit.evaluators.lm_eval_tasks.chat import chat_template, tokenizer_name
         from evalkit.evaluators.lm_eval_tasks.requests import RequestsJob
         from evalkit.scoring.causal_lm import CausalLM
@@ -83,7 +84,8 @@ class LmEvalTasks(Evaluator):
         lm = CausalLM(models["model"])
         built = data.content
         if settings.apply_chat_template:
-            built = build(task, settings, run.limit, chat_template(lm), tokenizer_name(lm.tokenizer))
+            built = with_chat_template(built, settings, run.limit, chat_template(lm),
+                                       tokenizer_name(lm.tokenizer))
         return RequestsJob(lm, built, settings.bootstrap_iters, OTHER_SEED)
 
 

@@ -11,7 +11,7 @@ import importlib.util
 import json
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -57,15 +57,20 @@ class Built:
     version: str  # lm-eval's
     names: list  # as the task lists them
     origin: str
+    after_loading: tuple  # Python's and numpy's global generator states once the tasks were loaded
 
 
 @contextlib.contextmanager
-def lm_eval_seeds():
+def lm_eval_seeds(state: tuple | None = None):
     """lm-eval's global seeds (simple_evaluate sets Python's and numpy's before loading tasks, which may draw from
-    them), with this process's own generators restored afterwards."""
+    them), or `state`, the generators as they stood after loading; this process's own are restored afterwards."""
     python, numpy = random.getstate(), np.random.get_state()
-    random.seed(RANDOM_SEED)
-    np.random.seed(OTHER_SEED)
+    if state is None:
+        random.seed(RANDOM_SEED)
+        np.random.seed(OTHER_SEED)
+    else:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
     try:
         yield
     finally:
@@ -114,31 +119,51 @@ def check_servable(name: str, task_obj) -> None:
                            "multiple_choice, loglikelihood, loglikelihood_rolling, generate_until")
 
 
-def build(task: Mapping, settings, limit: int | None, chat_template: Callable | None = None,
-          tokenizer_name: str = "") -> Built:
+def build(task: Mapping, settings, limit: int | None) -> Built:
     """The tasks and their requests, as lm-eval's simple_evaluate and evaluate build them on one process (rank 0 of
-    1: evalkit's runner shards the requests itself)."""
+    1: evalkit's runner shards the requests itself), without a chat template (with_chat_template adds it)."""
     import lm_eval
-    from lm_eval.evaluator_utils import get_sample_size
 
     with lm_eval_seeds():
         loaded = load_tasks(task, settings.num_fewshot)
-        limits = []
-        for task_obj in loaded["tasks"].values():
-            task_obj.set_fewshot_seed(seed=OTHER_SEED)
-            limits.append(get_sample_size(task_obj, limit))
-            task_obj.build_all_requests(
-                limit=limits[-1], rank=0, world_size=1, system_instruction=settings.system_instruction,
-                apply_chat_template=chat_template is not None, fewshot_as_multiturn=settings.fewshot_as_multiturn,
-                chat_template=chat_template, tokenizer_name=tokenizer_name)
-    instances = [instance for task_obj in loaded["tasks"].values() for instance in task_obj.instances]
+        after_loading = random.getstate(), np.random.get_state()
+        limits, instances = build_requests(loaded["tasks"], settings, limit)
+    where = f" (include path {task['include_path']})" if task.get("include_path") else ""
+    origin = f"lm-eval {lm_eval.__version__}: {', '.join(task_names(task))}{where}"
+    return Built(loaded["tasks"], loaded["groups"], limits, instances, lm_eval.__version__, task_names(task), origin,
+                 after_loading)
+
+
+def with_chat_template(built: Built, settings, limit: int | None, chat_template: Callable,
+                       tokenizer_name: str) -> Built:
+    """The requests built again with the chat template (which needs the loaded tokenizer), by the same loaded tasks
+    from the global generators as they stood after loading: what loading and building with the template at once
+    gives, without loading the tasks (their datasets) a second time."""
+    with lm_eval_seeds(built.after_loading):
+        limits, instances = build_requests(built.tasks, settings, limit, chat_template, tokenizer_name)
+    return replace(built, limits=limits, instances=instances)
+
+
+def build_requests(tasks: dict, settings, limit: int | None, chat_template: Callable | None = None,
+                   tokenizer_name: str = "") -> tuple[list, list]:
+    """Each task's sample limit (lm-eval's get_sample_size) and every task's requests (its build_all_requests, its
+    few-shot seed set first), in task order."""
+    from lm_eval.evaluator_utils import get_sample_size
+
+    limits = []
+    for task_obj in tasks.values():
+        task_obj.set_fewshot_seed(seed=OTHER_SEED)
+        limits.append(get_sample_size(task_obj, limit))
+        task_obj.build_all_requests(
+            limit=limits[-1], rank=0, world_size=1, system_instruction=settings.system_instruction,
+            apply_chat_template=chat_template is not None, fewshot_as_multiturn=settings.fewshot_as_multiturn,
+            chat_template=chat_template, tokenizer_name=tokenizer_name)
+    instances = [instance for task_obj in tasks.values() for instance in task_obj.instances]
     for instance in instances:
         if instance.request_type not in REQUEST_TYPES:
             raise EvalkitError(f"lm-eval task {instance.task_name} asks for {instance.request_type} requests, which "
                                f"evalkit cannot serve; allowed: {', '.join(REQUEST_TYPES)}")
-    where = f" (include path {task['include_path']})" if task.get("include_path") else ""
-    origin = f"lm-eval {lm_eval.__version__}: {', '.join(task_names(task))}{where}"
-    return Built(loaded["tasks"], loaded["groups"], limits, instances, lm_eval.__version__, task_names(task), origin)
+    return limits, instances
 
 
 def fingerprint(built: Built) -> str:
