@@ -3,15 +3,18 @@ unchanged). Pure: the command line's checks use them before torch is imported.
 
 A file's digest is kept in memory for the process and, for large files (a checkpoint's shards), on disk in
 EVALKIT_DIGEST_CACHE (default ~/.cache/evalkit/digests; empty: off), keyed by path, size and modification time: an
-8B checkpoint is not read a second time, in full, to be identified. EVALKIT_REHASH=1 hashes every file anew."""
+8B checkpoint is not read a second time, in full, to be identified. EVALKIT_REHASH=1 hashes every file anew. Files not
+known yet are read side by side (a checkpoint's shards), with a progress bar when there is a GiB or more to read."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -40,11 +43,19 @@ def sha256_bytes(data: bytes) -> str:
 def sha256_files(paths: list[Path]) -> str:
     """sha256 of the files' contents in order, as if concatenated (parts of one file hash as the whole file), hashed
     once while the files' sizes and modification times stay the same (a sweep asks many times)."""
-    stamps = tuple((str(Path(p).resolve()), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
-    return _sha256_stamped_files(stamps)
+    return _digests([tuple(_stamp(p) for p in paths)])[0]
+
+
+def sha256_each(paths: list[Path]) -> list[str]:
+    """Each file's sha256 (what sha256_files([path]) gives), the files not known yet read side by side: a checkpoint's
+    shards take about the time of reading them, not of hashing them one after another."""
+    return _digests([(_stamp(p),) for p in paths])
 
 
 STORED_FROM_BYTES = 1 << 26  # smaller files hash in well under a second: not worth a file of their own
+PROGRESS_FROM_BYTES = 1 << 30  # a GiB takes seconds to read and hash: worth a bar
+CHUNK_BYTES = 1 << 22
+_REMEMBERED: dict[tuple, str] = {}  # (path, size, mtime) stamps -> digest, for this process (a sweep asks many times)
 
 
 def digest_store() -> Path | None:
@@ -52,25 +63,87 @@ def digest_store() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-@functools.lru_cache(maxsize=64)
-def _sha256_stamped_files(stamps: tuple, chunk: int = 1 << 22) -> str:
+def _stamp(path: Path) -> tuple:
+    status = os.stat(path)
+    return str(Path(path).resolve()), status.st_size, status.st_mtime_ns
+
+
+def _stored_at(stamps: tuple) -> Path | None:
     store = digest_store() if sum(size for _, size, _ in stamps) >= STORED_FROM_BYTES else None
-    stored = store / sha256_text(canonical_json(stamps)) if store else None
+    return store / sha256_text(canonical_json(stamps)) if store else None
+
+
+def _recalled(stamps: tuple) -> str | None:
+    """The digest this process already knows, else the stored one (unless EVALKIT_REHASH=1), else None."""
+    if stamps in _REMEMBERED:
+        return _REMEMBERED[stamps]
+    stored = _stored_at(stamps)
     if stored and os.environ.get("EVALKIT_REHASH") != "1":
         try:
             text = stored.read_text(encoding="ascii").strip()
             if len(text) == 64:
+                _REMEMBERED[stamps] = text
                 return text
         except (OSError, UnicodeDecodeError):
             pass
-    digest = hashlib.sha256()
-    for path, _, _ in stamps:
-        with open(path, "rb") as handle:
-            while block := handle.read(chunk):
-                digest.update(block)
-    if stored:
-        keep_digest(stored, digest.hexdigest())
-    return digest.hexdigest()
+    return None
+
+
+def _digests(groups: list[tuple]) -> list[str]:
+    """The digest of each group of stamped files (each group's files hashed as one stream); the groups not known yet
+    are read side by side, and those stored from then on."""
+    found = {group: _recalled(group) for group in groups}
+    to_read = [group for group, digest in found.items() if digest is None]
+    if to_read:
+        with _progress(sum(size for group in to_read for _, size, _ in group)) as advance:
+            read = _read_side_by_side(to_read, advance)
+        for group, digest in zip(to_read, read):
+            found[group] = _REMEMBERED[group] = digest
+            if stored := _stored_at(group):
+                keep_digest(stored, digest)
+    return [found[group] for group in groups]
+
+
+def _read_side_by_side(groups: list[tuple], advance) -> list[str]:
+    """sha256 of each group, groups in threads (file reads and hashlib's updates of large blocks release the GIL): up
+    to one per CPU this process may use, at most 8 (more outrun the disk, not the hashing)."""
+    stop = threading.Event()
+
+    def read(group: tuple) -> str:
+        digest = hashlib.sha256()
+        for path, _, _ in group:
+            with open(path, "rb") as handle:
+                while not stop.is_set() and (block := handle.read(CHUNK_BYTES)):
+                    digest.update(block)
+                    advance(len(block))
+        return digest.hexdigest()
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=min(len(groups), usable, 8)) as pool:
+        try:
+            return list(pool.map(read, groups))
+        except BaseException:  # Ctrl-C or an unreadable file: the other reads end at their next block, not their last
+            stop.set()
+            raise
+
+
+@contextlib.contextmanager
+def _progress(total: int):
+    """A callable counting bytes read: it moves a bar on stderr when there is a GiB or more to read (on rank 0 only,
+    under torchrun: RANK), else it does nothing."""
+    if total < PROGRESS_FROM_BYTES or os.environ.get("RANK", "0") != "0":
+        yield lambda count: None
+        return
+    from tqdm.auto import tqdm  # here, not above: the command line's checks import this module before heavy ones
+
+    lock = threading.Lock()  # threads add to one count
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="hashing weights",
+              dynamic_ncols=True) as bar:
+        def advance(count: int) -> None:
+            with lock:
+                bar.update(count)
+
+        yield advance
 
 
 def keep_digest(stored: Path, digest: str) -> None:

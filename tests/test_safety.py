@@ -137,29 +137,3 @@ def test_files_are_hashed_as_written_and_a_finished_cache_entry_is_served(tmp_pa
     served = read_entry(job.entry)
     assert served.record == record and served.samples == samples
 
-
-def test_a_large_files_digest_is_stored_and_rehash_reads_the_file_again(tmp_path, monkeypatch):
-    """A second process identifies a checkpoint from the stored digest (keyed by path, size and modification time)
-    instead of reading it whole; EVALKIT_REHASH=1 reads it again; a changed file misses the store."""
-    import hashlib
-
-    from evalkit import hashing
-
-    monkeypatch.setattr(hashing, "STORED_FROM_BYTES", 1)
-    monkeypatch.setenv("EVALKIT_DIGEST_CACHE", str(tmp_path / "digests"))
-    weights = tmp_path / "model.safetensors"
-    weights.write_bytes(b"weights" * 1000)
-    hashing._sha256_stamped_files.cache_clear()  # each step below is a new process, as far as hashing knows
-    first = hashing.sha256_files([weights])
-    assert first == hashlib.sha256(b"weights" * 1000).hexdigest()
-    (stored,) = (tmp_path / "digests").iterdir()
-    stored.write_text("f" * 64)  # what a later process reads instead of the file
-    hashing._sha256_stamped_files.cache_clear()
-    assert hashing.sha256_files([weights]) == "f" * 64
-    monkeypatch.setenv("EVALKIT_REHASH", "1")
-    hashing._sha256_stamped_files.cache_clear()
-    assert hashing.sha256_files([weights]) == first
-    monkeypatch.delenv("EVALKIT_REHASH")
-    weights.write_bytes(b"other weights")
-    hashing._sha256_stamped_files.cache_clear()
-    assert hashing.sha256_files([weights]) == hashlib.sha256(b"other weights").hexdigest()

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from evalkit.files import check_regular
-from evalkit.hashing import canonical_json, sha256_files
+from evalkit.hashing import canonical_json, sha256_each, sha256_files
 from evalkit.loading.ctranslate2 import weight_files as ctranslate2_weight_files
 from evalkit.loading.locations import (
     Location,
@@ -31,7 +31,7 @@ def weights_fingerprint(location: Location) -> dict:
         files = [root / location.gguf_file]
     else:
         files = model_files(root, WEIGHT_SUFFIXES)
-    digests = {p.name: sha256_files([p]) for p in files}
+    digests = {p.name: digest for p, digest in zip(files, sha256_each(files))}
     if len(digests) == 1:
         combined = next(iter(digests.values()))
     else:
@@ -94,8 +94,9 @@ def definition_fingerprint(spec: Mapping) -> str | None:
     folders = [] if is_random_init(spec) else [resolve_location(spec)]
     if spec.get("tokenizer"):
         folders.append(tokenizer_location(spec))
-    digests = [f"{p}:{sha256_files([p])}" for folder in folders if folder.source != "hub"
-               for p in model_files(Path(folder.path), DEFINITION_SUFFIXES)]
+    files = [p for folder in folders if folder.source != "hub"
+             for p in model_files(Path(folder.path), DEFINITION_SUFFIXES)]
+    digests = [f"{p}:{digest}" for p, digest in zip(files, sha256_each(files))]
     return hashlib.sha256("\n".join(digests).encode()).hexdigest() if digests else None
 
 
