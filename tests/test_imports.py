@@ -16,7 +16,7 @@ from conftest import ROOT
 LIBRARIES = ["torch", "transformers"]
 HEAVY = [  # the modules that import torch or transformers at module level today (fnmatch patterns)
     "evalkit.scoring", "evalkit.scoring.*",  # the NLL and choice scoring
-    "evalkit.job.runner", "evalkit.job.batching", "evalkit.job.distributed",
+    "evalkit.job.runner", "evalkit.job.batching", "evalkit.job.distributed", "evalkit.job.compile_choice",
     "evalkit.job.cache",  # through job.distributed
     "evalkit.evaluators.*.methods", "evalkit.evaluators.asr.transcriber",  # the evaluators' model side
     "evalkit.loading.compiling", "evalkit.loading.ctranslate2", "evalkit.loading.fingerprints",
