@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,10 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: Load
     auto = job.run.batch_size == "auto"
     size = min(prepared.auto_batch_size(device), max(len(todo), 1)) if auto else job.run.batch_size
     computed: dict[int, dict] = {}
-    prepared.warm_up(todo)
+    warming = time.perf_counter()
+    with eager_for(main.model) if compiled else nullcontext():  # a lone unit: not worth a compile
+        prepared.warm_up(todo)
+    warm_up_seconds = time.perf_counter() - warming
     total = sum(units.amounts[i] for i in todo)
     if all(float(amount).is_integer() for amount in units.amounts):  # tokens, examples: 16/40, not 16.0/40.0
         total = int(total)
@@ -216,7 +220,8 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: Load
         seconds = time.perf_counter() - started
     per_rank = distributed.gather(len(computed))
     amount = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
-    timing = {"eval_seconds": seconds, f"{evaluator.throughput}_per_second": amount / seconds if seconds else 0.0,
+    timing = {"warm_up_seconds": warm_up_seconds, "eval_seconds": seconds,
+              f"{evaluator.throughput}_per_second": amount / seconds if seconds else 0.0,
               "batch_size": size, "processes": distributed.world_size(),
               "tensor_parallel": distributed.world_size() if tensor_parallel else 1,
               "units_computed": units.count - len(progress.done), "units_computed_per_rank": per_rank}
