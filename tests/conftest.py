@@ -228,6 +228,7 @@ TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its fi
     "test_lm_eval_tasks.py::test_a_missing_lm_eval_is_one_line_naming_the_install": "unit",
     "test_lm_eval_tasks.py::test_unknown_task_and_offline_dataset_are_one_line": "contract",
     "test_loading.py::test_compiled_model_gives_the_eager_nll": "contract",
+    "test_loading.py::test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll": "contract",
     "test_loading.py::test_compiled_model_with_fused_gelu_and_compiled_nll_gives_the_eager_nll": "contract",
     "test_loading.py::test_gguf_is_dequantized_once_and_its_copy_gives_the_same_figures": "oracle",
     "test_perplexity.py::test_auto_batch_halves_on_out_of_memory": "contract",

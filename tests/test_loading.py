@@ -1,5 +1,6 @@
 """Loading-layer speed paths that change how a model runs, never what it computes."""
 
+import math
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -8,6 +9,7 @@ import pytest
 import torch
 import transformers
 
+import evalkit
 from evalkit.config.presets import model_spec
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.perplexity.windows import window_schedule
@@ -71,6 +73,22 @@ def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     got = score_windows(compiled.model, tokens, windows, 4)[0]["nll"].sum()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
     assert any(Path(os.environ["EVALKIT_COMPILE_CACHE"]).rglob("*")), "no compiled artifacts kept"
+
+
+def test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll(tiny_gpt2_dir, tmp_path):
+    """Through the runner: probes, the lone first window and the last short one run eagerly, so only the batch of
+    full windows compiles (the block graph shared by the blocks, the output layer, the NLL: at most 3 graphs, where
+    every odd shape used to compile its own); the NLL is eager's; results.json says what compiling cost."""
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"word{i % 97}" for i in range(400)))
+    job = dict(model=str(tiny_gpt2_dir), task="text", **{"task.path": str(text)}, max_length=64, stride=32,
+               batch_size=4, device="cpu", cpu_linear="native", cache_dir=None)
+    eager = evalkit.evaluate(**job, compile=False)
+    compiled = evalkit.evaluate(**job, compile=True)
+    timing = compiled["timing"]
+    assert 1 <= timing["graphs_compiled"] <= 3 and timing["compile_seconds"] > 0, timing
+    assert "compile_seconds" not in eager["timing"]
+    assert math.isclose(compiled["metrics"]["nll_sum"], eager["metrics"]["nll_sum"], rel_tol=1e-5)
 
 
 def tiny_gpt2(seed: int = 0) -> transformers.GPT2LMHeadModel:

@@ -10,6 +10,7 @@ import torch
 
 from evalkit.loading import LoadedModel, compile_policy
 from evalkit.loading.kernels import compile_model
+from evalkit.loading.options import LoadOptions
 
 
 @dataclass
@@ -36,13 +37,15 @@ def job_key(main: LoadedModel, evaluator: str, settings: dict) -> str:
                                    "gpu": torch.cuda.get_device_name(main.device), "torch": torch.__version__})
 
 
-def choose(setting, main: LoadedModel, evaluator: str, settings: dict, amount: float, unit: str) -> CompileChoice:
+def choose(options: LoadOptions, main: LoadedModel, evaluator: str, settings: dict, amount: float,
+           unit: str) -> CompileChoice:
     """Compile now when compile=auto finds it worth it for `amount` units of work (said on stderr and in the model's
-    provenance either way); compile=true was applied while loading."""
+    provenance either way; never over fused_kernels=liger, which asks for the fused eager layers); compile=true was
+    applied while loading."""
     key = None
     if main.device.type == "cuda" and hasattr(main.model, "config"):
         key = job_key(main, evaluator, settings)
-    if setting == "auto" and key is not None:
+    if options.compile == "auto" and options.fused_kernels != "liger" and key is not None:
         decision = compile_policy.decide(key, amount, unit)
         print(f"evalkit: compile=auto: {'compiling' if decision.compile else 'eager'} ({decision.reason})",
               file=sys.stderr)

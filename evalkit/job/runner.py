@@ -166,7 +166,7 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
               f"{job.evaluator.unit_name}s were finished before and are reused", file=sys.stderr)
     units = prepared.units
     remaining = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
-    compiling = compile_choice.choose(job.loading.compile, main, job.evaluator.name, job.scoped_settings(), remaining,
+    compiling = compile_choice.choose(job.loading, main, job.evaluator.name, job.scoped_settings(), remaining,
                                       job.evaluator.throughput)
     records, timing = score_units(job, prepared, progress, main, compiling.compiled)
     compile_choice.finish(compiling, timing, remaining)
