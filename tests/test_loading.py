@@ -57,12 +57,10 @@ def test_output_layer_of_aligned_width_is_left_alone():
     assert model.get_output_embeddings() is layer
 
 
-@pytest.mark.parametrize("mode, compiled_part", [(True, "GPT2Block blocks + output layer"),
-                                                  ("reduce-overhead", "whole forward")])
+@pytest.mark.parametrize("mode, compiled_part", [("reduce-overhead", "whole forward")])
 def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
-    """compile=true compiles each transformer block and the output layer (one graph shared by the blocks); CUDA-graph
-    modes compile the whole forward. The compiled graphs are kept in EVALKIT_COMPILE_CACHE (conftest points it at a
-    fresh folder) for the next process."""
+    """CUDA-graph modes compile the whole forward (compile=true: the runner test below). The compiled graphs are kept
+    in EVALKIT_COMPILE_CACHE (conftest points it at a fresh folder) for the next process."""
     spec = {"name": "tiny", "name_or_path": str(tiny_gpt2_dir)}
     eager = load_model(spec, LoadOptions(device="cpu", cpu_linear="native"), "causal-lm")
     compiled = load_model(spec, LoadOptions(device="cpu", cpu_linear="native", compile=mode), "causal-lm")
@@ -76,9 +74,10 @@ def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
 
 
 def test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll(tiny_gpt2_dir, tmp_path):
-    """Through the runner: probes, the lone first window and the last short one run eagerly, so only the batch of
-    full windows compiles (the block graph shared by the blocks, the output layer, the NLL: at most 3 graphs, where
-    every odd shape used to compile its own); the NLL is eager's; results.json says what compiling cost."""
+    """compile=true through the runner: each transformer block and the output layer are compiled (one graph shared by
+    the blocks); probes, the lone first window and the last short one run eagerly, so only the batch of full windows
+    compiles (block, output layer, NLL: at most 3 graphs, where every odd shape used to compile its own); the NLL is
+    eager's; results.json says what compiling cost."""
     text = tmp_path / "text.txt"
     text.write_text(" ".join(f"word{i % 97}" for i in range(400)))
     job = dict(model=str(tiny_gpt2_dir), task="text", **{"task.path": str(text)}, max_length=64, stride=32,
@@ -88,6 +87,7 @@ def test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll(ti
     timing = compiled["timing"]
     assert 1 <= timing["graphs_compiled"] <= 3 and timing["compile_seconds"] > 0, timing
     assert "compile_seconds" not in eager["timing"]
+    assert "GPT2Block blocks + output layer" in compiled["model"]["compile"]
     assert math.isclose(compiled["metrics"]["nll_sum"], eager["metrics"]["nll_sum"], rel_tol=1e-5)
 
 
