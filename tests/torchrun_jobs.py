@@ -1,0 +1,31 @@
+"""Started by torchrun for tests/test_contract.py: several evaluation jobs one after another in the same processes, as
+a user's script calling evalkit.evaluate again or a command-line sweep runs them.
+
+    python -m torch.distributed.run --nproc_per_node 2 -m tests.torchrun_jobs steps.json
+
+(-m from the repository root, as `-m evalkit`: the checkout's evalkit is imported, not an installed one.)
+
+steps.json is a list of steps, each {"evaluate": keywords of evalkit.evaluate} or {"command_line": arguments of
+`python -m evalkit`}, the latter run in this process as `python -m evalkit` runs them."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import evalkit
+
+
+def run_steps(steps: list[dict]) -> None:
+    for step in steps:
+        if "command_line" in step:
+            sys.argv = ["evalkit", *step["command_line"]]
+            runpy.run_module("evalkit", run_name="__main__", alter_sys=True)
+        else:
+            evalkit.evaluate(**step["evaluate"])
+
+
+if __name__ == "__main__":
+    run_steps(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8")))
