@@ -255,12 +255,17 @@ THROUGH_THE_COMMAND_LINE = EVALUATORS[len(EVALUATORS) // 2]  # jobs follow a com
 def two_process_runs(jobs, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, Path]]:
     """Every evaluator's contract job, one unit per batch, in ONE torchrun pair (2 processes, gloo on the CPU): one
     job after another in the same two processes, as a script calling evalkit.evaluate again or a sweep runs them;
-    one of them through the command line (`python -m evalkit`). (The pair, each evaluator's run folder.)"""
+    one of them through the command line (`python -m evalkit`), after which rank 0 starts late. (The pair, each
+    evaluator's run folder.)"""
     root = tmp_path_factory.mktemp("two-processes")
     folders = {name: root / name for name in EVALUATORS}
-    steps = [{"command_line": [*cli_overrides({**jobs[name], "batch_size": 1}), f"hydra.run.dir={folders[name]}"]}
-             if name == THROUGH_THE_COMMAND_LINE else
-             {"evaluate": {**jobs[name], "batch_size": 1, "out_dir": str(folders[name])}} for name in EVALUATORS]
+    steps = []
+    for name in EVALUATORS:
+        job = {**jobs[name], "batch_size": 1, "cache_dir": str(root / "cache")}
+        if name == THROUGH_THE_COMMAND_LINE:
+            steps += [{"command_line": [*cli_overrides(job), f"hydra.run.dir={folders[name]}"]}, {"rank_0_waits": 2}]
+        else:
+            steps.append({"evaluate": {**job, "out_dir": str(folders[name])}})
     (root / "steps.json").write_text(json.dumps(steps), encoding="utf-8")
     pair = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
@@ -278,6 +283,7 @@ def test_two_processes_give_one_process_result(two_process_runs, reference_runs,
     two = json.loads((folders[name] / "results.json").read_text())
     reference, reference_samples = reference_runs[name]
     assert two["timing"]["processes"] == 2
+    assert two["run"]["resumed_units"] == 0  # no rank takes another's units of this run for an earlier attempt's
     per_rank = two["timing"]["units_computed_per_rank"]
     assert sum(per_rank) == reference["timing"]["units_computed"] and max(per_rank) - min(per_rank) <= 1
     samples = read_samples(folders[name])

@@ -49,6 +49,12 @@ def leave() -> None:
         dist.destroy_process_group()
 
 
+def barrier() -> None:
+    """Return once every rank has got here."""
+    if world_size() > 1:
+        dist.barrier()
+
+
 def shard(order: list[int], tensor_parallel: bool = False) -> list[int]:
     """This rank's units: a round-robin share of the scoring order, so every rank gets units of every shape and
     length; under tensor parallelism the ranks are one model, and each runs every unit."""
