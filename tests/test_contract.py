@@ -248,22 +248,45 @@ def test_interrupted_run_resumes_and_computes_only_the_rest(jobs, reference_runs
     assert read_samples(tmp_path / "resumed") == reference_samples
 
 
-@pytest.mark.parametrize("name", EVALUATORS)
-def test_two_processes_give_one_process_result(jobs, reference_runs, tmp_path, name):
-    """torchrun with 2 processes (gloo on the CPU): the same metrics and per-unit samples, each rank about half."""
+THROUGH_THE_COMMAND_LINE = EVALUATORS[len(EVALUATORS) // 2]  # jobs follow a command-line job and API jobs alike
+
+
+@pytest.fixture(scope="module")
+def two_process_runs(jobs, tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict[str, Path]]:
+    """Every evaluator's contract job, one unit per batch, in ONE torchrun pair (2 processes, gloo on the CPU): one
+    job after another in the same two processes, as a script calling evalkit.evaluate again or a sweep runs them;
+    one of them through the command line (`python -m evalkit`), after which rank 0 starts late. (The pair, each
+    evaluator's run folder.)"""
+    root = tmp_path_factory.mktemp("two-processes")
+    folders = {name: root / name for name in EVALUATORS}
+    steps = []
+    for name in EVALUATORS:
+        job = {**jobs[name], "batch_size": 1, "cache_dir": str(root / "cache")}
+        if name == THROUGH_THE_COMMAND_LINE:
+            steps += [{"command_line": [*cli_overrides(job), f"hydra.run.dir={folders[name]}"]}, {"rank_0_waits": 2}]
+        else:
+            steps.append({"evaluate": {**job, "out_dir": str(folders[name])}})
+    (root / "steps.json").write_text(json.dumps(steps), encoding="utf-8")
     pair = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-         str(29533 + EVALUATORS.index(name)),  # the test's cases may run at once (pytest -n)
-         "-m", "evalkit", *cli_overrides({**jobs[name], "batch_size": 1}), f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "tests.torchrun_jobs", str(root / "steps.json")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert pair.returncode == 0, pair.stderr
-    two = json.loads((tmp_path / "results.json").read_text())
+    return pair, folders
+
+
+@pytest.mark.parametrize("name", EVALUATORS)
+def test_two_processes_give_one_process_result(two_process_runs, reference_runs, name):
+    """torchrun with 2 processes (gloo on the CPU): the same metrics and per-unit samples, each rank about half."""
+    pair, folders = two_process_runs
+    two = json.loads((folders[name] / "results.json").read_text())
     reference, reference_samples = reference_runs[name]
     assert two["timing"]["processes"] == 2
+    assert two["run"]["resumed_units"] == 0  # no rank takes another's units of this run for an earlier attempt's
     per_rank = two["timing"]["units_computed_per_rank"]
     assert sum(per_rank) == reference["timing"]["units_computed"] and max(per_rank) - min(per_rank) <= 1
-    samples = read_samples(tmp_path)
+    samples = read_samples(folders[name])
     assert len(samples) == len(reference_samples)
     for ours, theirs in zip(samples, reference_samples):
         for key, value in theirs.items():
@@ -273,7 +296,9 @@ def test_two_processes_give_one_process_result(jobs, reference_runs, tmp_path, n
                 else ours[key] == value or isinstance(value, dict), key
     headline = evaluators.get(name).headline().name
     assert math.isclose(two["metrics"][headline], reference["metrics"][headline], rel_tol=1e-6)
-    assert pair.stdout.count("results in") == 1  # one summary, from rank 0
+    assert pair.stdout.count("results in") == 1  # one summary, from rank 0 (evalkit.evaluate prints none)
+    if name == THROUGH_THE_COMMAND_LINE:
+        assert f"results in {folders[name] / 'results.json'}" in pair.stdout
 
 
 def test_tensor_parallel_over_two_processes_gives_the_one_process_nll(tiny_llama_dir, tmp_path):

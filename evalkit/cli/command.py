@@ -27,9 +27,7 @@ from evalkit.errors import EvalkitError, Interrupted
 # config_path as a file path: the same from a checkout, an editable install or the installed wheel
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
-    import torch  # here, not at the top: the command line's checks run before it is imported (seconds)
-
-    from evalkit.job import distributed, run_folder, runner
+    from evalkit.job import distributed, run_folder, runner  # here: the command line's checks run before torch loads
 
     hydra_config = HydraConfig.get()
     out_dir = Path(hydra_config.runtime.output_dir)
@@ -49,9 +47,6 @@ def hydra_main(cfg: DictConfig) -> None:
               file=sys.stderr)
         discard_failed_run(out_dir)
         sys.exit(130)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
     if distributed.is_main():
         print(summary(record, out_dir))
 

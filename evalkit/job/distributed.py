@@ -6,6 +6,7 @@ full result and rank 0 writes it.
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -29,15 +30,29 @@ def is_main() -> bool:
 
 
 def init(device: torch.device) -> None:
-    """Join the process group once (NCCL between GPUs, gloo on CPUs); a single process needs none. On GPUs the NCCL
-    communicator is formed here (`device_id`), not lazily inside the first all-reduce, which falls in the timed
-    evaluation."""
+    """Join the process group once per process (NCCL between GPUs, gloo on CPUs); a single process needs none. On GPUs
+    the NCCL communicator is formed here (`device_id`), not lazily inside the first all-reduce, which falls in the timed
+    evaluation. The group stays for the process's later jobs (a sweep, a script calling evaluate again) and is left at
+    exit: under torchrun a rank that forms the group again before the others are done with the last one reads the last
+    group's addresses from torchrun's store and waits on them for ever."""
     if world_size() > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)  # collectives of Python objects stage them on the current device
             dist.init_process_group("nccl", device_id=device)
         else:
             dist.init_process_group("gloo")
+        atexit.register(leave)  # only a group evalkit formed: a caller's own group is the caller's to leave
+
+
+def leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Return once every rank has got here."""
+    if world_size() > 1:
+        dist.barrier()
 
 
 def shard(order: list[int], tensor_parallel: bool = False) -> list[int]:

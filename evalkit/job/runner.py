@@ -161,6 +161,7 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     prepared = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
     phases = {"load_seconds": loaded - clock, "prepare_seconds": time.perf_counter() - loaded}
     progress = cache.progress(prepared.units.count, prepared.check_record)
+    distributed.barrier()  # every rank has read the earlier attempts' records before any rank appends this one's
     if cache.resumed:
         print(f"evalkit: resuming an interrupted run: {cache.resumed} of {prepared.units.count} "
               f"{job.evaluator.unit_name}s were finished before and are reused", file=sys.stderr)
