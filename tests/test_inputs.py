@@ -196,6 +196,23 @@ def test_a_sweep_ends_with_a_table_of_its_runs(tmp_path):
     assert lines[1].endswith("[18.2500, 20.2500]")
 
 
+def test_under_torchrun_only_rank_0_reports_a_sweep_and_records_its_failures(tmp_path, monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    from evalkit.cli.sweeps import FAILED_JOBS, SweepReport, record_failure
+
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    monkeypatch.setenv("RANK", "1")
+    record_failure(tmp_path, 3, ["stride=0"], "stride=0 is not allowed")
+    SweepReport().on_multirun_end(config)
+    assert not (tmp_path / FAILED_JOBS).exists() and capsys.readouterr() == ("", "")
+    monkeypatch.setenv("RANK", "0")
+    record_failure(tmp_path, 3, ["stride=0"], "stride=0 is not allowed")
+    with pytest.raises(SystemExit) as stop:
+        SweepReport().on_multirun_end(config)
+    assert stop.value.code == 2 and "job 3 (stride=0): stride=0 is not allowed" in capsys.readouterr().err
+
+
 def test_the_default_models_former_name_is_an_alias_of_its_preset():
     from evalkit.config.presets import model_spec
 

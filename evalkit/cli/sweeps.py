@@ -4,6 +4,7 @@ exits non-zero at the end with the list of failed jobs (Hydra would otherwise st
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,15 @@ from evalkit.cli.summary import sweep_table
 FAILED_JOBS = "failed_jobs.jsonl"  # in the sweep folder: one line per failed job, appended by the job itself
 
 
+def is_first_rank() -> bool:
+    """Whether this process speaks for the sweep: always, but under torchrun only rank 0 (read from torchrun's RANK,
+    since this module stays free of torch). The other ranks run the same jobs and would say it all again."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def record_failure(sweep_dir: Path, job_number: int, overrides: list[str], error: str) -> None:
+    if not is_first_rank():
+        return
     sweep_dir.mkdir(parents=True, exist_ok=True)
     with open(sweep_dir / FAILED_JOBS, "a", encoding="utf-8") as log:
         log.write(json.dumps({"job": job_number, "overrides": overrides, "error": error}) + "\n")
@@ -37,9 +46,12 @@ def finished_runs(sweep_dir: Path) -> list[tuple[str, list[str], dict]]:
 
 
 class SweepReport(Callback):
-    """At the end of a multirun, in the process that launched it: name the failed jobs and exit with status 2."""
+    """At the end of a multirun, in the process that launched it (rank 0 under torchrun): the table of its runs; name
+    the failed jobs and exit with status 2."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if not is_first_rank():  # rank 0 may still be writing its last result: its report is the whole one
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         finished = finished_runs(sweep_dir)
         if finished:
