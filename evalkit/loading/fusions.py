@@ -84,6 +84,8 @@ class RopeDispatch:
         self.original = original
 
     def __call__(self, q, k, cos, sin, *args, **kwargs):
+        if torch.compiler.is_compiling():  # dynamo cannot trace a ContextVar (a graph break per call); compiled
+            return self.original(q, k, cos, sin, *args, **kwargs)  # models are never fused
         rope = ACTIVE_ROPE.get()
         if rope is None or args or kwargs:
             return self.original(q, k, cos, sin, *args, **kwargs)
@@ -108,10 +110,15 @@ def with_rope(attention: torch.nn.Module, rope: Callable) -> None:
         modeling.apply_rotary_pos_emb = RopeDispatch(modeling.apply_rotary_pos_emb)
 
 
+def is_transformers_layer(module: torch.nn.Module, names: set[str]) -> bool:
+    """One of transformers' own classes of these names (a model's remote code may reuse a name for other code)."""
+    return type(module).__name__ in names and type(module).__module__.startswith("transformers.models.")
+
+
 def fusible(model: torch.nn.Module) -> bool:
     """A model of a known family whose weights are all on one GPU in half precision."""
     parameters = list(model.parameters())
-    return (any(type(m).__name__ in NORMS for m in model.modules())
+    return (any(is_transformers_layer(m, NORMS) for m in model.modules())
             and all(p.device.type == "cuda" and p.dtype in HALF_DTYPES for p in parameters)
             and len({p.device for p in parameters}) == 1)
 
@@ -121,14 +128,14 @@ def fuse(model: torch.nn.Module, kernels: Kernels) -> dict[str, int]:
     swaps = [(parent, name, child) for parent in model.modules() for name, child in parent.named_children()]
     counts = {"RMSNorm": 0, "SwiGLU": 0, "RoPE": 0}
     for parent, name, child in swaps:
-        kind = type(child).__name__
-        if kind in NORMS and kernels.rms_norm:
+        if is_transformers_layer(child, NORMS) and kernels.rms_norm:
             setattr(parent, name, FusedRMSNorm(child, kernels.rms_norm))
             counts["RMSNorm"] += 1
-        elif kind in MLPS and kernels.silu_mul and getattr(child.config, "hidden_act", None) in ("silu", "swish"):
+        elif (is_transformers_layer(child, MLPS) and kernels.silu_mul
+              and getattr(child.config, "hidden_act", None) in ("silu", "swish")):
             setattr(parent, name, FusedGatedMLP(child, kernels.silu_mul))
             counts["SwiGLU"] += 1
-        elif kind in ATTENTIONS and kernels.rope:
+        elif is_transformers_layer(child, ATTENTIONS) and kernels.rope:
             with_rope(child, kernels.rope)
             counts["RoPE"] += 1
     return {kind: count for kind, count in counts.items() if count}
@@ -144,9 +151,15 @@ def unfuse(model: torch.nn.Module) -> None:
                 del child.forward
 
 
+@functools.cache
+def note_unfused() -> None:
+    print("evalkit: note: liger-kernel is not installed, so RMSNorm, RoPE and SwiGLU run unfused (slower on a GPU); "
+          "pip install 'evalkit[gpu]' brings it", file=sys.stderr)
+
+
 def fuse_if_asked(model: torch.nn.Module, setting: str) -> str | None:
     """fused_kernels=auto|liger|none for a loaded model: a description for the provenance, or None when nothing was
-    fused (the model is not fusible, or auto found no liger-kernel: said once, since it costs speed)."""
+    fused (the model is not fusible, or auto found no liger-kernel: said once a process, since it costs speed)."""
     if setting == "none":
         return None
     if not fusible(model):
@@ -159,8 +172,7 @@ def fuse_if_asked(model: torch.nn.Module, setting: str) -> str | None:
         if setting == "liger":
             raise EvalkitError("fused_kernels=liger needs liger-kernel: pip install 'evalkit[gpu]' (or "
                                "fused_kernels=auto|none)")
-        print("evalkit: note: liger-kernel is not installed, so RMSNorm, RoPE and SwiGLU run unfused (slower on a "
-              "GPU); pip install 'evalkit[gpu]' brings it", file=sys.stderr)
+        note_unfused()
         return None
     counts = fuse(model, kernels)
     return f"{kernels.name}: " + ", ".join(f"{kind} x{count}" for kind, count in counts.items())
