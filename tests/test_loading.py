@@ -1,5 +1,6 @@
 """Loading-layer speed paths that change how a model runs, never what it computes."""
 
+import importlib.util
 import math
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from evalkit.job.batching import score_in_batches
 from evalkit.loading import LoadOptions, compile_policy, fusions, load_fresh, load_model
 from evalkit.loading.compiling import GeluEpilogue, compile_regions
 from evalkit.loading.kernels import OneDNNLinear, align_output_layer, fuse_tanh_gelu, onednn_dtypes, uses_onednn_linear
+from evalkit.loading.options import check_combinations
 from evalkit.scoring.rolling import score_windows
 
 
@@ -272,8 +274,26 @@ def test_fused_kernels_touch_only_half_precision_models_on_one_gpu():
     assert not fusions.fusible(model) and fusions.fuse_if_asked(model, "auto") is None  # float32 on a CPU
     with pytest.raises(EvalkitError, match="fused_kernels=liger applies to Llama/Mistral/Qwen2/Qwen3 models on one"):
         fusions.fuse_if_asked(model, "liger")
-    with pytest.raises(EvalkitError, match="fused_kernels=liger is for eager runs"):
-        LoadOptions(device="cpu", fused_kernels="liger", compile=True).check()
+
+
+@pytest.mark.parametrize("keys, refused", [
+    ({"device": "cpu", "compile": True}, "not with compile=true"),
+    ({"device": "cpu"}, "not with device=cpu"),
+    ({"device": "cuda", "dtype": "float32"}, "not with dtype=float32"),
+    ({"device": "cuda", "dtype": "bfloat16", "tp_plan": "auto"}, "not with a model spread over devices or quantized"),
+    ({"device": "cuda", "quantization": "int8"}, "not with a model spread over devices or quantized"),
+])
+def test_fused_kernels_liger_is_refused_before_loading_where_it_cannot_apply(keys, refused):
+    with pytest.raises(EvalkitError, match=f"^fused_kernels=liger applies to eager runs on one GPU .*{refused}"):
+        check_combinations(LoadOptions(fused_kernels="liger", **keys))
+
+
+def test_fused_kernels_liger_without_liger_kernel_is_refused_before_loading(monkeypatch):
+    real = importlib.util.find_spec  # liger-kernel runs on GPUs only: CI does not install it
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *rest: None if name == "liger_kernel" else real(name, *rest))
+    with pytest.raises(EvalkitError, match=r"fused_kernels=liger needs liger-kernel: pip install 'evalkit\[gpu\]'"):
+        check_combinations(LoadOptions(fused_kernels="liger", device="cuda", dtype="bfloat16"))
 
 
 def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(tmp_path, monkeypatch):

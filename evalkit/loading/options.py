@@ -131,9 +131,7 @@ def check_combinations(options: LoadOptions) -> None:
     if compile_at_load(options) and options.cpu_linear == "onednn":
         raise EvalkitError("cpu_linear=onednn cannot be combined with compile; use cpu_linear=auto (with compile, "
                            "Inductor chooses the CPU matmul kernels)")
-    if compile_at_load(options) and options.fused_kernels == "liger":
-        raise EvalkitError("fused_kernels=liger is for eager runs; compile fuses the same layers itself: use "
-                           "fused_kernels=auto with compile")
+    check_fused_kernels(options, str(options.device).partition(":")[0])
     if options.max_memory and not options.device_map:
         raise EvalkitError("max_memory only applies with a device_map (e.g. device_map=auto)")
     check_tensor_parallel(options)
@@ -163,6 +161,27 @@ def check_tensor_parallel(options: LoadOptions) -> None:
                            "leave tp_plan out to run on one device")
 
 
+def check_fused_kernels(options: LoadOptions, device_type: str) -> None:
+    """fused_kernels=liger asks for the fused layers or an error: what rules them out is said before loading."""
+    if options.fused_kernels != "liger":
+        return
+    if compile_at_load(options):
+        ruled_out = f"compile={str(options.compile).lower()} (compiling fuses the same layers itself)"
+    elif device_type in ("cpu", "mps"):
+        ruled_out = f"device={options.device}"
+    elif options.dtype == "float32":
+        ruled_out = "dtype=float32 (only bfloat16 and float16 are fused)"
+    elif options.device_map or options.tp_plan or options.quantization != "none":
+        ruled_out = "a model spread over devices or quantized (device_map, tp_plan, quantization)"
+    elif importlib.util.find_spec("liger_kernel") is None:
+        raise EvalkitError("fused_kernels=liger needs liger-kernel: pip install 'evalkit[gpu]' (or "
+                           "fused_kernels=auto|none)")
+    else:
+        return
+    raise EvalkitError(f"fused_kernels=liger applies to eager runs on one GPU in bfloat16 or float16, not with "
+                       f"{ruled_out}; use fused_kernels=auto or none")
+
+
 def check_quantization_device(options: LoadOptions, device_type: str) -> None:
     backend = QUANTIZATIONS[options.quantization][0]
     if (backend == "bitsandbytes" or options.quantization == "torchao-int4") and device_type != "cuda":
@@ -185,3 +204,4 @@ def check_on_device(options: LoadOptions, device: torch.device) -> None:
             raise EvalkitError(f"max_memory names '{key}', which is no device here; allowed keys: {', '.join(places)}")
     check_quantization_device(options, device.type)
     check_quantization_package(options)
+    check_fused_kernels(options, device.type)
