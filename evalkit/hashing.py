@@ -2,9 +2,11 @@
 unchanged). Pure: the command line's checks use them before torch is imported.
 
 A file's digest is kept in memory for the process and, for large files (a checkpoint's shards), on disk in
-EVALKIT_DIGEST_CACHE (default ~/.cache/evalkit/digests; empty: off), keyed by path, size and modification time: an
-8B checkpoint is not read a second time, in full, to be identified. EVALKIT_REHASH=1 hashes every file anew. Files not
-known yet are read side by side (a checkpoint's shards), with a progress bar when there is a GiB or more to read."""
+EVALKIT_DIGEST_CACHE (default ~/.cache/evalkit/digests; empty: off), keyed by the file's stamp (path, size, inode,
+modification and status-change times; the last no copy or extraction can set, so a file rewritten with its old size
+and timestamps is read again): an 8B checkpoint is not read a second time, in full, to be identified. EVALKIT_REHASH=1
+hashes every file anew. Files not known yet are read side by side (a checkpoint's shards), with a progress bar when
+there is a GiB or more to read."""
 
 from __future__ import annotations
 
@@ -12,10 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 
 def canonical_json(value) -> str:
@@ -42,20 +46,20 @@ def sha256_bytes(data: bytes) -> str:
 
 def sha256_files(paths: list[Path]) -> str:
     """sha256 of the files' contents in order, as if concatenated (parts of one file hash as the whole file), hashed
-    once while the files' sizes and modification times stay the same (a sweep asks many times)."""
-    return _digests([tuple(_stamp(p) for p in paths)])[0]
+    once while the files' stamps stay the same (a sweep asks many times)."""
+    return _digests([tuple(file_stamp(p) for p in paths)])[0]
 
 
 def sha256_each(paths: list[Path]) -> list[str]:
     """Each file's sha256 (what sha256_files([path]) gives), the files not known yet read side by side: a checkpoint's
     shards take about the time of reading them, not of hashing them one after another."""
-    return _digests([(_stamp(p),) for p in paths])
+    return _digests([(file_stamp(p),) for p in paths])
 
 
 STORED_FROM_BYTES = 1 << 26  # smaller files hash in well under a second: not worth a file of their own
 PROGRESS_FROM_BYTES = 1 << 30  # a GiB takes seconds to read and hash: worth a bar
 CHUNK_BYTES = 1 << 22
-_REMEMBERED: dict[tuple, str] = {}  # (path, size, mtime) stamps -> digest, for this process (a sweep asks many times)
+_REMEMBERED: dict[tuple, str] = {}  # stamps -> digest, for this process (a sweep asks many times)
 
 
 def digest_store() -> Path | None:
@@ -63,13 +67,23 @@ def digest_store() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
-def _stamp(path: Path) -> tuple:
+class Stamp(NamedTuple):
+    """What identifies a file's contents while it is not rewritten."""
+
+    path: str
+    size: int
+    modified_ns: int
+    inode: int
+    status_changed_ns: int
+
+
+def file_stamp(path: Path) -> Stamp:
     status = os.stat(path)
-    return str(Path(path).resolve()), status.st_size, status.st_mtime_ns
+    return Stamp(str(Path(path).resolve()), status.st_size, status.st_mtime_ns, status.st_ino, status.st_ctime_ns)
 
 
 def _stored_at(stamps: tuple) -> Path | None:
-    store = digest_store() if sum(size for _, size, _ in stamps) >= STORED_FROM_BYTES else None
+    store = digest_store() if sum(stamp.size for stamp in stamps) >= STORED_FROM_BYTES else None
     return store / sha256_text(canonical_json(stamps)) if store else None
 
 
@@ -81,7 +95,7 @@ def _recalled(stamps: tuple) -> str | None:
     if stored and os.environ.get("EVALKIT_REHASH") != "1":
         try:
             text = stored.read_text(encoding="ascii").strip()
-            if len(text) == 64:
+            if re.fullmatch("[0-9a-f]{64}", text):
                 _REMEMBERED[stamps] = text
                 return text
         except (OSError, UnicodeDecodeError):
@@ -95,7 +109,7 @@ def _digests(groups: list[tuple]) -> list[str]:
     found = {group: _recalled(group) for group in groups}
     to_read = [group for group, digest in found.items() if digest is None]
     if to_read:
-        with _progress(sum(size for group in to_read for _, size, _ in group)) as advance:
+        with _progress(sum(stamp.size for group in to_read for stamp in group)) as advance:
             read = _read_side_by_side(to_read, advance)
         for group, digest in zip(to_read, read):
             found[group] = _REMEMBERED[group] = digest
@@ -111,8 +125,8 @@ def _read_side_by_side(groups: list[tuple], advance) -> list[str]:
 
     def read(group: tuple) -> str:
         digest = hashlib.sha256()
-        for path, _, _ in group:
-            with open(path, "rb") as handle:
+        for stamp in group:
+            with open(stamp.path, "rb") as handle:
                 while not stop.is_set() and (block := handle.read(CHUNK_BYTES)):
                     digest.update(block)
                     advance(len(block))

@@ -1,5 +1,5 @@
-"""Files' sha256: read side by side, the same digests as one sequential pass, kept on disk per file while its size and
-modification time stay the same, read again when they change or EVALKIT_REHASH=1 asks."""
+"""Files' sha256: read side by side, the same digests as one sequential pass, kept on disk per file while its size,
+modification and status-change times and inode stay the same, read again when they change or EVALKIT_REHASH=1 asks."""
 
 import hashlib
 import os
@@ -78,6 +78,11 @@ def test_a_large_files_digest_is_stored_and_rehash_reads_the_file_again(tmp_path
     weights.write_bytes(b"other weights")
     hashing._REMEMBERED.clear()
     assert hashing.sha256_files([weights]) == hashlib.sha256(b"other weights").hexdigest()
+    status = weights.stat()  # rewritten in place, same size, its modification time set back (a build with fixed
+    weights.write_bytes(b"OTHER weights")  # timestamps): only the status-change time tells
+    os.utime(weights, ns=(status.st_atime_ns, status.st_mtime_ns))
+    hashing._REMEMBERED.clear()
+    assert hashing.sha256_files([weights]) == hashlib.sha256(b"OTHER weights").hexdigest()
 
 
 def test_a_bar_shows_the_bytes_hashed_only_when_there_are_many(tmp_path, store, monkeypatch, capsys):
@@ -89,3 +94,15 @@ def test_a_bar_shows_the_bytes_hashed_only_when_there_are_many(tmp_path, store, 
     hashing._REMEMBERED.clear()
     hashing.sha256_each(paths)
     assert "hashing weights" in capsys.readouterr().err
+
+
+def test_a_pooled_model_whose_files_were_rewritten_with_their_old_timestamps_is_not_reused(tmp_path):
+    """A sweep's model pool keys a loaded model by its files' stamps: the same stamp as the digest store."""
+    from evalkit.loading.pool import files_stamp
+
+    paths = shards(tmp_path / "model")
+    before = files_stamp({"name_or_path": str(tmp_path / "model")})
+    status = paths[2].stat()
+    paths[2].write_bytes(bytes(reversed(SHARDS["model-00003-of-00003.safetensors"])))
+    os.utime(paths[2], ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert files_stamp({"name_or_path": str(tmp_path / "model")}) != before

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from evalkit.hashing import canonical_json
+from evalkit.hashing import canonical_json, file_stamp
 from evalkit.loading.loaded import LoadedModel
 from evalkit.loading.loader import load_fresh
 from evalkit.loading.locations import is_random_init, resolve_location, tokenizer_location
@@ -56,14 +56,13 @@ class ModelPool:
 
 
 def files_stamp(spec: Mapping) -> list:
-    """Name, size and modification time of every file in the model's local folders (weights, config, tokenizer): a
+    """The stamp (hashing.file_stamp) of every file in the model's local folders (weights, config, tokenizer): a
     model whose files changed since it was loaded is loaded again, never reused."""
     folders = [] if is_random_init(spec) else [resolve_location(spec)]
     if spec.get("tokenizer"):
         folders.append(tokenizer_location(spec))
-    return [(str(path), status.st_size, status.st_mtime_ns)
-            for folder in folders if folder.source != "hub"
-            for path in sorted(Path(folder.path).iterdir()) if (status := path.stat()) and path.is_file()]
+    return [file_stamp(path) for folder in folders if folder.source != "hub"
+            for path in sorted(Path(folder.path).iterdir()) if path.is_file()]
 
 
 MODELS = ModelPool()
