@@ -13,8 +13,8 @@ from evalkit.config.settings import check_setting
 from evalkit.evaluators.base import RunSettings
 
 # Attention kernels for batches whose sequence length changes from batch to batch (padded text, token-by-token
-# decoding). cuDNN's is left out: it plans anew for every new shape, which measured 4.8 ms of CPU per attention call
-# on an H200 and made zero-shot NLI CPU-bound (2.8 s of 3.3 s); fixed-shape perplexity windows keep it.
+# decoding). cuDNN's is left out: it plans anew for every new shape, on the CPU, which made zero-shot NLI CPU-bound
+# (benchmarks/results/gpu_notes.md); fixed-shape perplexity windows keep it.
 VARIABLE_SHAPE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 

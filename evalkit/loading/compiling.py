@@ -33,8 +33,7 @@ class GeluEpilogue(CustomGraphPass):
     """Inductor pre-grad pass: on CUDA, tanh-GELU of `addmm(bias, x, w)` (optionally through a view, as transformers'
     Conv1D does) becomes `_addmm_activation(bias, x, w, use_gelu=True)`: cuBLASLt's GELU epilogue, the tanh
     approximation (on CPU that op computes the exact GELU, so CPU graphs are left alone). Inductor itself would write
-    the matmul out, then read it back for a separate GELU kernel: on an H200, gpt2-large's block at 131,072 rows ran
-    in 9.58 ms against 10.08 ms."""
+    the matmul out, then read it back for a separate GELU kernel (what that cost: benchmarks/results/gpu_notes.md)."""
 
     def __call__(self, graph: torch.fx.Graph) -> None:
         for gelu in [node for node in graph.nodes if is_tanh_gelu(node)]:
@@ -79,13 +78,13 @@ def keep_compiled_artifacts() -> None:
 def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     """torch.compile each repeated block (the classes transformers keeps whole on one device, `_no_split_modules`) and
     the output layer; the model's own forward stays eager. Why not the whole forward: traced, transformers cannot
-    prove a mask redundant, so it builds an explicit causal mask and SDPA leaves its flash path (measured 3x slower
-    attention on an H200); and the blocks share one graph (parameters are its inputs), so compiling is quicker.
+    prove a mask redundant, so it builds an explicit causal mask and SDPA leaves its flash path for a slower kernel;
+    and the blocks share one graph (parameters are its inputs), so compiling is quicker.
     Shapes are static: an evaluator feeds a handful of distinct shapes, each worth its own specialised graph.
 
-    Beyond the mode's own options, Inductor tunes its elementwise and reduction kernels (coordinate descent: on an
-    H200 the default LayerNorm kernel of gpt2-large's block ran at a quarter of memory bandwidth, 0.66 ms against
-    0.18 ms tuned) and runs `GeluEpilogue`."""
+    Beyond the mode's own options, Inductor tunes its elementwise and reduction kernels (coordinate descent: its
+    default LayerNorm kernel of gpt2-large's block ran far below memory bandwidth, benchmarks/results/gpu_notes.md)
+    and runs `GeluEpilogue`."""
     keep_compiled_artifacts()
     options = {**torch._inductor.list_mode_options(mode or "default"), "coordinate_descent_tuning": True,
                "pre_grad_custom_pass": GeluEpilogue()}

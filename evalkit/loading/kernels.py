@@ -27,8 +27,8 @@ from evalkit.scoring.probes import model_device
 
 class AlignedLinear(torch.nn.Module):
     """A linear layer computed with its output width padded to a multiple of 8, then cut back. cuBLAS has no fast
-    kernel for an odd row stride: GPT-2's 50,257-wide output layer took 45.7 ms per 64 windows on an H200 (an sm75
-    fallback kernel) against 5.8 ms padded. The weight copy costs out_features x in_features more memory."""
+    kernel for an odd row stride (GPT-2's 50,257-wide output layer fell back to an old, several times slower kernel:
+    benchmarks/results/gpu_notes.md). The weight copy costs out_features x in_features more memory."""
 
     def __init__(self, linear: torch.nn.Linear):
         super().__init__()

@@ -231,8 +231,8 @@ class PerplexityJob(PreparedJob):
 
     def warm_up(self, todo: list[int]) -> None:
         """On an accelerator, the first window scored once, untimed: a process's first forward compiles the fused
-        kernels (Triton), sets up cuBLAS and cuDNN and plans the attention (4.3 s of a lone first window at
-        Llama-3-8B's shape on an H200, against 0.1 s once warm)."""
+        kernels (Triton), sets up cuBLAS and cuDNN and plans the attention: seconds, against a fraction of one once
+        warm (benchmarks/results/gpu_h200_llama3-8b_first_pass_batches.json)."""
         if todo and self.lm.device.type != "cpu":
             self.lm.loglikelihood_rolling(*self.inputs(todo[:1]), reference=self.reference)
 
