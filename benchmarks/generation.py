@@ -124,7 +124,11 @@ def decode_steps(model, tokenizer, prompts, batch: int, max_length: int, steps: 
         figures[kind], context = step_ms(make(), rows, steps, tokenizer.eos_token_id or 0, device)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     width = next(model.parameters()).element_size()
-    kv_per_token = 2 * model.config.num_hidden_layers * model.config.hidden_size * width
+    config = model.config
+    heads = config.num_attention_heads
+    head_width = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads  # grouped-query attention keeps fewer
+    kv_per_token = 2 * config.num_hidden_layers * kv_heads * head_width * width
     step = {"rows": batch, "context": context, "ms_per_step": figures,
             "generated_tokens_per_second": {kind: batch * 1000 / ms for kind, ms in figures.items()}}
     if device.startswith("cuda"):
