@@ -236,6 +236,7 @@ TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its fi
     "test_perplexity.py::test_a_model_spread_by_a_device_map_scores_the_one_device_nll": "contract",
     "test_perplexity.py::test_large_logits_run_in_chunks_of_scored_positions_with_the_same_nll": "contract",
     "test_perplexity.py::test_cpu_log_softmax_in_chunks_changes_no_number": "contract",
+    "test_perplexity.py::test_the_warm_up_runs_under_inference_mode_as_the_timed_pass": "contract",
     "test_quantization.py::test_kl_and_agreement_equal_full_logits": "oracle",
     "test_quantization.py::test_torchao_int8_sweep_against_reference": "cli",
     "test_runs.py::test_cache_hit_on_identical_rerun_and_miss_on_any_change": "contract",

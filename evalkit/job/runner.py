@@ -194,7 +194,8 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: Load
     size = min(prepared.auto_batch_size(device), max(len(todo), 1)) if auto else job.run.batch_size
     computed: dict[int, dict] = {}
     warming = time.perf_counter()
-    with eager_for(main.model) if compiled else nullcontext():  # a lone unit: not worth a compile
+    # under inference_mode as the timed pass runs, so that it readies that pass's code paths (autograd's differ)
+    with torch.inference_mode(), eager_for(main.model) if compiled else nullcontext():  # a lone unit: no compile
         prepared.warm_up(todo)
     warm_up_seconds = time.perf_counter() - warming
     total = sum(units.amounts[i] for i in todo)
