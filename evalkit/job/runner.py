@@ -169,7 +169,7 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     remaining = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
     compiling = compile_choice.choose(job.loading, main, job.evaluator.name, job.scoped_settings(), remaining,
                                       job.evaluator.throughput)
-    records, timing = score_units(job, prepared, progress, main, compiling.compiled)
+    records, timing = score_units(job, prepared, progress, main, compiling.compiled, remaining)
     compile_choice.finish(compiling, timing, remaining)
     outcome = prepared.aggregate(records, timing[f"{job.evaluator.throughput}_per_second"])
     provenance = main.provenance
@@ -180,11 +180,11 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
                       timing={**phases, **timing, **outcome.timing})
 
 
-def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: LoadedModel,
-                compiled: bool) -> tuple[list, dict]:
-    """Every unit's record, in unit order, and the timing of the units this run computed. A compiled model runs a
-    batch smaller than the batch size (a group's remainder, a lone unit) eagerly: a shape seen once is not worth a
-    compile."""
+def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: LoadedModel, compiled: bool,
+                remaining: float) -> tuple[list, dict]:
+    """Every unit's record, in unit order, and the timing of the units this run computed (`remaining`: their amount
+    of work, every rank's). A compiled model runs a batch smaller than the batch size (a group's remainder, a lone
+    unit) eagerly: a shape seen once is not worth a compile."""
     device = main.device
     evaluator, units = job.evaluator, prepared.units
     tensor_parallel = bool(job.loading.tp_plan)
@@ -221,9 +221,8 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: Load
                                             tensor_parallel)
         seconds = time.perf_counter() - started
     per_rank = distributed.gather(len(computed))
-    amount = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
     timing = {"warm_up_seconds": warm_up_seconds, "eval_seconds": seconds,
-              f"{evaluator.throughput}_per_second": amount / seconds if seconds else 0.0,
+              f"{evaluator.throughput}_per_second": remaining / seconds if seconds else 0.0,
               "batch_size": size, "processes": distributed.world_size(),
               "tensor_parallel": distributed.world_size() if tensor_parallel else 1,
               "units_computed": units.count - len(progress.done), "units_computed_per_rank": per_rank}
