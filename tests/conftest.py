@@ -189,6 +189,7 @@ FILE_TIERS = {
     "test_asr.py": "oracle",
     "test_classification.py": "oracle",
     "test_cli.py": "cli",
+    "test_compile_auto.py": "unit",
     "test_contract.py": "contract",
     "test_data.py": "unit",
     "test_faults.py": "cli",

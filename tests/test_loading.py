@@ -14,7 +14,7 @@ from evalkit.config.presets import model_spec
 from evalkit.errors import EvalkitError
 from evalkit.evaluators.perplexity.windows import window_schedule
 from evalkit.job.batching import score_in_batches
-from evalkit.loading import LoadOptions, compile_policy, fusions, load_fresh, load_model
+from evalkit.loading import LoadOptions, fusions, load_fresh, load_model
 from evalkit.loading.compiling import GeluEpilogue, compile_regions
 from evalkit.loading.kernels import OneDNNLinear, align_output_layer, fuse_tanh_gelu, onednn_dtypes, uses_onednn_linear
 from evalkit.scoring.rolling import score_windows
@@ -271,23 +271,6 @@ def test_fused_kernels_touch_only_half_precision_models_on_one_gpu():
         fusions.fuse_if_asked(model, "liger")
     with pytest.raises(EvalkitError, match="fused_kernels=liger is for eager runs"):
         LoadOptions(device="cpu", fused_kernels="liger", compile=True).check()
-
-
-def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(tmp_path, monkeypatch):
-    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path))
-    key = compile_policy.job_key({"model": "m", "evaluator": "perplexity"})
-    assert not compile_policy.decide(key, 1e6, "tokens").compile  # nothing measured: eager
-    compile_policy.record(key, False, 300_000, 15.0)  # eager: 20,000 tokens/s
-    assert not compile_policy.decide(key, 1e6, "tokens").compile  # no compiled run measured yet
-    compile_policy.record(key, True, 300_000, 20.0, compile_seconds=8.0)  # 25,000 tokens/s once compiled
-    short, long = compile_policy.decide(key, 300_000, "tokens"), compile_policy.decide(key, 1e6, "tokens")
-    assert not short.compile and "expected saving 3.0 s on 300,000 tokens does not exceed the 8.0 s" in short.reason
-    assert long.compile and "expected saving 10.0 s" in long.reason
-    (tmp_path / compile_policy.STORE_NAME).write_text("[not a store")  # unreadable: nothing measured
-    assert not compile_policy.decide(key, 1e9, "tokens").compile
-    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")  # no store: nothing kept, nothing compiled
-    compile_policy.record(key, False, 1, 1.0)
-    assert not compile_policy.decide(key, 1e9, "tokens").compile
 
 
 def test_batches_smaller_than_the_batch_size_run_in_their_own_context():

@@ -12,12 +12,14 @@ and batches of a shape that comes once), so that a job compiles one graph per re
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalkit.errors import EvalkitError
 from evalkit.hashing import canonical_json, sha256_text
 
 STORE_NAME = "evalkit-compile-costs.json"
@@ -33,16 +35,35 @@ def eager_for(model):
     return torch.compiler.set_stance("force_eager")
 
 
-def store_path() -> Path | None:
+def compile_cache() -> Path | None:
+    """The folder of compiled graphs and of what compiling cost, made if need be: EVALKIT_COMPILE_CACHE, else
+    ~/.cache/evalkit/compiled; None when set empty (torch's own folder in /tmp, nothing measured kept). EvalkitError
+    (one line) when it cannot be created and written."""
     folder = os.environ.get("EVALKIT_COMPILE_CACHE", "~/.cache/evalkit/compiled")
-    return Path(folder).expanduser() / STORE_NAME if folder else None
+    if not folder:
+        return None
+    path = Path(folder).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as error:
+        raise EvalkitError(f"EVALKIT_COMPILE_CACHE={folder} cannot be the compiled-graph cache ({error.strerror}: it "
+                           "must be a folder this process can create and write); set another, or empty for torch's "
+                           "own") from None
+    return path
+
+
+def store_path() -> Path | None:
+    folder = compile_cache()
+    return folder / STORE_NAME if folder else None
 
 
 def read_store() -> dict:
-    path = store_path()
     try:
+        path = store_path()
         entries = json.loads(path.read_text(encoding="utf-8")) if path else {}
-    except (OSError, ValueError):  # none yet, or unreadable: nothing measured
+    except (OSError, ValueError, EvalkitError):  # none yet, or unreadable: nothing measured
         return {}
     return entries if isinstance(entries, dict) else {}
 
@@ -78,8 +99,13 @@ def is_positive(value, zero: bool = False) -> bool:
 def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float = 0.0) -> None:
     """Keep a finished job's measured rate (and compile cost) under its key; a store that cannot be written is
     skipped (auto then stays eager)."""
-    path = store_path()
-    if path is None or amount <= 0 or eval_seconds <= compile_seconds:
+    if amount <= 0 or eval_seconds <= compile_seconds:
+        return
+    try:
+        path = store_path()
+    except EvalkitError:
+        return
+    if path is None:
         return
     entries = read_store()
     entry = entries.get(key) if isinstance(entries.get(key), dict) else {}

@@ -1,0 +1,42 @@
+"""compile=auto: the store of measured rates beside the compiled graphs, and the choice it makes per job."""
+
+import pytest
+
+from evalkit.errors import EvalkitError
+from evalkit.loading import compile_policy
+
+
+def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(tmp_path, monkeypatch):
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path))
+    key = compile_policy.job_key({"model": "m", "evaluator": "perplexity"})
+    assert not compile_policy.decide(key, 1e6, "tokens").compile  # nothing measured: eager
+    compile_policy.record(key, False, 300_000, 15.0)  # eager: 20,000 tokens/s
+    assert not compile_policy.decide(key, 1e6, "tokens").compile  # no compiled run measured yet
+    compile_policy.record(key, True, 300_000, 20.0, compile_seconds=8.0)  # 25,000 tokens/s once compiled
+    short, long = compile_policy.decide(key, 300_000, "tokens"), compile_policy.decide(key, 1e6, "tokens")
+    assert not short.compile and "expected saving 3.0 s on 300,000 tokens does not exceed the 8.0 s" in short.reason
+    assert long.compile and "expected saving 10.0 s" in long.reason
+    (tmp_path / compile_policy.STORE_NAME).write_text("[not a store")  # unreadable: nothing measured
+    assert not compile_policy.decide(key, 1e9, "tokens").compile
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")  # no store: nothing kept, nothing compiled
+    compile_policy.record(key, False, 1, 1.0)
+    assert not compile_policy.decide(key, 1e9, "tokens").compile
+
+
+def test_the_compiled_graphs_and_the_rates_share_one_folder_and_one_error(tmp_path, monkeypatch):
+    """EVALKIT_COMPILE_CACHE is read in one place: compile=true (Inductor's cache) and compile=auto (its store) get
+    the same folder, or the same line naming the value that cannot be one."""
+    from evalkit.loading.compiling import keep_compiled_artifacts
+
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path / "compiled"))
+    assert compile_policy.compile_cache() == tmp_path / "compiled" and (tmp_path / "compiled").is_dir()
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path / "file" / "compiled"))
+    with pytest.raises(EvalkitError, match=f"EVALKIT_COMPILE_CACHE={tmp_path / 'file' / 'compiled'} cannot be") as one:
+        compile_policy.compile_cache()
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    with pytest.raises(EvalkitError) as other:
+        keep_compiled_artifacts()
+    assert str(one.value) == str(other.value) and "\n" not in str(one.value)
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")
+    assert compile_policy.compile_cache() is None
