@@ -8,7 +8,7 @@ from evalkit.loading import compile_policy
 
 def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(tmp_path, monkeypatch):
     monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path))
-    key = compile_policy.job_key({"model": "m", "evaluator": "perplexity"})
+    key = "0" * 64  # compile_choice.rate_key's digest
     assert not compile_policy.decide(key, 1e6, "tokens").compile  # nothing measured: eager
     compile_policy.record(key, False, 300_000, 15.0)  # eager: 20,000 tokens/s
     assert not compile_policy.decide(key, 1e6, "tokens").compile  # no compiled run measured yet

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from evalkit.hashing import canonical_json, sha256_text
 from evalkit.loading import LoadedModel, compile_policy
 from evalkit.loading.kernels import compile_model
 from evalkit.loading.options import LoadOptions
@@ -26,15 +27,15 @@ def compile_statistics() -> dict[str, float]:
     return statistics()
 
 
-def job_key(main: LoadedModel, evaluator: str, settings: dict) -> str:
-    """What sets a job's rates: the model's shape and dtype, the evaluator's settings and the batch size (the scoped
-    settings, compile itself left out), the GPU and torch."""
+def rate_key(main: LoadedModel, evaluator: str, settings: dict) -> str:
+    """The digest of what sets a job's rates, under which the store keeps them: the model's shape and dtype, the
+    evaluator's settings and the batch size (the scoped settings, compile itself left out), the GPU and torch."""
     config = {k: v for k, v in main.model.config.to_dict().items()
               if k not in ("_name_or_path", "transformers_version")}
     loading = {k: v for k, v in settings["loading"].items() if k not in ("compile", "seed")}
-    return compile_policy.job_key({"config": config, "dtype": main.provenance.get("dtype"), "evaluator": evaluator,
-                                   "settings": {**settings, "loading": loading},
-                                   "gpu": torch.cuda.get_device_name(main.device), "torch": torch.__version__})
+    return sha256_text(canonical_json({"config": config, "dtype": main.provenance.get("dtype"), "evaluator": evaluator,
+                                       "settings": {**settings, "loading": loading},
+                                       "gpu": torch.cuda.get_device_name(main.device), "torch": torch.__version__}))
 
 
 def choose(options: LoadOptions, main: LoadedModel, evaluator: str, settings: dict, amount: float,
@@ -44,7 +45,7 @@ def choose(options: LoadOptions, main: LoadedModel, evaluator: str, settings: di
     applied while loading."""
     key = None
     if main.device.type == "cuda" and hasattr(main.model, "config"):
-        key = job_key(main, evaluator, settings)
+        key = rate_key(main, evaluator, settings)
     if options.compile == "auto" and options.fused_kernels != "liger" and key is not None:
         decision = compile_policy.decide(key, amount, unit)
         print(f"evalkit: compile=auto: {'compiling' if decision.compile else 'eager'} ({decision.reason})",

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.hashing import canonical_json, sha256_text
 
 STORE_NAME = "evalkit-compile-costs.json"
 COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose regions compile_regions wrapped
@@ -66,10 +65,6 @@ def read_store() -> dict:
     except (OSError, ValueError, EvalkitError):  # none yet, or unreadable: nothing measured
         return {}
     return entries if isinstance(entries, dict) else {}
-
-
-def job_key(parts: dict) -> str:
-    return sha256_text(canonical_json(parts))
 
 
 @dataclass(frozen=True)
