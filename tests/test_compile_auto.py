@@ -1,6 +1,11 @@
 """compile=auto: the store of measured rates beside the compiled graphs, and the choice it makes per job."""
 
+import subprocess
+import sys
+import time
+
 import pytest
+from conftest import ROOT
 
 from evalkit.errors import EvalkitError
 from evalkit.loading import compile_policy
@@ -16,7 +21,7 @@ def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(t
     short, long = compile_policy.decide(key, 300_000, "tokens"), compile_policy.decide(key, 1e6, "tokens")
     assert not short.compile and "expected saving 3.0 s on 300,000 tokens does not exceed the 8.0 s" in short.reason
     assert long.compile and "expected saving 10.0 s" in long.reason
-    (tmp_path / compile_policy.STORE_NAME).write_text("[not a store")  # unreadable: nothing measured
+    (tmp_path / f"{key}.json").write_text("[not a store")  # unreadable: nothing measured
     assert not compile_policy.decide(key, 1e9, "tokens").compile
     monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")  # no store: nothing kept, nothing compiled
     compile_policy.record(key, False, 1, 1.0)
@@ -40,3 +45,27 @@ def test_the_compiled_graphs_and_the_rates_share_one_folder_and_one_error(tmp_pa
     assert str(one.value) == str(other.value) and "\n" not in str(one.value)
     monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")
     assert compile_policy.compile_cache() is None
+
+
+RECORD_KEYS = """
+import sys, time
+from evalkit.loading import compile_policy
+process, start = int(sys.argv[1]), float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # every process records at once
+for i in range(30):
+    compile_policy.record(f"{process:02d}{i:062d}", False, 1000.0, 1.0 + i)
+"""
+
+
+def test_processes_recording_at_once_keep_every_entry(tmp_path, monkeypatch):
+    """4 processes recording 30 keys each into one store (a sweep's ranks, an array's jobs on a shared filesystem):
+    every entry is kept, and no temporary file is left behind."""
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path))
+    start = time.time() + 3
+    writers = [subprocess.Popen([sys.executable, "-c", RECORD_KEYS, str(process), str(start)], cwd=ROOT)
+               for process in range(4)]
+    assert [writer.wait(timeout=60) for writer in writers] == [0] * 4
+    rates = [compile_policy.read_entry(f"{process:02d}{i:062d}").get("eager_rate")
+             for process in range(4) for i in range(30)]
+    assert rates == [1000.0 / (1.0 + i) for _ in range(4) for i in range(30)]
+    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".json"] * 120

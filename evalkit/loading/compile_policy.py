@@ -2,7 +2,8 @@
 here before. Every job run eagerly or compiled records its rate (units of work a second: tokens, examples) and, when
 compiled, its compile seconds, under a key of what sets them (the model's shape and dtype, the evaluator and its
 settings, the batch size, the GPU, torch); they are kept beside the compiled graphs (EVALKIT_COMPILE_CACHE), since a
-compile's cost depends on what that cache holds. Nothing measured means no compile: auto never bets on a loss.
+compile's cost depends on what that cache holds, a file `<key>.json` for each key. Nothing measured means no compile:
+auto never bets on a loss.
 
 The compiled rate counts the run's whole evaluation except dynamo's compile seconds, so Inductor's first-launch tuning
 stays in it: the estimate errs towards eager. Also here: `eager_for`, in which a compiled model runs eagerly (probes,
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.job.results import write_json
 
-STORE_NAME = "evalkit-compile-costs.json"
 COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose regions compile_regions wrapped
 
 
@@ -53,18 +54,21 @@ def compile_cache() -> Path | None:
     return path
 
 
-def store_path() -> Path | None:
+def entry_path(key: str) -> Path | None:
+    """Where the store keeps `key`'s measurements: a file of its own, so that jobs recording other keys at once (a
+    sweep's processes, an array's jobs on a shared filesystem) never overwrite each other's."""
     folder = compile_cache()
-    return folder / STORE_NAME if folder else None
+    return folder / f"{key}.json" if folder else None
 
 
-def read_store() -> dict:
+def read_entry(key: str) -> dict:
+    """What the store measured for `key` ({} when nothing)."""
     try:
-        path = store_path()
-        entries = json.loads(path.read_text(encoding="utf-8")) if path else {}
+        path = entry_path(key)
+        entry = json.loads(path.read_text(encoding="utf-8")) if path else {}
     except (OSError, ValueError, EvalkitError):  # none yet, or unreadable: nothing measured
         return {}
-    return entries if isinstance(entries, dict) else {}
+    return entry if isinstance(entry, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -75,8 +79,8 @@ class Decision:
 
 def decide(key: str, amount: float, unit: str) -> Decision:
     """Whether compiling this job (`amount` units of work) should pay, from what the store measured for its key."""
-    entry = read_store().get(key)
-    if not isinstance(entry, dict) or not all(is_positive(entry.get(k)) for k in ("eager_rate", "compiled_rate")) \
+    entry = read_entry(key)
+    if not all(is_positive(entry.get(k)) for k in ("eager_rate", "compiled_rate")) \
             or not is_positive(entry.get("compile_seconds"), zero=True):
         return Decision(False, "nothing measured here yet for this model, task and batch size with and without "
                                "compiling (a compile=true run and an eager one measure it)")
@@ -97,22 +101,17 @@ def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile
     if amount <= 0 or eval_seconds <= compile_seconds:
         return
     try:
-        path = store_path()
+        path = entry_path(key)
     except EvalkitError:
         return
     if path is None:
         return
-    entries = read_store()
-    entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
+    entry = read_entry(key)
     if compiled:
         entry.update(compiled_rate=amount / (eval_seconds - compile_seconds), compile_seconds=compile_seconds)
     else:
         entry["eager_rate"] = amount / eval_seconds
-    entries[key] = entry
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-        os.replace(temporary, path)
+        write_json(path, entry)  # whole or not at all: through a temporary file of a unique name, renamed
     except OSError:
         pass
