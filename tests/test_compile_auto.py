@@ -1,7 +1,10 @@
 """compile=auto: the store of measured rates beside the compiled graphs, and the choice it makes per job."""
 
+import json
+import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -21,12 +24,9 @@ def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(t
     short, long = compile_policy.decide(key, 300_000, "tokens"), compile_policy.decide(key, 1e6, "tokens")
     assert not short.compile and "expected saving 3.0 s on 300,000 tokens does not exceed the 8.0 s" in short.reason
     assert long.compile and "expected saving 10.0 s" in long.reason
-    (tmp_path / f"{key}.json").write_text("[not a store")  # unreadable: nothing measured
-    assert not compile_policy.decide(key, 1e9, "tokens").compile
-    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")  # no store: nothing kept, nothing compiled
-    compile_policy.record(key, False, 1, 1.0)
-    assert not compile_policy.decide(key, 1e9, "tokens").compile
-
+    (tmp_path / f"{key}.json").write_text("[not a store")  # unreadable: nothing measured, and said
+    unreadable = compile_policy.decide(key, 1e9, "tokens")
+    assert not unreadable.compile and f"measurements {tmp_path / key}.json are not JSON" in unreadable.reason
 
 def test_the_compiled_graphs_and_the_rates_share_one_folder_and_one_error(tmp_path, monkeypatch):
     """EVALKIT_COMPILE_CACHE is read in one place: compile=true (Inductor's cache) and compile=auto (its store) get
@@ -65,7 +65,38 @@ def test_processes_recording_at_once_keep_every_entry(tmp_path, monkeypatch):
     writers = [subprocess.Popen([sys.executable, "-c", RECORD_KEYS, str(process), str(start)], cwd=ROOT)
                for process in range(4)]
     assert [writer.wait(timeout=60) for writer in writers] == [0] * 4
-    rates = [compile_policy.read_entry(f"{process:02d}{i:062d}").get("eager_rate")
+    rates = [compile_policy.read_entry(compile_policy.entry_path(f"{process:02d}{i:062d}")).get("eager_rate")
              for process in range(4) for i in range(30)]
     assert rates == [1000.0 / (1.0 + i) for _ in range(4) for i in range(30)]
     assert sorted(path.suffix for path in tmp_path.iterdir()) == [".json"] * 120
+
+
+def test_a_hostile_or_unwritable_store_never_blocks_and_never_passes_for_a_measurement(tmp_path, monkeypatch):
+    """A FIFO where an entry goes is refused at once (a plain read blocks until a writer comes) and replaced by the
+    next measurement; Infinity or NaN (which JSON reads) is no measurement; a store that cannot be written is named
+    in the reason, not a request for runs that could never be recorded."""
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path))
+    key = "1" * 64
+    os.mkfifo(tmp_path / f"{key}.json")
+    decisions = []
+    reader = threading.Thread(target=lambda: decisions.append(compile_policy.decide(key, 1e6, "tokens")), daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert decisions and not decisions[0].compile and "is not a regular file (a FIFO)" in decisions[0].reason
+    compile_policy.record(key, False, 1000.0, 1.0)
+    assert compile_policy.read_entry(tmp_path / f"{key}.json") == {"eager_rate": 1000.0}
+    for infinite in ('"compiled_rate": Infinity, "compile_seconds": 0', '"compiled_rate": 2e3, "compile_seconds": NaN'):
+        (tmp_path / f"{key}.json").write_text(f'{{"eager_rate": 1e3, {infinite}}}')
+        decision = compile_policy.decide(key, 1e9, "tokens")
+        assert not decision.compile and decision.reason.startswith("nothing measured here yet"), decision
+        compile_policy.record(key, False, 1000.0, 1.0)  # kept again without the number strict JSON refuses
+        kept = (tmp_path / f"{key}.json").read_text()
+        assert "Infinity" not in kept and "NaN" not in kept and json.loads(kept)["eager_rate"] == 1000.0
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(tmp_path / "file" / "compiled"))
+    unwritable = compile_policy.decide(key, 1e9, "tokens")
+    assert not unwritable.compile and "cannot be the compiled-graph cache" in unwritable.reason
+    assert "so it cannot measure and stays eager" in unwritable.reason
+    compile_policy.record(key, False, 1000.0, 1.0)  # nothing to keep it in: no error
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")
+    assert compile_policy.decide(key, 1e9, "tokens").reason.startswith("EVALKIT_COMPILE_CACHE is empty")

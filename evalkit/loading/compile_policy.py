@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
+import math
 import os
+import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
+from evalkit.files import parse_json, read_bytes
 from evalkit.job.results import write_json
 
+ENTRY_LIMIT = 1 << 16  # one key's measurements: a few numbers
 COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose regions compile_regions wrapped
 
 
@@ -54,21 +57,29 @@ def compile_cache() -> Path | None:
     return path
 
 
-def entry_path(key: str) -> Path | None:
+def entry_path(key: str) -> Path:
     """Where the store keeps `key`'s measurements: a file of its own, so that jobs recording other keys at once (a
-    sweep's processes, an array's jobs on a shared filesystem) never overwrite each other's."""
+    sweep's processes, an array's jobs on a shared filesystem) never overwrite each other's. EvalkitError (one line)
+    when there is no store to keep them in."""
     folder = compile_cache()
-    return folder / f"{key}.json" if folder else None
+    if folder is None:
+        raise EvalkitError("EVALKIT_COMPILE_CACHE is empty (compiled graphs in torch's own folder)")
+    return folder / f"{key}.json"
 
 
-def read_entry(key: str) -> dict:
-    """What the store measured for `key` ({} when nothing)."""
-    try:
-        path = entry_path(key)
-        entry = json.loads(path.read_text(encoding="utf-8")) if path else {}
-    except (OSError, ValueError, EvalkitError):  # none yet, or unreadable: nothing measured
+def read_entry(path: Path) -> dict:
+    """The measurements kept at `path` ({} when none yet); EvalkitError (one line) when they cannot be read: read as
+    every file evalkit reads, so that a FIFO there cannot block a job."""
+    if not os.path.lexists(path):
         return {}
-    return entry if isinstance(entry, dict) else {}
+    data = read_bytes(path, ENTRY_LIMIT, "compile=auto's measurements")
+    try:
+        entry = parse_json(data.decode("utf-8"), str(path))
+    except ValueError as error:  # not UTF-8, not JSON
+        raise EvalkitError(f"compile=auto's measurements {path} are not JSON ({error})") from None
+    if not isinstance(entry, dict):
+        raise EvalkitError(f"compile=auto's measurements {path} are not a JSON object")
+    return entry
 
 
 @dataclass(frozen=True)
@@ -79,11 +90,19 @@ class Decision:
 
 def decide(key: str, amount: float, unit: str) -> Decision:
     """Whether compiling this job (`amount` units of work) should pay, from what the store measured for its key."""
-    entry = read_entry(key)
-    if not all(is_positive(entry.get(k)) for k in ("eager_rate", "compiled_rate")) \
-            or not is_positive(entry.get("compile_seconds"), zero=True):
-        return Decision(False, "nothing measured here yet for this model, task and batch size with and without "
-                               "compiling (a compile=true run and an eager one measure it)")
+    try:
+        path = entry_path(key)
+    except EvalkitError as error:
+        return Decision(False, f"{error}; compile=auto keeps what it measures in that folder, so it cannot measure "
+                               "and stays eager (compile=true compiles without measurements)")
+    try:
+        entry = read_entry(path)
+    except EvalkitError as error:
+        return Decision(False, f"{error}; nothing measured for this job (its next run's measurement replaces it)")
+    if not measured(entry):
+        return Decision(False, "nothing measured here yet for this job's model, task, settings, processes, GPU and "
+                               "library versions both with and without compiling (a compile=true run and an eager one "
+                               "measure it)")
     saving = amount / entry["eager_rate"] - amount / entry["compiled_rate"]
     cost = entry["compile_seconds"]
     worth = saving > cost
@@ -91,27 +110,34 @@ def decide(key: str, amount: float, unit: str) -> Decision:
                            f"{'exceeds' if worth else 'does not exceed'} the {cost:.1f} s compiling cost measured here")
 
 
-def is_positive(value, zero: bool = False) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or zero and value == 0)
+def measured(entry: dict) -> bool:
+    """Both rates, and the compile cost: finite numbers (JSON also reads Infinity and NaN), the rates above 0."""
+    rates, cost = (entry.get("eager_rate"), entry.get("compiled_rate")), entry.get("compile_seconds")
+    return all(is_finite(rate) and rate > 0 for rate in rates) and is_finite(cost) and cost >= 0
+
+
+def is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float = 0.0) -> None:
-    """Keep a finished job's measured rate (and compile cost) under its key; a store that cannot be written is
-    skipped (auto then stays eager)."""
+    """Keep a finished job's measured rate (and compile cost) under its key; an entry that cannot be read is measured
+    anew, and a store that cannot be written is said on stderr (decide says why auto then stays eager)."""
     if amount <= 0 or eval_seconds <= compile_seconds:
         return
     try:
         path = entry_path(key)
-    except EvalkitError:
+    except EvalkitError:  # no store: decide says so
         return
-    if path is None:
-        return
-    entry = read_entry(key)
+    try:  # what was kept and can be kept again: strict JSON takes no Infinity
+        entry = {name: value for name, value in read_entry(path).items() if is_finite(value)}
+    except EvalkitError:  # measured anew
+        entry = {}
     if compiled:
         entry.update(compiled_rate=amount / (eval_seconds - compile_seconds), compile_seconds=compile_seconds)
     else:
         entry["eager_rate"] = amount / eval_seconds
     try:
         write_json(path, entry)  # whole or not at all: through a temporary file of a unique name, renamed
-    except OSError:
-        pass
+    except OSError as error:
+        print(f"evalkit: compile=auto: this job's rate is not kept ({error})", file=sys.stderr)
