@@ -1,5 +1,6 @@
 """compile=auto: the store of measured rates beside the compiled graphs, and the choice it makes per job."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -8,10 +9,14 @@ import threading
 import time
 
 import pytest
-from conftest import ROOT
+import torch
+import transformers
+from conftest import ROOT, VOCAB, WIKITEXT
 
+from evalkit.config.compose import compose_config
 from evalkit.errors import EvalkitError
-from evalkit.loading import compile_policy
+from evalkit.job import compile_choice, runner
+from evalkit.loading import LoadedModel, compile_policy
 
 
 def test_compile_auto_compiles_only_when_measured_saving_exceeds_measured_cost(tmp_path, monkeypatch):
@@ -100,3 +105,36 @@ def test_a_hostile_or_unwritable_store_never_blocks_and_never_passes_for_a_measu
     compile_policy.record(key, False, 1000.0, 1.0)  # nothing to keep it in: no error
     monkeypatch.setenv("EVALKIT_COMPILE_CACHE", "")
     assert compile_policy.decide(key, 1e9, "tokens").reason.startswith("EVALKIT_COMPILE_CACHE is empty")
+
+
+def test_the_rate_key_holds_what_sets_the_rate_and_not_the_job_size_or_the_device_index(tiny_gpt2_dir, tmp_path,
+                                                                                        monkeypatch):
+    """A real tiny model, as on a GPU (the device's name given): every process count, tensor-parallel size, task,
+    fused-kernel state and transformers version has rates of its own; a limit or another GPU index of the same kind
+    does not."""
+    config = transformers.GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=VOCAB, n_positions=64)
+    provenance = {"dtype": "bfloat16", "devices": ["cuda:0"], "attn_implementation": "sdpa"}
+    model = LoadedModel(transformers.GPT2LMHeadModel(config), None, torch.device("cpu"), "causal-lm",
+                        provenance=provenance)
+    other_text = tmp_path / "other.txt"
+    other_text.write_text("another task's text")
+
+    def key(loaded=model, **settings) -> str:
+        cfg = compose_config(str(tiny_gpt2_dir), "text", **{"task.path": str(WIKITEXT), "device": "cpu", **settings})
+        return compile_choice.rate_key(runner.plan(cfg), loaded, "NVIDIA H200")
+
+    def with_provenance(**entries) -> LoadedModel:
+        return dataclasses.replace(model, provenance={**provenance, **entries})
+
+    same = key()
+    assert key(limit=100) == key(limit=5000) == same
+    assert key(with_provenance(devices=["cuda:1"])) == same
+    differ = [key(**{"task.path": str(other_text)}), key(batch_size=8), key(stride=256),
+              key(with_provenance(fused_kernels="RMSNorm, RoPE, SwiGLU (Liger)")),
+              key(with_provenance(tensor_parallel=2))]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    differ.append(key())
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.setattr(transformers, "__version__", "99.0")
+    differ.append(key())
+    assert len({same, *differ}) == len(differ) + 1

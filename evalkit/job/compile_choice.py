@@ -4,14 +4,19 @@ what earlier runs measured here), the job's compile statistics, and the rates it
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+import transformers
 
 from evalkit.hashing import canonical_json, sha256_text
+from evalkit.job import distributed
 from evalkit.loading import LoadedModel, compile_policy
 from evalkit.loading.kernels import compile_model
-from evalkit.loading.options import LoadOptions
+
+if TYPE_CHECKING:
+    from evalkit.job.runner import Plan
 
 
 @dataclass
@@ -27,27 +32,36 @@ def compile_statistics() -> dict[str, float]:
     return statistics()
 
 
-def rate_key(main: LoadedModel, evaluator: str, settings: dict) -> str:
-    """The digest of what sets a job's rates, under which the store keeps them: the model's shape and dtype, the
-    evaluator's settings and the batch size (the scoped settings, compile itself left out), the GPU and torch."""
-    config = {k: v for k, v in main.model.config.to_dict().items()
-              if k not in ("_name_or_path", "transformers_version")}
-    loading = {k: v for k, v in settings["loading"].items() if k not in ("compile", "seed")}
-    return sha256_text(canonical_json({"config": config, "dtype": main.provenance.get("dtype"), "evaluator": evaluator,
-                                       "settings": {**settings, "loading": loading},
-                                       "gpu": torch.cuda.get_device_name(main.device), "torch": torch.__version__}))
+def device_name(device: torch.device) -> str | None:
+    """The accelerator whose rates compile=auto weighs; None where it does not choose (the CPU, MPS)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
 
 
-def choose(options: LoadOptions, main: LoadedModel, evaluator: str, settings: dict, amount: float,
-           unit: str) -> CompileChoice:
+def rate_key(job: Plan, main: LoadedModel, device: str) -> str:
+    """The digest of what sets a job's rates, and only that: the model's shape, dtype, quantization, attention and
+    fused kernels in effect; the processes and tensor-parallel ranks; the task, the evaluator's settings and the batch
+    size; the device's name (not its index) and the torch and transformers versions. Not how much of the task a run
+    takes (limit): the rates are what extrapolates to a job's size."""
+    provenance = main.provenance
+    shape = {k: v for k, v in main.model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    return sha256_text(canonical_json({
+        "model": shape, "dtype": provenance.get("dtype"), "quantization": job.loading.quantization,
+        "attention": provenance.get("attn_implementation"), "fused_kernels": provenance.get("fused_kernels"),
+        "devices": sorted(place.split(":")[0] for place in provenance.get("devices", ())),
+        "processes": distributed.world_size(), "tensor_parallel": provenance.get("tensor_parallel", 1),
+        "task": job.config["task"], "evaluator": job.evaluator.name, "settings": asdict(job.settings),
+        "batch_size": job.run.batch_size, "device": device, "torch": torch.__version__,
+        "transformers": transformers.__version__}))
+
+
+def choose(job: Plan, main: LoadedModel, amount: float) -> CompileChoice:
     """Compile now when compile=auto finds it worth it for `amount` units of work (said on stderr and in the model's
     provenance either way; never over fused_kernels=liger, which asks for the fused eager layers); compile=true was
     applied while loading."""
-    key = None
-    if main.device.type == "cuda" and hasattr(main.model, "config"):
-        key = rate_key(main, evaluator, settings)
+    options, device = job.loading, device_name(main.device)
+    key = rate_key(job, main, device) if device and hasattr(main.model, "config") else None
     if options.compile == "auto" and options.fused_kernels != "liger" and key is not None:
-        decision = compile_policy.decide(key, amount, unit)
+        decision = compile_policy.decide(key, amount, job.evaluator.throughput)
         print(f"evalkit: compile=auto: {'compiling' if decision.compile else 'eager'} ({decision.reason})",
               file=sys.stderr)
         main.provenance["compile_auto"] = decision.reason

@@ -167,8 +167,7 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
               f"{job.evaluator.unit_name}s were finished before and are reused", file=sys.stderr)
     units = prepared.units
     remaining = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
-    compiling = compile_choice.choose(job.loading, main, job.evaluator.name, job.scoped_settings(), remaining,
-                                      job.evaluator.throughput)
+    compiling = compile_choice.choose(job, main, remaining)
     records, timing = score_units(job, prepared, progress, main, compiling.compiled, remaining)
     compile_choice.finish(compiling, timing, remaining)
     outcome = prepared.aggregate(records, timing[f"{job.evaluator.throughput}_per_second"])
