@@ -13,6 +13,7 @@ import torch
 import transformers
 from conftest import ROOT, VOCAB, WIKITEXT
 
+import evalkit
 from evalkit.config.compose import compose_config
 from evalkit.errors import EvalkitError
 from evalkit.job import compile_choice, runner
@@ -138,3 +139,48 @@ def test_the_rate_key_holds_what_sets_the_rate_and_not_the_job_size_or_the_devic
     monkeypatch.setattr(transformers, "__version__", "99.0")
     differ.append(key())
     assert len({same, *differ}) == len(differ) + 1
+
+
+def test_a_sweep_compiles_its_shared_model_once_and_runs_an_eager_job_eagerly(tiny_gpt2_dir, tmp_path, monkeypatch):
+    """One process, jobs sharing the pooled model, a device named as a GPU: a job auto compiles leaves the model
+    compiled; a later job auto keeps eager runs it eagerly (no graph compiled, the eager figures), records an eager
+    rate and leaves the measured compile cost alone; a later compiled job that compiles nothing new keeps that cost
+    too; no job changes the record an earlier one returned."""
+    from evalkit.loading.compiling import compile_statistics
+
+    store = tmp_path / "compiled"
+    monkeypatch.setenv("EVALKIT_COMPILE_CACHE", str(store))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(store))  # as evalkit sets it; put back after the test
+    monkeypatch.setattr(compile_choice, "device_name", lambda device: "a GPU")
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"word{i % 97}" for i in range(600)))
+    job = dict(model=str(tiny_gpt2_dir), task="text", **{"task.path": str(text)}, max_length=64, stride=32,
+               batch_size=4, device="cpu", cpu_linear="native", cache_dir=None)
+
+    def measured(**entry) -> dict:
+        [path] = store.glob("*.json")  # the one key of these jobs: not the limit
+        if entry:
+            path.write_text(json.dumps(entry))
+        return json.loads(path.read_text())
+
+    first = evalkit.evaluate(**job, limit=200)  # nothing measured: eager, and its rate kept
+    assert "compile" not in first["model"] and first["model"]["compile_auto"].startswith("nothing measured")
+    measured(eager_rate=100.0, compiled_rate=1000.0, compile_seconds=2.0)  # 399 tokens save 3.6 s
+    compiled = evalkit.evaluate(**job, limit=400)
+    reason = compiled["model"]["compile_auto"]
+    assert "blocks" in compiled["model"]["compile"] and "exceeds the 2.0 s" in reason
+    assert compiled["timing"]["graphs_compiled"] > 0 and measured()["compile_seconds"] > 0
+    measured(eager_rate=100.0, compiled_rate=1000.0, compile_seconds=100.0)
+    before = compile_statistics()
+    eager = evalkit.evaluate(**job, limit=400)
+    assert compile_statistics()["graphs_compiled"] == before["graphs_compiled"]  # ran eagerly: no new graph
+    assert "compile" not in eager["model"] and "graphs_compiled" not in eager["timing"]
+    assert eager["model"]["compile_auto"].endswith("compiled by an earlier job of this process, runs eagerly")
+    assert measured()["compile_seconds"] == 100.0 and measured()["eager_rate"] != 100.0
+    assert compiled["model"]["compile_auto"] == reason  # the earlier record is its own
+    measured(eager_rate=100.0, compiled_rate=1000.0, compile_seconds=2.0)
+    again = evalkit.evaluate(**job, limit=400)  # compiled, its graphs compiled by the job before
+    assert again["model"]["compile"] and again["timing"]["graphs_compiled"] == 0
+    assert measured()["compile_seconds"] == 2.0 and measured()["compiled_rate"] != 1000.0
+    plain = evalkit.evaluate(**job, limit=400, compile=False)
+    assert eager["metrics"]["nll_sum"] == plain["metrics"]["nll_sum"]  # bit for bit: eager kernels alone

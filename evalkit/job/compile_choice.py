@@ -3,6 +3,7 @@ what earlier runs measured here), the job's compile statistics, and the rates it
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
@@ -13,6 +14,7 @@ import transformers
 from evalkit.hashing import canonical_json, sha256_text
 from evalkit.job import distributed
 from evalkit.loading import LoadedModel, compile_policy
+from evalkit.loading.compile_policy import COMPILED
 from evalkit.loading.kernels import compile_model
 
 if TYPE_CHECKING:
@@ -54,27 +56,37 @@ def rate_key(job: Plan, main: LoadedModel, device: str) -> str:
         "transformers": transformers.__version__}))
 
 
-def choose(job: Plan, main: LoadedModel, amount: float) -> CompileChoice:
-    """Compile now when compile=auto finds it worth it for `amount` units of work (said on stderr and in the model's
-    provenance either way; never over fused_kernels=liger, which asks for the fused eager layers); compile=true was
-    applied while loading."""
-    options, device = job.loading, device_name(main.device)
-    key = rate_key(job, main, device) if device and hasattr(main.model, "config") else None
+def choose(job: Plan, loaded: LoadedModel, record: dict, amount: float) -> CompileChoice:
+    """Whether this job of `amount` units of work runs compiled: compile=auto's choice (said on stderr and in `record`,
+    the job's copy of the model's provenance; never over fused_kernels=liger, which asks for the fused eager layers),
+    else whether loading compiled the model. `loaded` is the model as loaded, which a sweep's jobs share: compiling
+    it is said in its own provenance, which later jobs copy. A job auto runs eagerly on a model an earlier job
+    compiled runs it under eager_for (the runner's), and its record says so."""
+    options, device = job.loading, device_name(loaded.device)
+    key = rate_key(job, loaded, device) if device and hasattr(loaded.model, "config") else None
+    compiled = loaded.model in COMPILED
     if options.compile == "auto" and options.fused_kernels != "liger" and key is not None:
         decision = compile_policy.decide(key, amount, job.evaluator.throughput)
-        print(f"evalkit: compile=auto: {'compiling' if decision.compile else 'eager'} ({decision.reason})",
-              file=sys.stderr)
-        main.provenance["compile_auto"] = decision.reason
-        if decision.compile and not main.provenance.get("compile"):  # a sweep's model may be compiled already
-            compile_model(main.model, True, main.provenance)
-    compiled = bool(main.provenance.get("compile"))
+        reason = decision.reason
+        if compiled and not decision.compile:
+            reason += "; the model, compiled by an earlier job of this process, runs eagerly"
+        elif decision.compile and not compiled:
+            compile_model(loaded.model, True, loaded.provenance)
+        compiled = decision.compile
+        print(f"evalkit: compile=auto: {'compiling' if compiled else 'eager'} ({reason})", file=sys.stderr)
+        # in place: the job's scorer holds this dict (its compiled NLL follows "compile")
+        record.clear()
+        record.update(copy.deepcopy(loaded.provenance), compile_auto=reason)
+        if not compiled:
+            record.pop("compile", None)
     return CompileChoice(key, compiled, compile_statistics() if compiled else {})
 
 
 def finish(choice: CompileChoice, timing: dict, amount: float) -> None:
-    """Add the job's compile statistics to its timing and keep its rate for compile=auto."""
+    """Add the job's compile statistics to its timing and keep its rate for compile=auto; its compile seconds only
+    when it compiled graphs (a job on a model compiled before costs none, and the measured cost stays)."""
     if choice.compiled:
         timing.update({key: value - choice.before[key] for key, value in compile_statistics().items()})
     if choice.key is not None:
-        compile_policy.record(choice.key, choice.compiled, amount, timing["eval_seconds"],
-                              timing.get("compile_seconds", 0.0))
+        compile_seconds = timing["compile_seconds"] if timing.get("graphs_compiled", 0) > 0 else None
+        compile_policy.record(choice.key, choice.compiled, amount, timing["eval_seconds"], compile_seconds)

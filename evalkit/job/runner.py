@@ -6,6 +6,7 @@ its prepare() gives the job's PreparedJob, which the runner scores, checks and a
 
 from __future__ import annotations
 
+import copy
 import datetime
 import math
 import os
@@ -155,7 +156,9 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     """Load, prepare the units, score this rank's share of those not done before, aggregate every rank's."""
     distributed.init(job.device)  # before loading: tensor parallelism shards the weights over the process group
     clock = time.perf_counter()
-    models = load_models(job)
+    loaded_models = load_models(job)  # a sweep's jobs share them: each job keeps its own record of them
+    models = {role: replace(model, provenance=copy.deepcopy(model.provenance))
+              for role, model in loaded_models.items()}
     main = models["model"]
     loaded = time.perf_counter()
     prepared = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
@@ -167,8 +170,9 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
               f"{job.evaluator.unit_name}s were finished before and are reused", file=sys.stderr)
     units = prepared.units
     remaining = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
-    compiling = compile_choice.choose(job, main, remaining)
-    records, timing = score_units(job, prepared, progress, main, compiling.compiled, remaining)
+    compiling = compile_choice.choose(job, loaded_models["model"], main.provenance, remaining)
+    with nullcontext() if compiling.compiled else eager_for(main.model):  # a model an earlier job compiled
+        records, timing = score_units(job, prepared, progress, main, compiling.compiled, remaining)
     compile_choice.finish(compiling, timing, remaining)
     outcome = prepared.aggregate(records, timing[f"{job.evaluator.throughput}_per_second"])
     provenance = main.provenance

@@ -120,10 +120,11 @@ def is_finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float = 0.0) -> None:
-    """Keep a finished job's measured rate (and compile cost) under its key; an entry that cannot be read is measured
-    anew, and a store that cannot be written is said on stderr (decide says why auto then stays eager)."""
-    if amount <= 0 or eval_seconds <= compile_seconds:
+def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float | None = None) -> None:
+    """Keep a finished job's measured rate (and compile cost: None when the job compiled nothing, its model compiled
+    before, which keeps the cost measured) under its key; an entry that cannot be read is measured anew, and a store
+    that cannot be written is said on stderr (decide says why auto then stays eager)."""
+    if amount <= 0 or eval_seconds <= (compile_seconds or 0.0):
         return
     try:
         path = entry_path(key)
@@ -134,7 +135,9 @@ def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile
     except EvalkitError:  # measured anew
         entry = {}
     if compiled:
-        entry.update(compiled_rate=amount / (eval_seconds - compile_seconds), compile_seconds=compile_seconds)
+        entry["compiled_rate"] = amount / (eval_seconds - (compile_seconds or 0.0))
+        if compile_seconds is not None:
+            entry["compile_seconds"] = compile_seconds
     else:
         entry["eager_rate"] = amount / eval_seconds
     try:
