@@ -220,6 +220,7 @@ TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its fi
     "test_compile_auto.py::test_the_rate_key_holds_what_sets_the_rate_and_not_the_job_size_or_the_device_index":
         "contract",
     "test_compile_auto.py::test_a_sweep_compiles_its_shared_model_once_and_runs_an_eager_job_eagerly": "contract",
+    "test_compile_auto.py::test_under_torchrun_rank_0_chooses_for_every_rank_and_alone_records": "contract",
     "test_faults.py::test_a_finished_result_is_never_overwritten": "contract",
     "test_faults.py::test_non_finite_scores_stop_the_run_naming_the_unit": "contract",
     "test_faults.py::test_bad_or_conflicting_progress_records_are_set_aside": "contract",

@@ -184,3 +184,30 @@ def test_a_sweep_compiles_its_shared_model_once_and_runs_an_eager_job_eagerly(ti
     assert measured()["compile_seconds"] == 2.0 and measured()["compiled_rate"] != 1000.0
     plain = evalkit.evaluate(**job, limit=400, compile=False)
     assert eager["metrics"]["nll_sum"] == plain["metrics"]["nll_sum"]  # bit for bit: eager kernels alone
+
+
+def test_under_torchrun_rank_0_chooses_for_every_rank_and_alone_records(tiny_gpt2_dir, tmp_path):
+    """Two processes (gloo on the CPU, a device named as a GPU), each its own compile cache: rank 1's store never
+    says compile, rank 0's does. Rank 1 compiles as rank 0 chose (its compiled graphs are there) and records
+    nothing; rank 0 keeps the compiled rate."""
+    stores = [tmp_path / "rank0", tmp_path / "rank1"]
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"word{i % 97}" for i in range(600)))
+    job = dict(model=str(tiny_gpt2_dir), task="text", **{"task.path": str(text)}, max_length=64, stride=32,
+               batch_size=4, device="cpu", cpu_linear="native", cache_dir=None)
+    steps = [{"environment_by_rank": {"EVALKIT_COMPILE_CACHE": [str(store) for store in stores]}},
+             {"device_name": "a GPU"}, {"evaluate": {**job, "limit": 200}},  # nothing measured: eager
+             {"measured": {"eager_rate": 100.0, "compiled_rate": 1000.0, "compile_seconds": 2.0}},
+             {"evaluate": {**job, "limit": 400, "out_dir": str(tmp_path / "compiled")}}]
+    (tmp_path / "steps.json").write_text(json.dumps(steps), encoding="utf-8")
+    pair = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
+         "-m", "tests.torchrun_jobs", str(tmp_path / "steps.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert pair.returncode == 0, pair.stderr
+    compiled = json.loads((tmp_path / "compiled" / "results.json").read_text())
+    assert "blocks" in compiled["model"]["compile"] and "exceeds the 2.0 s" in compiled["model"]["compile_auto"]
+    [entry] = stores[0].glob("*.json")
+    assert json.loads(entry.read_text())["compiled_rate"] != 1000.0
+    assert not list(stores[1].glob("*.json")) and any(path.is_file() for path in stores[1].rglob("*"))
+    assert pair.stderr.count("evalkit: compile=auto: compiling") == 1

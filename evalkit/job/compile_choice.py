@@ -66,14 +66,17 @@ def choose(job: Plan, loaded: LoadedModel, record: dict, amount: float) -> Compi
     key = rate_key(job, loaded, device) if device and hasattr(loaded.model, "config") else None
     compiled = loaded.model in COMPILED
     if options.compile == "auto" and options.fused_kernels != "liger" and key is not None:
-        decision = compile_policy.decide(key, amount, job.evaluator.throughput)
+        # rank 0 alone reads the store: ranks reading it apart, while another job writes it, could choose apart
+        decision = distributed.from_main(compile_policy.decide(key, amount, job.evaluator.throughput)
+                                         if distributed.is_main() else None)
         reason = decision.reason
         if compiled and not decision.compile:
             reason += "; the model, compiled by an earlier job of this process, runs eagerly"
         elif decision.compile and not compiled:
             compile_model(loaded.model, True, loaded.provenance)
         compiled = decision.compile
-        print(f"evalkit: compile=auto: {'compiling' if compiled else 'eager'} ({reason})", file=sys.stderr)
+        if distributed.is_main():
+            print(f"evalkit: compile=auto: {'compiling' if compiled else 'eager'} ({reason})", file=sys.stderr)
         # in place: the job's scorer holds this dict (its compiled NLL follows "compile")
         record.clear()
         record.update(copy.deepcopy(loaded.provenance), compile_auto=reason)
@@ -87,6 +90,6 @@ def finish(choice: CompileChoice, timing: dict, amount: float) -> None:
     when it compiled graphs (a job on a model compiled before costs none, and the measured cost stays)."""
     if choice.compiled:
         timing.update({key: value - choice.before[key] for key, value in compile_statistics().items()})
-    if choice.key is not None:
+    if choice.key is not None and distributed.is_main():  # rank 0's rate: its clock waits for every rank's units
         compile_seconds = timing["compile_seconds"] if timing.get("graphs_compiled", 0) > 0 else None
         compile_policy.record(choice.key, choice.compiled, amount, timing["eval_seconds"], compile_seconds)
