@@ -60,7 +60,9 @@ def test_output_layer_of_aligned_width_is_left_alone():
 @pytest.mark.parametrize("mode, compiled_part", [("reduce-overhead", "whole forward")])
 def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     """CUDA-graph modes compile the whole forward (compile=true: the runner test below). The compiled graphs are kept
-    in EVALKIT_COMPILE_CACHE (conftest points it at a fresh folder) for the next process."""
+    in EVALKIT_COMPILE_CACHE (conftest points it at a fresh folder) for the next process: this test's among them."""
+    graphs = Path(os.environ["EVALKIT_COMPILE_CACHE"]) / "fxgraph"  # Inductor's compiled-graph entries
+    kept_before = set(graphs.rglob("*"))
     spec = {"name": "tiny", "name_or_path": str(tiny_gpt2_dir)}
     eager = load_model(spec, LoadOptions(device="cpu", cpu_linear="native"), "causal-lm")
     compiled = load_model(spec, LoadOptions(device="cpu", cpu_linear="native", compile=mode), "causal-lm")
@@ -70,7 +72,7 @@ def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     expected = score_windows(eager.model, tokens, windows, 4)[0]["nll"].sum()
     got = score_windows(compiled.model, tokens, windows, 4)[0]["nll"].sum()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
-    assert any(Path(os.environ["EVALKIT_COMPILE_CACHE"]).rglob("*")), "no compiled artifacts kept"
+    assert set(graphs.rglob("*")) - kept_before, "this test's compiled graphs were not kept"
 
 
 def test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll(tiny_gpt2_dir, tmp_path):
