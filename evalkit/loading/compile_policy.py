@@ -1,9 +1,8 @@
 """compile=auto: compile a job only when the time compiling is expected to save exceeds what it costs, both as measured
 here before. Every job run eagerly or compiled records its rate (units of work a second: tokens, examples) and, when
-compiled, its compile seconds, under a key of what sets them (the model's shape and dtype, the evaluator and its
-settings, the batch size, the GPU, torch); they are kept beside the compiled graphs (EVALKIT_COMPILE_CACHE), since a
-compile's cost depends on what that cache holds, a file `<key>.json` for each key. Nothing measured means no compile:
-auto never bets on a loss.
+it compiled graphs, its compile seconds, under a key of what sets them (job/compile_choice.py's rate_key); they are
+kept beside the compiled graphs (EVALKIT_COMPILE_CACHE), since a compile's cost depends on what that cache holds, a
+file `<key>.json` for each key. Nothing measured means no compile: auto never bets on a loss.
 
 The compiled rate counts the run's whole evaluation except dynamo's compile seconds, so Inductor's first-launch tuning
 stays in it: the estimate errs towards eager. Also here: `eager_for`, in which a compiled model runs eagerly (probes,
