@@ -5,7 +5,10 @@ import math
 import pytest
 import torch
 import transformers
+from conftest import WIKITEXT, patch_jobs
 
+import evalkit
+from evalkit import evaluators
 from evalkit.evaluators.perplexity.windows import window_schedule
 from evalkit.loading import LoadOptions, load_model
 from evalkit.scoring.logprobs import position_chunks
@@ -167,3 +170,17 @@ def test_a_model_that_caps_its_logits_is_not_split(tokens, monkeypatch):
     assert output_split(model) is None
     nll = score_windows(model, tokens, windows, 2)[0]["nll"]
     assert math.isclose(float(nll.sum()), math.fsum(docs_loop_nll(model, tokens, windows)), rel_tol=1e-6)
+
+
+def test_the_warm_up_runs_under_inference_mode_as_the_timed_pass(tiny_gpt2_dir, monkeypatch):
+    """The untimed first window readies what the timed pass runs: under inference_mode, as that pass is."""
+    modes = []
+
+    def warm_up(original, todo):
+        modes.append(torch.is_inference_mode_enabled())
+        return original(todo)
+
+    patch_jobs(monkeypatch, evaluators.get("perplexity"), "warm_up", warm_up)
+    evalkit.evaluate(model=str(tiny_gpt2_dir), task="text", **{"task.path": str(WIKITEXT)}, limit=200,
+                     max_length=64, stride=32, device="cpu", cache_dir=None)
+    assert modes == [True]

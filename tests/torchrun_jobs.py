@@ -7,7 +7,9 @@ a user's script calling evalkit.evaluate again or a command-line sweep runs them
 
 steps.json is a list of steps, each {"evaluate": keywords of evalkit.evaluate}, {"command_line": arguments of
 `python -m evalkit`} (run in this process as `python -m evalkit` runs them) or {"rank_0_waits": seconds} (rank 0
-starts the next job late, as a rank 0 busy writing files does, while the other rank goes on)."""
+starts the next job late, as a rank 0 busy writing files does, while the other rank goes on). For compile=auto:
+{"environment_by_rank": {NAME: [rank 0's value, rank 1's]}}, {"device_name": NAME} (compile=auto chooses as on a GPU
+of that name: compile_choice's seam) and {"measured": an entry} (rank 0 writes it over every entry of its store)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import evalkit
+from evalkit.job import compile_choice
 
 
 def run_steps(steps: list[dict]) -> None:
@@ -29,6 +32,15 @@ def run_steps(steps: list[dict]) -> None:
         elif "rank_0_waits" in step:
             if os.environ["RANK"] == "0":
                 time.sleep(step["rank_0_waits"])
+        elif "environment_by_rank" in step:
+            os.environ.update({name: values[int(os.environ["RANK"])]
+                               for name, values in step["environment_by_rank"].items()})
+        elif "device_name" in step:
+            compile_choice.device_name = lambda device, name=step["device_name"]: name
+        elif "measured" in step:
+            if os.environ["RANK"] == "0":
+                for entry in Path(os.environ["EVALKIT_COMPILE_CACHE"]).glob("*.json"):
+                    entry.write_text(json.dumps(step["measured"]), encoding="utf-8")
         else:
             evalkit.evaluate(**step["evaluate"])
 

@@ -3,14 +3,22 @@ what earlier runs measured here), the job's compile statistics, and the rates it
 
 from __future__ import annotations
 
+import copy
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+import transformers
 
+from evalkit.hashing import canonical_json, sha256_text
+from evalkit.job import distributed
 from evalkit.loading import LoadedModel, compile_policy
+from evalkit.loading.compile_policy import COMPILED
 from evalkit.loading.kernels import compile_model
-from evalkit.loading.options import LoadOptions
+
+if TYPE_CHECKING:
+    from evalkit.job.runner import Plan
 
 
 @dataclass
@@ -26,40 +34,62 @@ def compile_statistics() -> dict[str, float]:
     return statistics()
 
 
-def job_key(main: LoadedModel, evaluator: str, settings: dict) -> str:
-    """What sets a job's rates: the model's shape and dtype, the evaluator's settings and the batch size (the scoped
-    settings, compile itself left out), the GPU and torch."""
-    config = {k: v for k, v in main.model.config.to_dict().items()
-              if k not in ("_name_or_path", "transformers_version")}
-    loading = {k: v for k, v in settings["loading"].items() if k not in ("compile", "seed")}
-    return compile_policy.job_key({"config": config, "dtype": main.provenance.get("dtype"), "evaluator": evaluator,
-                                   "settings": {**settings, "loading": loading},
-                                   "gpu": torch.cuda.get_device_name(main.device), "torch": torch.__version__})
+def device_name(device: torch.device) -> str | None:
+    """The accelerator whose rates compile=auto weighs; None where it does not choose (the CPU, MPS)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else None
 
 
-def choose(options: LoadOptions, main: LoadedModel, evaluator: str, settings: dict, amount: float,
-           unit: str) -> CompileChoice:
-    """Compile now when compile=auto finds it worth it for `amount` units of work (said on stderr and in the model's
-    provenance either way; never over fused_kernels=liger, which asks for the fused eager layers); compile=true was
-    applied while loading."""
-    key = None
-    if main.device.type == "cuda" and hasattr(main.model, "config"):
-        key = job_key(main, evaluator, settings)
+def rate_key(job: Plan, main: LoadedModel, device: str) -> str:
+    """The digest of what sets a job's rates, and only that: the model's shape, dtype, quantization, attention and
+    fused kernels in effect; the processes and tensor-parallel ranks; the task, the evaluator's settings and the batch
+    size; the device's name (not its index) and the torch and transformers versions. Not how much of the task a run
+    takes (limit): the rates are what extrapolates to a job's size."""
+    provenance = main.provenance
+    shape = {k: v for k, v in main.model.config.to_dict().items() if k not in ("_name_or_path", "transformers_version")}
+    return sha256_text(canonical_json({
+        "model": shape, "dtype": provenance.get("dtype"), "quantization": job.loading.quantization,
+        "attention": provenance.get("attn_implementation"), "fused_kernels": provenance.get("fused_kernels"),
+        "devices": sorted(place.split(":")[0] for place in provenance.get("devices", ())),
+        "processes": distributed.world_size(), "tensor_parallel": provenance.get("tensor_parallel", 1),
+        "task": job.config["task"], "evaluator": job.evaluator.name, "settings": asdict(job.settings),
+        "batch_size": job.run.batch_size, "device": device, "torch": torch.__version__,
+        "transformers": transformers.__version__}))
+
+
+def choose(job: Plan, loaded: LoadedModel, record: dict, amount: float) -> CompileChoice:
+    """Whether this job of `amount` units of work runs compiled: compile=auto's choice (said on stderr and in `record`,
+    the job's copy of the model's provenance; never over fused_kernels=liger, which asks for the fused eager layers),
+    else whether loading compiled the model. `loaded` is the model as loaded, which a sweep's jobs share: compiling
+    it is said in its own provenance, which later jobs copy. A job auto runs eagerly on a model an earlier job
+    compiled runs it under eager_for (the runner's), and its record says so."""
+    options, device = job.loading, device_name(loaded.device)
+    key = rate_key(job, loaded, device) if device and hasattr(loaded.model, "config") else None
+    compiled = loaded.model in COMPILED
     if options.compile == "auto" and options.fused_kernels != "liger" and key is not None:
-        decision = compile_policy.decide(key, amount, unit)
-        print(f"evalkit: compile=auto: {'compiling' if decision.compile else 'eager'} ({decision.reason})",
-              file=sys.stderr)
-        main.provenance["compile_auto"] = decision.reason
-        if decision.compile and not main.provenance.get("compile"):  # a sweep's model may be compiled already
-            compile_model(main.model, True, main.provenance)
-    compiled = bool(main.provenance.get("compile"))
+        # rank 0 alone reads the store: ranks reading it apart, while another job writes it, could choose apart
+        decision = distributed.from_main(compile_policy.decide(key, amount, job.evaluator.throughput)
+                                         if distributed.is_main() else None)
+        reason = decision.reason
+        if compiled and not decision.compile:
+            reason += "; the model, compiled by an earlier job of this process, runs eagerly"
+        elif decision.compile and not compiled:
+            compile_model(loaded.model, True, loaded.provenance)
+        compiled = decision.compile
+        if distributed.is_main():
+            print(f"evalkit: compile=auto: {'compiling' if compiled else 'eager'} ({reason})", file=sys.stderr)
+        # in place: the job's scorer holds this dict (its compiled NLL follows "compile")
+        record.clear()
+        record.update(copy.deepcopy(loaded.provenance), compile_auto=reason)
+        if not compiled:
+            record.pop("compile", None)
     return CompileChoice(key, compiled, compile_statistics() if compiled else {})
 
 
 def finish(choice: CompileChoice, timing: dict, amount: float) -> None:
-    """Add the job's compile statistics to its timing and keep its rate for compile=auto."""
+    """Add the job's compile statistics to its timing and keep its rate for compile=auto; its compile seconds only
+    when it compiled graphs (a job on a model compiled before costs none, and the measured cost stays)."""
     if choice.compiled:
         timing.update({key: value - choice.before[key] for key, value in compile_statistics().items()})
-    if choice.key is not None:
-        compile_policy.record(choice.key, choice.compiled, amount, timing["eval_seconds"],
-                              timing.get("compile_seconds", 0.0))
+    if choice.key is not None and distributed.is_main():  # rank 0's rate: its clock waits for every rank's units
+        compile_seconds = timing["compile_seconds"] if timing.get("graphs_compiled", 0) > 0 else None
+        compile_policy.record(choice.key, choice.compiled, amount, timing["eval_seconds"], compile_seconds)

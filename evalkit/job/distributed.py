@@ -70,6 +70,16 @@ def gather(value) -> list:
     return gathered
 
 
+def from_main(value):
+    """Rank 0's `value` on every rank (each passes its own, which only rank 0's replaces): one choice that every rank
+    makes alike."""
+    if world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def gather_records(records: dict[int, dict], tensor_parallel: bool = False) -> dict[int, dict]:
     """Every rank's per-unit records (index -> record), merged: each rank holds the records of its own units (under
     tensor parallelism, of every unit already)."""

@@ -6,6 +6,7 @@ its prepare() gives the job's PreparedJob, which the runner scores, checks and a
 
 from __future__ import annotations
 
+import copy
 import datetime
 import math
 import os
@@ -155,7 +156,9 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
     """Load, prepare the units, score this rank's share of those not done before, aggregate every rank's."""
     distributed.init(job.device)  # before loading: tensor parallelism shards the weights over the process group
     clock = time.perf_counter()
-    models = load_models(job)
+    loaded_models = load_models(job)  # a sweep's jobs share them: each job keeps its own record of them
+    models = {role: replace(model, provenance=copy.deepcopy(model.provenance))
+              for role, model in loaded_models.items()}
     main = models["model"]
     loaded = time.perf_counter()
     prepared = job.evaluator.prepare(job.settings, job.run, job.config["task"], data, models)
@@ -167,9 +170,9 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
               f"{job.evaluator.unit_name}s were finished before and are reused", file=sys.stderr)
     units = prepared.units
     remaining = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
-    compiling = compile_choice.choose(job.loading, main, job.evaluator.name, job.scoped_settings(), remaining,
-                                      job.evaluator.throughput)
-    records, timing = score_units(job, prepared, progress, main, compiling.compiled)
+    compiling = compile_choice.choose(job, loaded_models["model"], main.provenance, remaining)
+    with nullcontext() if compiling.compiled else eager_for(main.model):  # a model an earlier job compiled
+        records, timing = score_units(job, prepared, progress, main, compiling.compiled, remaining)
     compile_choice.finish(compiling, timing, remaining)
     outcome = prepared.aggregate(records, timing[f"{job.evaluator.throughput}_per_second"])
     provenance = main.provenance
@@ -180,11 +183,11 @@ def evaluate(job: Plan, data: Data, cache: Job) -> EvalResult:
                       timing={**phases, **timing, **outcome.timing})
 
 
-def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: LoadedModel,
-                compiled: bool) -> tuple[list, dict]:
-    """Every unit's record, in unit order, and the timing of the units this run computed. A compiled model runs a
-    batch smaller than the batch size (a group's remainder, a lone unit) eagerly: a shape seen once is not worth a
-    compile."""
+def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: LoadedModel, compiled: bool,
+                remaining: float) -> tuple[list, dict]:
+    """Every unit's record, in unit order, and the timing of the units this run computed (`remaining`: their amount
+    of work, every rank's). A compiled model runs a batch smaller than the batch size (a group's remainder, a lone
+    unit) eagerly: a shape seen once is not worth a compile."""
     device = main.device
     evaluator, units = job.evaluator, prepared.units
     tensor_parallel = bool(job.loading.tp_plan)
@@ -194,7 +197,8 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: Load
     size = min(prepared.auto_batch_size(device), max(len(todo), 1)) if auto else job.run.batch_size
     computed: dict[int, dict] = {}
     warming = time.perf_counter()
-    with eager_for(main.model) if compiled else nullcontext():  # a lone unit: not worth a compile
+    # under inference_mode as the timed pass runs, so that it readies that pass's code paths (autograd's differ)
+    with torch.inference_mode(), eager_for(main.model) if compiled else nullcontext():  # a lone unit: no compile
         prepared.warm_up(todo)
     warm_up_seconds = time.perf_counter() - warming
     total = sum(units.amounts[i] for i in todo)
@@ -220,9 +224,8 @@ def score_units(job: Plan, prepared: PreparedJob, progress: Progress, main: Load
                                             tensor_parallel)
         seconds = time.perf_counter() - started
     per_rank = distributed.gather(len(computed))
-    amount = sum(units.amounts) - sum(units.amounts[i] for i in progress.done)
     timing = {"warm_up_seconds": warm_up_seconds, "eval_seconds": seconds,
-              f"{evaluator.throughput}_per_second": amount / seconds if seconds else 0.0,
+              f"{evaluator.throughput}_per_second": remaining / seconds if seconds else 0.0,
               "batch_size": size, "processes": distributed.world_size(),
               "tensor_parallel": distributed.world_size() if tensor_parallel else 1,
               "units_computed": units.count - len(progress.done), "units_computed_per_rank": per_rank}

@@ -1,8 +1,8 @@
 """compile=auto: compile a job only when the time compiling is expected to save exceeds what it costs, both as measured
 here before. Every job run eagerly or compiled records its rate (units of work a second: tokens, examples) and, when
-compiled, its compile seconds, under a key of what sets them (the model's shape and dtype, the evaluator and its
-settings, the batch size, the GPU, torch); they are kept beside the compiled graphs (EVALKIT_COMPILE_CACHE), since a
-compile's cost depends on what that cache holds. Nothing measured means no compile: auto never bets on a loss.
+it compiled graphs, its compile seconds, under a key of what sets them (job/compile_choice.py's rate_key); they are
+kept beside the compiled graphs (EVALKIT_COMPILE_CACHE), since a compile's cost depends on what that cache holds, a
+file `<key>.json` for each key. Nothing measured means no compile: auto never bets on a loss.
 
 The compiled rate counts the run's whole evaluation except dynamo's compile seconds, so Inductor's first-launch tuning
 stays in it: the estimate errs towards eager. Also here: `eager_for`, in which a compiled model runs eagerly (probes,
@@ -12,15 +12,19 @@ and batches of a shape that comes once), so that a job compiles one graph per re
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
+import math
 import os
+import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.hashing import canonical_json, sha256_text
+from evalkit.errors import EvalkitError
+from evalkit.files import parse_json, read_bytes
+from evalkit.job.results import write_json
 
-STORE_NAME = "evalkit-compile-costs.json"
+ENTRY_LIMIT = 1 << 16  # one key's measurements: a few numbers
 COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose regions compile_regions wrapped
 
 
@@ -33,22 +37,48 @@ def eager_for(model):
     return torch.compiler.set_stance("force_eager")
 
 
-def store_path() -> Path | None:
+def compile_cache() -> Path | None:
+    """The folder of compiled graphs and of what compiling cost, made if need be: EVALKIT_COMPILE_CACHE, else
+    ~/.cache/evalkit/compiled; None when set empty (torch's own folder in /tmp, nothing measured kept). EvalkitError
+    (one line) when it cannot be created and written."""
     folder = os.environ.get("EVALKIT_COMPILE_CACHE", "~/.cache/evalkit/compiled")
-    return Path(folder).expanduser() / STORE_NAME if folder else None
-
-
-def read_store() -> dict:
-    path = store_path()
+    if not folder:
+        return None
+    path = Path(folder).expanduser()
     try:
-        entries = json.loads(path.read_text(encoding="utf-8")) if path else {}
-    except (OSError, ValueError):  # none yet, or unreadable: nothing measured
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    except OSError as error:
+        raise EvalkitError(f"EVALKIT_COMPILE_CACHE={folder} cannot be the compiled-graph cache ({error.strerror}: it "
+                           "must be a folder this process can create and write); set another, or empty for torch's "
+                           "own") from None
+    return path
+
+
+def entry_path(key: str) -> Path:
+    """Where the store keeps `key`'s measurements: a file of its own, so that jobs recording other keys at once (a
+    sweep's processes, an array's jobs on a shared filesystem) never overwrite each other's. EvalkitError (one line)
+    when there is no store to keep them in."""
+    folder = compile_cache()
+    if folder is None:
+        raise EvalkitError("EVALKIT_COMPILE_CACHE is empty (compiled graphs in torch's own folder)")
+    return folder / f"{key}.json"
+
+
+def read_entry(path: Path) -> dict:
+    """The measurements kept at `path` ({} when none yet); EvalkitError (one line) when they cannot be read: read as
+    every file evalkit reads, so that a FIFO there cannot block a job."""
+    if not os.path.lexists(path):
         return {}
-    return entries if isinstance(entries, dict) else {}
-
-
-def job_key(parts: dict) -> str:
-    return sha256_text(canonical_json(parts))
+    data = read_bytes(path, ENTRY_LIMIT, "compile=auto's measurements")
+    try:
+        entry = parse_json(data.decode("utf-8"), str(path))
+    except ValueError as error:  # not UTF-8, not JSON
+        raise EvalkitError(f"compile=auto's measurements {path} are not JSON ({error})") from None
+    if not isinstance(entry, dict):
+        raise EvalkitError(f"compile=auto's measurements {path} are not a JSON object")
+    return entry
 
 
 @dataclass(frozen=True)
@@ -59,11 +89,19 @@ class Decision:
 
 def decide(key: str, amount: float, unit: str) -> Decision:
     """Whether compiling this job (`amount` units of work) should pay, from what the store measured for its key."""
-    entry = read_store().get(key)
-    if not isinstance(entry, dict) or not all(is_positive(entry.get(k)) for k in ("eager_rate", "compiled_rate")) \
-            or not is_positive(entry.get("compile_seconds"), zero=True):
-        return Decision(False, "nothing measured here yet for this model, task and batch size with and without "
-                               "compiling (a compile=true run and an eager one measure it)")
+    try:
+        path = entry_path(key)
+    except EvalkitError as error:
+        return Decision(False, f"{error}; compile=auto keeps what it measures in that folder, so it cannot measure "
+                               "and stays eager (compile=true compiles without measurements)")
+    try:
+        entry = read_entry(path)
+    except EvalkitError as error:
+        return Decision(False, f"{error}; nothing measured for this job (its next run's measurement replaces it)")
+    if not measured(entry):
+        return Decision(False, "nothing measured here yet for this job's model, task, settings, processes, GPU and "
+                               "library versions both with and without compiling (a compile=true run and an eager one "
+                               "measure it)")
     saving = amount / entry["eager_rate"] - amount / entry["compiled_rate"]
     cost = entry["compile_seconds"]
     worth = saving > cost
@@ -71,27 +109,37 @@ def decide(key: str, amount: float, unit: str) -> Decision:
                            f"{'exceeds' if worth else 'does not exceed'} the {cost:.1f} s compiling cost measured here")
 
 
-def is_positive(value, zero: bool = False) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and (value > 0 or zero and value == 0)
+def measured(entry: dict) -> bool:
+    """Both rates, and the compile cost: finite numbers (JSON also reads Infinity and NaN), the rates above 0."""
+    rates, cost = (entry.get("eager_rate"), entry.get("compiled_rate")), entry.get("compile_seconds")
+    return all(is_finite(rate) and rate > 0 for rate in rates) and is_finite(cost) and cost >= 0
 
 
-def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float = 0.0) -> None:
-    """Keep a finished job's measured rate (and compile cost) under its key; a store that cannot be written is
-    skipped (auto then stays eager)."""
-    path = store_path()
-    if path is None or amount <= 0 or eval_seconds <= compile_seconds:
+def is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float | None = None) -> None:
+    """Keep a finished job's measured rate (and compile cost: None when the job compiled nothing, its model compiled
+    before, which keeps the cost measured) under its key; an entry that cannot be read is measured anew, and a store
+    that cannot be written is said on stderr (decide says why auto then stays eager)."""
+    if amount <= 0 or eval_seconds <= (compile_seconds or 0.0):
         return
-    entries = read_store()
-    entry = entries.get(key) if isinstance(entries.get(key), dict) else {}
+    try:
+        path = entry_path(key)
+    except EvalkitError:  # no store: decide says so
+        return
+    try:  # what was kept and can be kept again: strict JSON takes no Infinity
+        entry = {name: value for name, value in read_entry(path).items() if is_finite(value)}
+    except EvalkitError:  # measured anew
+        entry = {}
     if compiled:
-        entry.update(compiled_rate=amount / (eval_seconds - compile_seconds), compile_seconds=compile_seconds)
+        entry["compiled_rate"] = amount / (eval_seconds - (compile_seconds or 0.0))
+        if compile_seconds is not None:
+            entry["compile_seconds"] = compile_seconds
     else:
         entry["eager_rate"] = amount / eval_seconds
-    entries[key] = entry
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-        os.replace(temporary, path)
-    except OSError:
-        pass
+        write_json(path, entry)  # whole or not at all: through a temporary file of a unique name, renamed
+    except OSError as error:
+        print(f"evalkit: compile=auto: this job's rate is not kept ({error})", file=sys.stderr)

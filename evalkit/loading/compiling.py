@@ -7,12 +7,11 @@ layer does so only when asked to compile.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
 
-from evalkit.errors import EvalkitError
+from evalkit.loading.compile_policy import compile_cache
 from evalkit.scoring.probes import model_device
 
 CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -58,21 +57,13 @@ class GeluEpilogue(CustomGraphPass):
 def keep_compiled_artifacts() -> None:
     """Inductor's and AOTAutograd's caches (compiled graphs and tuned kernels, keyed by graph, options and versions)
     in evalkit's cache folder, so that a second process (the next job of a sweep, a Slurm array on a shared
-    filesystem) skips most of the compiling: EVALKIT_COMPILE_CACHE (empty: torch's own folder in /tmp), else
-    ~/.cache/evalkit/compiled. A TORCHINDUCTOR_CACHE_DIR the user set wins (importing Inductor sets torch's
-    default there: that one is replaced)."""
+    filesystem) skips most of the compiling: compile_policy.compile_cache. A TORCHINDUCTOR_CACHE_DIR the user set
+    wins (importing Inductor sets torch's default there: that one is replaced)."""
     from torch._inductor.runtime.cache_dir_utils import default_cache_dir
 
-    folder = os.environ.get("EVALKIT_COMPILE_CACHE", "~/.cache/evalkit/compiled")
+    folder = compile_cache()  # here, as one line: Inductor would fail deep inside the first compile with a traceback
     if folder and os.environ.get("TORCHINDUCTOR_CACHE_DIR", default_cache_dir()) == default_cache_dir():
-        path = Path(folder).expanduser()
-        try:  # here, as one line: Inductor would fail deep inside the first compile with a traceback
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise EvalkitError(f"EVALKIT_COMPILE_CACHE={folder} cannot be the compiled-graph cache ({error.strerror}: "
-                               "it must be a folder this process can create and write); set another, or empty "
-                               "for torch's own") from None
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
 
 
 def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
