@@ -77,7 +77,7 @@ def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     assert set(graphs.rglob("*")) - kept_before, "this test's compiled graphs were not kept"
 
 
-def test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll(tiny_gpt2_dir, tmp_path):
+def test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll(tiny_gpt2_dir, tmp_path, capsys):
     """compile=true through the runner: each transformer block and the output layer are compiled (one graph shared by
     the blocks); probes, the lone first window and the last short one run eagerly, so only the batch of full windows
     compiles (block, output layer, NLL: at most 3 graphs, where every odd shape used to compile its own); the NLL is
@@ -87,7 +87,9 @@ def test_a_compiled_job_compiles_one_graph_per_region_and_gives_the_eager_nll(ti
     job = dict(model=str(tiny_gpt2_dir), task="text", **{"task.path": str(text)}, max_length=64, stride=32,
                batch_size=4, device="cpu", cpu_linear="native", cache_dir=None)
     eager = evalkit.evaluate(**job, compile=False)
+    capsys.readouterr()
     compiled = evalkit.evaluate(**job, compile=True)
+    assert "evalkit: compiling the model (mode default) as its first batches run" in capsys.readouterr().err
     timing = compiled["timing"]
     assert 1 <= timing["graphs_compiled"] <= 3 and timing["compile_seconds"] > 0, timing
     assert "compile_seconds" not in eager["timing"]

@@ -7,6 +7,7 @@ layer does so only when asked to compile.
 from __future__ import annotations
 
 import os
+import sys
 
 import torch
 from torch._inductor.custom_graph_pass import CustomGraphPass, get_hash_for_files
@@ -77,6 +78,11 @@ def compile_regions(model: torch.nn.Module, mode: str | None) -> str:
     default LayerNorm kernel of gpt2-large's block ran far below memory bandwidth, benchmarks/results/gpu_notes.md)
     and runs `GeluEpilogue`."""
     keep_compiled_artifacts()
+    if os.environ.get("RANK", "0") == "0":  # the first batches wait for it, under a still bar: said once per job
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        print(f"evalkit: compiling the model (mode {mode or 'default'}) as its first batches run; compiled graphs "
+              f"are kept in {cache_dir()} for later runs", file=sys.stderr)
     options = {**torch._inductor.list_mode_options(mode or "default"), "coordinate_descent_tuning": True,
                "pre_grad_custom_pass": GeluEpilogue()}
     if model_device(model).type == "cpu":
