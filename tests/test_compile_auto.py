@@ -187,27 +187,31 @@ def test_a_sweep_compiles_its_shared_model_once_and_runs_an_eager_job_eagerly(ti
 
 
 def test_under_torchrun_rank_0_chooses_for_every_rank_and_alone_records(tiny_gpt2_dir, tmp_path):
-    """Two processes (gloo on the CPU, a device named as a GPU), each its own compile cache: rank 1's store never
-    says compile, rank 0's does. Rank 1 compiles as rank 0 chose (its compiled graphs are there) and records
-    nothing; rank 0 keeps the compiled rate."""
+    """Two processes (gloo on the CPU, a device named as a GPU), each its own compile-cost store: rank 1's says
+    compiling pays, rank 0's has measured nothing compiled. Every rank runs eagerly, as rank 0 chose (rank 1 compiles
+    no graph), and only rank 0 records."""
     stores = [tmp_path / "rank0", tmp_path / "rank1"]
+    for store in stores:
+        store.mkdir()
     text = tmp_path / "text.txt"
     text.write_text(" ".join(f"word{i % 97}" for i in range(600)))
     job = dict(model=str(tiny_gpt2_dir), task="text", **{"task.path": str(text)}, max_length=64, stride=32,
                batch_size=4, device="cpu", cpu_linear="native", cache_dir=None)
+    measured = {"eager_rate": 100.0, "compiled_rate": 1000.0, "compile_seconds": 2.0}
     steps = [{"environment_by_rank": {"EVALKIT_COMPILE_CACHE": [str(store) for store in stores]}},
              {"device_name": "a GPU"}, {"evaluate": {**job, "limit": 200}},  # nothing measured: eager
-             {"measured": {"eager_rate": 100.0, "compiled_rate": 1000.0, "compile_seconds": 2.0}},
-             {"evaluate": {**job, "limit": 400, "out_dir": str(tmp_path / "compiled")}}]
+             {"measured": measured, "into": str(stores[1])},
+             {"evaluate": {**job, "limit": 400, "out_dir": str(tmp_path / "second")}}]
     (tmp_path / "steps.json").write_text(json.dumps(steps), encoding="utf-8")
     pair = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
          "-m", "tests.torchrun_jobs", str(tmp_path / "steps.json")],
         cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert pair.returncode == 0, pair.stderr
-    compiled = json.loads((tmp_path / "compiled" / "results.json").read_text())
-    assert "blocks" in compiled["model"]["compile"] and "exceeds the 2.0 s" in compiled["model"]["compile_auto"]
+    second = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert "compile" not in second["model"] and second["model"]["compile_auto"].startswith("nothing measured")
     [entry] = stores[0].glob("*.json")
-    assert json.loads(entry.read_text())["compiled_rate"] != 1000.0
-    assert not list(stores[1].glob("*.json")) and any(path.is_file() for path in stores[1].rglob("*"))
-    assert pair.stderr.count("evalkit: compile=auto: compiling") == 1
+    assert "compiled_rate" not in json.loads(entry.read_text())  # rank 0 kept its eager rate
+    assert [path.suffix for path in stores[1].iterdir()] == [".json"]  # rank 1 compiled no graph,
+    assert json.loads(next(stores[1].iterdir()).read_text()) == measured  # and recorded no rate
+    assert pair.stderr.count("evalkit: compile=auto: eager") == 2 and "compile=auto: compiling" not in pair.stderr

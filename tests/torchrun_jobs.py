@@ -9,7 +9,8 @@ steps.json is a list of steps, each {"evaluate": keywords of evalkit.evaluate}, 
 `python -m evalkit`} (run in this process as `python -m evalkit` runs them) or {"rank_0_waits": seconds} (rank 0
 starts the next job late, as a rank 0 busy writing files does, while the other rank goes on). For compile=auto:
 {"environment_by_rank": {NAME: [rank 0's value, rank 1's]}}, {"device_name": NAME} (compile=auto chooses as on a GPU
-of that name: compile_choice's seam) and {"measured": an entry} (rank 0 writes it over every entry of its store)."""
+of that name: compile_choice's seam) and {"measured": an entry, "into": a folder} (rank 0 writes the entry under the
+name of every entry its own store holds, in that folder: another rank's store)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def run_steps(steps: list[dict]) -> None:
         elif "measured" in step:
             if os.environ["RANK"] == "0":
                 for entry in Path(os.environ["EVALKIT_COMPILE_CACHE"]).glob("*.json"):
-                    entry.write_text(json.dumps(step["measured"]), encoding="utf-8")
+                    (Path(step["into"]) / entry.name).write_text(json.dumps(step["measured"]), encoding="utf-8")
         else:
             evalkit.evaluate(**step["evaluate"])
 
