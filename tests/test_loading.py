@@ -69,10 +69,10 @@ def test_compiled_model_gives_the_eager_nll(tiny_gpt2_dir, mode, compiled_part):
     eager = load_model(spec, LoadOptions(device="cpu", cpu_linear="native"), "causal-lm")
     compiled = load_model(spec, LoadOptions(device="cpu", cpu_linear="native", compile=mode), "causal-lm")
     assert compiled_part in compiled.provenance["compile"]
-    tokens = torch.randint(0, 49152, (200,), generator=torch.Generator().manual_seed(3))
-    windows = window_schedule(len(tokens), 64, 32)
-    expected = score_windows(eager.model, tokens, windows, 4)[0]["nll"].sum()
-    got = score_windows(compiled.model, tokens, windows, 4)[0]["nll"].sum()
+    tokens = torch.randint(0, 49152, (224,), generator=torch.Generator().manual_seed(3))
+    windows = window_schedule(len(tokens), 64, 32)  # 6 full windows, one batch: one shape to compile
+    expected = score_windows(eager.model, tokens, windows, 6)[0]["nll"].sum()
+    got = score_windows(compiled.model, tokens, windows, 6)[0]["nll"].sum()
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
     assert set(graphs.rglob("*")) - kept_before, "this test's compiled graphs were not kept"
 
@@ -155,14 +155,14 @@ def test_compiled_model_with_fused_gelu_and_compiled_nll_gives_the_eager_nll():
     epilogue pass leaves the graph alone, and the weights are frozen into the graphs as constants). A second model of
     the same shape with other weights, compiled in the same process, computes with its own weights: compiled graphs
     with frozen weights are not reused across models."""
-    tokens = torch.randint(0, 1000, (300,), generator=torch.Generator().manual_seed(3))
-    windows = window_schedule(len(tokens), 64, 32)
+    tokens = torch.randint(0, 1000, (224,), generator=torch.Generator().manual_seed(3))
+    windows = window_schedule(len(tokens), 64, 32)  # 6 full windows, one batch: one shape to compile
     for seed in (0, 1):
         eager, compiled = tiny_gpt2(seed), tiny_gpt2(seed)
         fuse_tanh_gelu(compiled)
         compile_regions(compiled, None)
-        expected = score_windows(eager, tokens, windows, 4)[0]["nll"]
-        got = score_windows(compiled, tokens, windows, 4, compile_nll=True)[0]["nll"]
+        expected = score_windows(eager, tokens, windows, 6)[0]["nll"]
+        got = score_windows(compiled, tokens, windows, 6, compile_nll=True)[0]["nll"]
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
 
 
