@@ -16,7 +16,8 @@ from evalkit.config.presets import model_spec
 from evalkit.data import load_utterances
 from evalkit.evaluators.asr.audio import normalizer, read_audio, wer_metrics
 from evalkit.evaluators.asr.transcriber import Transcriber
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.loading import LoadOptions, load_model
 
 ROOT = Path(__file__).resolve().parent.parent

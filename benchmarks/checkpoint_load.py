@@ -24,7 +24,8 @@ import torch
 import transformers
 
 from evalkit.config.presets import model_spec
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,8 @@ from lm_eval.models.huggingface import HFLM
 from evalkit.config.presets import model_spec
 from evalkit.data import load_examples
 from evalkit.evaluators.classification.methods import nli_scores
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.loading import LoadOptions, load_model, resolve_location
 from evalkit.scoring.causal_lm import CausalLM
 from oracles import pipeline_nli_scores  # noqa: E402 (tests/ joins the path first)

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import transformers
 
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.scoring.decoding import Decoder
 from evalkit.scoring.generation import encode_prompt, generate_until
 from evalkit.scoring.static_decoding import StaticDecoder

@@ -36,7 +36,8 @@ from evalkit.config.presets import model_spec
 from evalkit.evaluators.asr.transcriber import Transcriber
 from evalkit.evaluators.classification.methods import nli_scores
 from evalkit.evaluators.perplexity.windows import window_schedule
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.loading import LoadOptions, load_model
 from evalkit.scoring.rolling import score_windows
 from oracles import docs_loop_perplexity, pipeline_nli_scores  # noqa: E402 (tests/ joins the path first)

@@ -28,7 +28,8 @@ from gpu import forward_flops, matmul_tflops, stream_parser, timed  # benchmarks
 
 from evalkit.config.presets import model_spec
 from evalkit.evaluators.perplexity.windows import window_schedule
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.loading import LoadOptions, load_fresh
 from evalkit.scoring import logprobs
 from evalkit.scoring import rolling as nll

@@ -19,7 +19,7 @@ from gpu import forward_flops, stream_parser  # benchmarks/gpu.py
 from gpu_llama8b import Bench, kernel_shares, load  # benchmarks/gpu_llama8b.py
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from evalkit.job.results import write_json
+from evalkit.files import write_json
 from evalkit.loading import fusions
 from evalkit.scoring import rolling as nll
 

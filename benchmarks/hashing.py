@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from evalkit.files import write_json
 from evalkit.hashing import sha256_each
-from evalkit.job.results import hardware, write_json
+from evalkit.job.results import hardware
 
 
 def drop_from_page_cache(path: Path) -> None:

@@ -29,7 +29,8 @@ import evalkit
 from evalkit.config.presets import model_spec
 from evalkit.evaluators.multiple_choice.questions import Question, shared
 from evalkit.evaluators.perplexity.documents import articles, wikitext_detokenize
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.loading import resolve_location
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -31,7 +31,8 @@ from lm_eval_comparison import SHARED_DATA, WIKITEXT, save_random
 
 import evalkit
 from evalkit.config.presets import model_spec
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.loading import resolve_location
 
 NAMES = ["bench_group", "bench_rolling", "bench_gen"]

@@ -27,7 +27,8 @@ from gpu import forward_flops, matmul_tflops  # benchmarks/gpu.py
 
 from evalkit.config.presets import model_spec
 from evalkit.evaluators.perplexity.windows import window_schedule
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"eager": ["compile=false"], "eager_unfused": ["compile=false", "fused_kernels=none"],

@@ -29,7 +29,8 @@ import transformers
 
 from evalkit.config.presets import model_spec
 from evalkit.evaluators.perplexity.windows import window_schedule
-from evalkit.job.results import hardware, library_versions, write_json
+from evalkit.files import write_json
+from evalkit.job.results import hardware, library_versions
 from evalkit.loading import LoadOptions, load_model, resolve_location
 from evalkit.scoring import logprobs
 from evalkit.scoring.rolling import score_windows

@@ -1,4 +1,4 @@
-"""Reading a user's files safely and writing ours as the user's umask says. Pure: no torch.
+"""Reading a user's files safely and writing ours whole or not at all, as the user's umask says. Pure: no torch.
 
 A file evalkit reads (data, manifests, caches, results) must be a regular file of bounded size: a FIFO would block the
 read forever and a device (/dev/zero) would read until memory runs out, so both are refused with one line before any
@@ -7,9 +7,12 @@ between). JSON nested deeper than Python's parser can follow is one line too."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
@@ -95,3 +98,58 @@ def follow_umask(path: Path, folder: bool = False) -> None:
     """Give a file made by mkstemp (0600) or a folder made by mkdtemp (0700) the mode open() and mkdir() give: what
     the umask allows, so a team sharing a filesystem reads each other's results."""
     os.chmod(path, (0o777 if folder else 0o666) & ~umask())
+
+
+class Sha256Writer(io.BufferedIOBase):
+    """A binary file that keeps the sha256 of the bytes written through it: a file's digest without reading it back."""
+
+    def __init__(self, file):
+        super().__init__()
+        self.file, self.sha256 = file, hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes first
+        finally:
+            self.file.close()
+
+
+def write_atomic(path: Path, write, binary: bool = False, exclusive: bool = False) -> str:
+    """Write through a temporary file in the same folder, then rename: readers see the old file or the whole new one.
+    `exclusive`: never replace an existing file (FileExistsError instead). Returns the sha256 of the bytes written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        follow_umask(Path(temporary))  # mkstemp's 0600 would keep a team on a shared filesystem out
+        file = Sha256Writer(os.fdopen(handle, "wb"))
+        with file if binary else io.TextIOWrapper(file, encoding="utf-8") as stream:  # as open(..., "w") would
+            write(stream)
+        if exclusive:
+            os.link(temporary, path)  # fails if the file exists, atomically
+            os.unlink(temporary)
+        else:
+            os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return file.sha256.hexdigest()
+
+
+def strict_json(obj, **kwargs) -> str:
+    """JSON as every reader accepts it: a NaN or infinity is an error, never written as a bare NaN."""
+    return json.dumps(obj, allow_nan=False, default=str, **kwargs)
+
+
+def write_json(path: Path, obj: dict, exclusive: bool = False) -> str:
+    text = strict_json(obj, indent=2)
+    return write_atomic(path, lambda stream: stream.write(text), exclusive=exclusive)

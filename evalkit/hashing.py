@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
+from evalkit.files import write_atomic
+
 
 def canonical_json(value) -> str:
     """`value` as JSON with sorted keys, every mapping key made a string first (as JSON writes them): an identity to
@@ -161,11 +163,8 @@ def _progress(total: int):
 
 
 def keep_digest(stored: Path, digest: str) -> None:
-    """Written whole or not at all (a temporary file renamed); a store that cannot be written is only skipped."""
+    """Written whole or not at all (files.write_atomic); a store that cannot be written is only skipped."""
     try:
-        stored.parent.mkdir(parents=True, exist_ok=True)
-        temporary = stored.with_name(f".{stored.name}.{os.getpid()}")
-        temporary.write_text(digest, encoding="ascii")
-        os.replace(temporary, stored)
+        write_atomic(stored, lambda stream: stream.write(digest))
     except OSError:
         pass

@@ -12,10 +12,11 @@ import pytest
 from evalkit import files
 from evalkit.data import read_jsonl, read_text
 from evalkit.errors import EvalkitError
+from evalkit.files import write_atomic, write_json
 from evalkit.hashing import sha256_bytes
 from evalkit.job import run_folder
 from evalkit.job.cache import Job, Progress, read_entry
-from evalkit.job.results import write_atomic, write_json, write_run
+from evalkit.job.results import write_run
 
 pytestmark = pytest.mark.unit
 

@@ -25,9 +25,10 @@ from pathlib import Path
 import evalkit
 from evalkit import files
 from evalkit.errors import EvalkitError
+from evalkit.files import strict_json, write_json
 from evalkit.hashing import canonical_json, sha256_bytes
 from evalkit.job import distributed
-from evalkit.job.results import library_versions, strict_json, write_json, write_run
+from evalkit.job.results import library_versions, write_run
 
 COMPUTING_LIBRARIES = ("torch", "transformers", "tokenizers", "torchao", "jiwer", "whisper-normalizer")
 PRESENTATION = ("cli", "leaderboard")  # evalkit's packages that compute no number: left out of the code digest

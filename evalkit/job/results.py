@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib.metadata
-import io
-import json
 import os
 import platform
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import jsonlines
 
-from evalkit.files import follow_umask
+from evalkit.files import strict_json, write_atomic, write_json
 
 PACKAGES = ("evalkit", "torch", "transformers", "datasets", "hydra-core", "numpy", "accelerate", "gguf", "tokenizers",
             "torchao", "jiwer", "whisper-normalizer", "soundfile", "soxr", "lm-eval")
@@ -87,61 +83,6 @@ def hardware() -> dict:
         info["cuda"] = torch.version.cuda
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
-
-
-class Sha256Writer(io.BufferedIOBase):
-    """A binary file that keeps the sha256 of the bytes written through it: a file's digest without reading it back."""
-
-    def __init__(self, file):
-        super().__init__()
-        self.file, self.sha256 = file, hashlib.sha256()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        self.sha256.update(data)
-        return self.file.write(data)
-
-    def flush(self) -> None:
-        self.file.flush()
-
-    def close(self) -> None:
-        try:
-            super().close()  # flushes first
-        finally:
-            self.file.close()
-
-
-def write_atomic(path: Path, write, binary: bool = False, exclusive: bool = False) -> str:
-    """Write through a temporary file in the same folder, then rename: readers see the old file or the whole new one.
-    `exclusive`: never replace an existing file (FileExistsError instead). Returns the sha256 of the bytes written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        follow_umask(Path(temporary))  # mkstemp's 0600 would keep a team on a shared filesystem out
-        file = Sha256Writer(os.fdopen(handle, "wb"))
-        with file if binary else io.TextIOWrapper(file, encoding="utf-8") as stream:  # as open(..., "w") would
-            write(stream)
-        if exclusive:
-            os.link(temporary, path)  # fails if the file exists, atomically
-            os.unlink(temporary)
-        else:
-            os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return file.sha256.hexdigest()
-
-
-def strict_json(obj, **kwargs) -> str:
-    """JSON as every reader accepts it: a NaN or infinity is an error, never written as a bare NaN."""
-    return json.dumps(obj, allow_nan=False, default=str, **kwargs)
-
-
-def write_json(path: Path, obj: dict, exclusive: bool = False) -> str:
-    text = strict_json(obj, indent=2)
-    return write_atomic(path, lambda stream: stream.write(text), exclusive=exclusive)
 
 
 def write_jsonl(path: Path, records: list[dict]) -> str:

@@ -39,8 +39,8 @@ from pathlib import Path
 from evalkit import evaluators
 from evalkit.config.settings import is_number
 from evalkit.errors import EvalkitError
+from evalkit.files import write_atomic, write_json
 from evalkit.hashing import canonical_json
-from evalkit.job.results import write_atomic, write_json
 from evalkit.leaderboard.folder import check_output, replace_folder
 from evalkit.leaderboard.grid import (
     evaluator_keys,

@@ -10,8 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from evalkit.config.settings import is_number
+from evalkit.files import write_atomic
 from evalkit.hashing import canonical_json
-from evalkit.job.results import write_atomic
 from evalkit.leaderboard.grid import VARIANT_KEYS, evaluator_keys
 from evalkit.leaderboard.lm_eval_export import file_stem
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from evalkit.job.results import write_atomic
+from evalkit.files import write_atomic
 from evalkit.leaderboard.lm_eval_export import settings_label
 
 

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from evalkit.errors import EvalkitError
-from evalkit.files import parse_json, read_bytes
-from evalkit.job.results import write_json
+from evalkit.files import parse_json, read_bytes, write_json
 
 ENTRY_LIMIT = 1 << 16  # one key's measurements: a few numbers
 COMPILED: weakref.WeakSet = weakref.WeakSet()  # models whose regions compile_regions wrapped
