@@ -91,7 +91,8 @@ def test_a_hostile_or_unwritable_store_never_blocks_and_never_passes_for_a_measu
     assert decisions and not decisions[0].compile and "is not a regular file (a FIFO)" in decisions[0].reason
     compile_policy.record(key, False, 1000.0, 1.0)
     assert compile_policy.read_entry(tmp_path / f"{key}.json") == {"eager_rate": 1000.0}
-    for infinite in ('"compiled_rate": Infinity, "compile_seconds": 0', '"compiled_rate": 2e3, "compile_seconds": NaN'):
+    for infinite in ('"compiled_rate": Infinity, "compile_seconds": 0', '"compiled_rate": 2e3, "compile_seconds": NaN',
+                     f'"compiled_rate": {10 ** 400}, "compile_seconds": 0'):  # no float holds that integer
         (tmp_path / f"{key}.json").write_text(f'{{"eager_rate": 1e3, {infinite}}}')
         decision = compile_policy.decide(key, 1e9, "tokens")
         assert not decision.compile and decision.reason.startswith("nothing measured here yet"), decision

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import os
 import sys
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalkit.config.settings import is_number
 from evalkit.errors import EvalkitError
 from evalkit.files import parse_json, read_bytes, write_json
 
@@ -111,11 +111,7 @@ def decide(key: str, amount: float, unit: str) -> Decision:
 def measured(entry: dict) -> bool:
     """Both rates, and the compile cost: finite numbers (JSON also reads Infinity and NaN), the rates above 0."""
     rates, cost = (entry.get("eager_rate"), entry.get("compiled_rate")), entry.get("compile_seconds")
-    return all(is_finite(rate) and rate > 0 for rate in rates) and is_finite(cost) and cost >= 0
-
-
-def is_finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return all(is_number(rate) and rate > 0 for rate in rates) and is_number(cost) and cost >= 0
 
 
 def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile_seconds: float | None = None) -> None:
@@ -129,7 +125,7 @@ def record(key: str, compiled: bool, amount: float, eval_seconds: float, compile
     except EvalkitError:  # no store: decide says so
         return
     try:  # what was kept and can be kept again: strict JSON takes no Infinity
-        entry = {name: value for name, value in read_entry(path).items() if is_finite(value)}
+        entry = {name: value for name, value in read_entry(path).items() if is_number(value)}
     except EvalkitError:  # measured anew
         entry = {}
     if compiled:
